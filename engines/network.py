@@ -1,0 +1,169 @@
+"""The multi-stream MER network and its one builder.
+
+A model is S per-stream backbones (one per DI stream, separate weights unless ``shared_backbone``), a
+fusion of their feature maps, and a linear classifier. What it expects and predicts is its
+:class:`~engines.card.ModelCard`, attached as ``model.card`` at build time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from engines.backbones import BACKBONES, DEFAULT_WIDTHS, build_backbone
+from engines.card import ModelCard
+from engines.fusion import FUSIONS, build_fusion
+
+__all__ = ["MERModel", "ModelError", "ModelSettings", "create_model"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(ValueError):
+    """A model cannot be built from the given name, labels or settings."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything ``build_model(**settings)`` accepts. Sizes in pixels."""
+
+    backbone: str = "fast"  # "fast" | "resnet18"
+    input_size: int = 64  # DI side fed to the network
+    channels: int = 1  # 1 = grayscale DIs, 3 = BGR
+    crop_size: int = 128  # aligned face crop the DIs are computed on (recorded in the card)
+    dropout: float = 0.2  # before the classifier
+    width: int | None = None  # backbone base width; None = the backbone's default (fast 16, resnet18 64)
+    shared_backbone: bool = False  # one backbone for all streams instead of one per stream
+    heads: int = 4  # attention heads (cross-attention fusion)
+    gate_hidden: int = 64  # hidden units of the adaptive-fusion gate
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ModelError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
+        if self.width is None:
+            object.__setattr__(self, "width", DEFAULT_WIDTHS[self.backbone])
+        for name in ("input_size", "channels", "crop_size", "width", "heads", "gate_hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ModelError(f"setting {name} must be a positive integer, got {value!r}")
+        if self.channels not in (1, 3):
+            raise ModelError(f"setting channels must be 1 or 3, got {self.channels}")
+        if self.input_size < 16:
+            raise ModelError(f"setting input_size must be at least 16 pixels, got {self.input_size}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ModelError(f"setting dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "dropout", float(self.dropout))
+        if not isinstance(self.shared_backbone, bool):
+            raise ModelError(f"setting shared_backbone must be true or false, got {self.shared_backbone!r}")
+
+    @classmethod
+    def from_kwargs(cls, settings: dict[str, Any]) -> ModelSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ModelError(f"unknown model settings {unknown}; known: {sorted(known)}")
+        return cls(**settings)
+
+    def card_settings(self) -> dict[str, Any]:
+        """The settings that have no field of their own in the card (all of them, resolved, so a card
+        still rebuilds the same network if a default changes later)."""
+        own = {"backbone", "input_size", "channels", "crop_size"}
+        return {k: v for k, v in asdict(self).items() if k not in own}
+
+
+class MERModel(nn.Module):
+    """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
+
+    Input: normalised DIs (``realtime.dynamic_image.build_streams``) in ``card.streams`` order.
+    """
+
+    def __init__(self, card: ModelCard, fusion: str, settings: ModelSettings) -> None:
+        super().__init__()
+        self.card = card
+        self.fusion_kind = fusion
+        n_streams = len(card.streams)
+        width = settings.width
+        assert width is not None  # resolved in ModelSettings
+        n_backbones = 1 if settings.shared_backbone else n_streams
+        self.encoders = nn.ModuleList(
+            build_backbone(settings.backbone, in_channels=settings.channels, width=width) for _ in range(n_backbones)
+        )
+        backbone = self.encoders[0]
+        side = backbone.feature_size(settings.input_size)
+        try:
+            self.fusion = build_fusion(
+                fusion,
+                channels=backbone.out_channels,
+                n_streams=n_streams,
+                tokens=side * side,
+                heads=settings.heads,
+                gate_hidden=settings.gate_hidden,
+            )
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"model {card.architecture!r}: {exc.args[0]}") from None
+        self.head = nn.Sequential(nn.Dropout(settings.dropout), nn.Linear(self.fusion.out_features, len(card.labels)))
+
+    @property
+    def shared_backbone(self) -> bool:
+        return len(self.encoders) == 1 and len(self.card.streams) > 1
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A random input of the right shape (for export, benchmarks and tests)."""
+        param = next(self.parameters())
+        return torch.randn(batch, *self.card.input_shape, device=param.device, dtype=param.dtype)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        if x.dim() != 5 or tuple(x.shape[1:]) != self.card.input_shape:
+            raise ValueError(
+                f"model {self.card.name!r} expects input (batch, {', '.join(map(str, self.card.input_shape))}) "
+                f"= (batch, streams {list(self.card.streams)}, channels, size, size), got {tuple(x.shape)}"
+            )
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-stream feature maps [(B, C', h, w)] in stream order."""
+        n_streams = len(self.card.streams)
+        if len(self.encoders) == 1 and n_streams > 1:
+            maps = self.encoders[0](x.flatten(0, 1))  # one pass over all streams
+            maps = maps.reshape(-1, n_streams, *maps.shape[1:])
+            return list(maps.unbind(1))
+        return [encoder(x[:, i]) for i, encoder in enumerate(self.encoders)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.head(self.fusion(self.features(x)))
+
+
+def create_model(
+    architecture: str, *, labels: Sequence[str], streams: Sequence[str], fusion: str, **settings: Any
+) -> MERModel:
+    """The one builder behind every registered entry point: validate, make the card, build the network."""
+    parsed = ModelSettings.from_kwargs(settings)
+    if isinstance(labels, str):
+        raise ModelError(f"labels must be a sequence of class names, not the string {labels!r}")
+    labels = tuple(str(label) for label in labels)
+    if len(labels) < 2:
+        raise ModelError(f"a classifier needs at least 2 labels, got {list(labels)}")
+    if len(set(labels)) != len(labels):
+        raise ModelError(f"labels must be unique, got {list(labels)}")
+    if fusion not in FUSIONS:
+        raise ModelError(f"unknown fusion {fusion!r}; known: {list(FUSIONS)}")
+    card = ModelCard(
+        name=architecture,
+        architecture=architecture,
+        labels=labels,
+        streams=tuple(streams),
+        backbone=parsed.backbone,
+        crop_size=parsed.crop_size,
+        input_size=parsed.input_size,
+        channels=parsed.channels,
+        settings=parsed.card_settings(),
+    )
+    log.debug("building %s (%s backbone, streams %s)", architecture, parsed.backbone, card.streams)
+    return MERModel(card, fusion, parsed)

@@ -1,0 +1,214 @@
+"""Dynamic images by approximate rank pooling (Bilen et al., CVPR 2016), and the window DI builder.
+
+    DI = Σ_t α_t I_t,   α_t = 2(T − t + 1) − (T + 1)(H_T − H_{t−1}),   H_t = Σ_{i≤t} 1/i
+
+This module is the *only* implementation of DIs: training, evaluation and the live pipeline all build
+their network inputs through :func:`build_streams`, so what a model sees live is what it saw in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "STREAMS",
+    "apex_offset_di",
+    "build_streams",
+    "dynamic_image",
+    "midi",
+    "normalize_di",
+    "onset_apex_di",
+    "phase_dynamic_images",
+    "rank_pool_weights",
+    "trdi",
+]
+
+
+@lru_cache(maxsize=512)
+def _weights_cached(length: int) -> np.ndarray:
+    t = np.arange(1, length + 1, dtype=np.float64)
+    harmonic = np.concatenate([[0.0], np.cumsum(1.0 / t)])  # H_0 .. H_T
+    weights = 2.0 * (length - t + 1) - (length + 1) * (harmonic[length] - harmonic[:-1])
+    weights.flags.writeable = False
+    return weights
+
+
+def rank_pool_weights(length: int) -> np.ndarray:
+    """The T approximate-rank-pooling weights α_1..α_T (float64). ``[1.0]`` for T = 1; they sum to 0 for T ≥ 2."""
+    if length < 1:
+        raise ValueError(f"a dynamic image needs at least one frame, got T={length}")
+    if length == 1:
+        return np.ones(1, dtype=np.float64)
+    return _weights_cached(int(length)).copy()
+
+
+def _pool(frames: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ_t w_t I_t as one matrix-vector product in float32 (frames (T, ...))."""
+    flat = frames.reshape(frames.shape[0], -1)
+    if flat.dtype != np.float32:
+        flat = flat.astype(np.float32)
+    return (weights.astype(np.float32) @ flat).reshape(frames.shape[1:])
+
+
+def _as_frames(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    arr = np.asarray(frames)
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"frames must be (T, H, W) or (T, H, W, C), got shape {arr.shape}")
+    if arr.shape[0] < 1:
+        raise ValueError("frames is empty: a dynamic image needs at least one frame")
+    return arr
+
+
+def dynamic_image(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """The DI of frames in the given order: float32 of shape (H, W) or (H, W, C). T = 1 gives the frame."""
+    arr = _as_frames(frames)
+    length = arr.shape[0]
+    weights = np.ones(1) if length == 1 else _weights_cached(length)
+    return _pool(arr, weights)
+
+
+def trdi(frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """Temporal-ranked DI (AFN): frames in time order — the onset→offset DI."""
+    return _motion_di(_as_frames(frames))
+
+
+def midi(frames: np.ndarray | Sequence[np.ndarray], intensity: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Motion-intensity DI (AFN): frames ranked by intensity, ascending, so the most intense get the largest weights.
+
+    Implemented by permuting the weights instead of the frames (no frame copy). Ties keep time order.
+    """
+    arr = _as_frames(frames)
+    values = np.asarray(intensity, dtype=np.float64).reshape(-1)
+    if values.shape[0] != arr.shape[0]:
+        raise ValueError(f"need one intensity per frame: {values.shape[0]} values for {arr.shape[0]} frames")
+    values = np.where(np.isfinite(values), values, -np.inf)
+    length = arr.shape[0]
+    if length < 2:
+        return _motion_di(arr)
+    order = np.argsort(values, kind="stable")
+    weights = np.empty(length, dtype=np.float64)
+    weights[order] = _weights_cached(length)
+    return _pool(arr, weights)
+
+
+def _motion_di(frames: np.ndarray) -> np.ndarray:
+    """DI of a window that must show motion: one frame has none, so it gives a zero image, not the frame."""
+    if frames.shape[0] == 1:
+        return np.zeros(frames.shape[1:], dtype=np.float32)
+    return dynamic_image(frames)
+
+
+def _phase(frames: np.ndarray, start: int, stop: int, direction: int) -> np.ndarray:
+    """DI of frames[start..stop] (inclusive). A one-frame phase borrows its neighbour in ``direction``
+    (+1 forward, −1 backward, falling back to the other side) so it becomes a two-frame difference."""
+    if stop > start:
+        return dynamic_image(frames[start : stop + 1])
+    n = frames.shape[0]
+    for step in (direction, -direction):
+        other = start + step
+        if 0 <= other < n:
+            lo, hi = min(start, other), max(start, other)
+            return dynamic_image(frames[lo : hi + 1])
+    return np.zeros(frames.shape[1:], dtype=np.float32)
+
+
+def _check_window(n: int, onset: int, apex: int, offset: int) -> tuple[int, int, int]:
+    if n < 1:
+        raise ValueError("no frames")
+    onset = int(np.clip(onset, 0, n - 1))
+    offset = int(np.clip(offset, onset, n - 1))
+    apex = int(np.clip(apex, onset, offset))
+    return onset, apex, offset
+
+
+def onset_apex_di(frames: np.ndarray | Sequence[np.ndarray], onset: int, apex: int) -> np.ndarray:
+    """Phase DI of the rising phase onset..apex (inclusive); indices into ``frames``."""
+    arr = _as_frames(frames)
+    onset, apex, _ = _check_window(arr.shape[0], onset, apex, apex)
+    return _phase(arr, onset, apex, +1)
+
+
+def apex_offset_di(frames: np.ndarray | Sequence[np.ndarray], apex: int, offset: int) -> np.ndarray:
+    """Phase DI of the falling phase apex..offset (inclusive); indices into ``frames``."""
+    arr = _as_frames(frames)
+    apex, _, offset = _check_window(arr.shape[0], apex, apex, offset)
+    return _phase(arr, apex, offset, -1)
+
+
+def phase_dynamic_images(
+    frames: np.ndarray | Sequence[np.ndarray], onset: int, apex: int, offset: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two phase DIs (onset→apex, apex→offset), both inclusive. Indices are clipped into the clip
+    and ordered; a one-frame phase uses its neighbour, so every window gives finite, non-trivial images."""
+    arr = _as_frames(frames)
+    onset, apex, offset = _check_window(arr.shape[0], onset, apex, offset)
+    return _phase(arr, onset, apex, +1), _phase(arr, apex, offset, -1)
+
+
+def normalize_di(di: np.ndarray, *, eps: float = 1e-3) -> np.ndarray:
+    """Network input normalisation, the one used everywhere: per image, zero mean and unit std (float32).
+
+    DI magnitude grows with T, and micro-expressions are faint, so scale is removed per image; a still
+    window (zero DI) stays zero rather than amplifying nothing into noise.
+    """
+    x = np.asarray(di, dtype=np.float32)
+    mean = float(x.mean())
+    std = float(x.std())
+    return (x - mean) / max(std, eps)
+
+
+# Stream name → builder(frames, intensity, onset, apex, offset). Model cards list these names in order.
+StreamBuilder = Callable[[np.ndarray, np.ndarray, int, int, int], np.ndarray]
+STREAMS: dict[str, StreamBuilder] = {
+    "onset_apex": lambda f, m, on, ap, off: _phase(f, on, ap, +1),
+    "apex_offset": lambda f, m, on, ap, off: _phase(f, ap, off, -1),
+    "trdi": lambda f, m, on, ap, off: _motion_di(f[on : off + 1]),
+    "midi": lambda f, m, on, ap, off: midi(f[on : off + 1], m[on : off + 1]),
+}
+
+
+def build_streams(
+    frames: np.ndarray | Sequence[np.ndarray],
+    onset: int,
+    apex: int,
+    offset: int,
+    streams: Sequence[str],
+    *,
+    intensity: Sequence[float] | np.ndarray | None = None,
+    size: int | None = None,
+) -> np.ndarray:
+    """Network input for one window: (S, C, size, size) float32, one normalised DI per named stream.
+
+    ``frames`` are aligned crops (T, H, W) or (T, H, W, C); ``onset/apex/offset`` index into them.
+    ``intensity`` (one value per frame) is needed by ``midi``; without it a mean-absolute-difference
+    proxy is used. ``size`` resizes each DI (area interpolation) to the model's input side.
+    """
+    arr = _as_frames(frames)
+    onset, apex, offset = _check_window(arr.shape[0], onset, apex, offset)
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown:
+        raise KeyError(f"unknown DI stream(s) {unknown}; known: {sorted(STREAMS)}")
+    if intensity is None:
+        intensity = _difference_intensity(arr, onset)
+    values = np.asarray(intensity, dtype=np.float64).reshape(-1)
+    if values.shape[0] != arr.shape[0]:
+        raise ValueError(f"need one intensity per frame: {values.shape[0]} values for {arr.shape[0]} frames")
+    images = []
+    for name in streams:
+        di = STREAMS[name](arr, values, onset, apex, offset)
+        if size is not None and di.shape[0] != size:
+            di = cv2.resize(di, (size, size), interpolation=cv2.INTER_AREA)
+        di = normalize_di(di)
+        images.append(di[None] if di.ndim == 2 else np.moveaxis(di, -1, 0))
+    return np.stack(images).astype(np.float32, copy=False)
+
+
+def _difference_intensity(frames: np.ndarray, reference: int) -> np.ndarray:
+    """Fallback per-frame intensity: mean absolute difference to the reference (onset) frame."""
+    ref = frames[reference].astype(np.float32)
+    flat = frames.reshape(frames.shape[0], -1)
+    return np.abs(flat.astype(np.float32) - ref.reshape(-1)).mean(axis=1)
