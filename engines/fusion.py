@@ -15,7 +15,15 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["FUSIONS", "AdaptiveFusion", "ConcatFusion", "CrossAttention", "CrossAttentionFusion", "build_fusion"]
+__all__ = [
+    "FUSIONS",
+    "AdaptiveFusion",
+    "ConcatFusion",
+    "CrossAttention",
+    "CrossAttentionFusion",
+    "Fusion",
+    "build_fusion",
+]
 
 
 def _pool(feature: torch.Tensor) -> torch.Tensor:
@@ -23,7 +31,13 @@ def _pool(feature: torch.Tensor) -> torch.Tensor:
     return feature.mean(dim=(2, 3))
 
 
-class ConcatFusion(nn.Module):
+class Fusion(nn.Module):
+    """Base class: ``forward([(B, C, h, w)] * S) -> (B, out_features)``."""
+
+    out_features: int
+
+
+class ConcatFusion(Fusion):
     """Concatenate the globally pooled features of all streams: (B, S*C)."""
 
     def __init__(self, channels: int, n_streams: int) -> None:
@@ -34,7 +48,7 @@ class ConcatFusion(nn.Module):
         return torch.cat([_pool(f) for f in features], dim=1)
 
 
-class AdaptiveFusion(nn.Module):
+class AdaptiveFusion(Fusion):
     """AFN-style adaptive fusion: w = softmax(MLP([f_1, ..., f_S])), fused = Σ_s w_s f_s, (B, C).
 
     The gate sees all streams' pooled features, so how much each DI counts depends on the input.
@@ -82,7 +96,7 @@ class CrossAttention(nn.Module):
         return self.proj(out)
 
 
-class CrossAttentionFusion(nn.Module):
+class CrossAttentionFusion(Fusion):
     """DIANet-style fusion of two streams: A attends to B and B to A (residual + LayerNorm), each pooled,
     then concatenated: (B, 2C).
 
@@ -113,7 +127,9 @@ class CrossAttentionFusion(nn.Module):
 FUSIONS = ("concat", "adaptive", "cross-attention")
 
 
-def build_fusion(kind: str, *, channels: int, n_streams: int, tokens: int, heads: int, gate_hidden: int) -> nn.Module:
+def build_fusion(
+    kind: str, *, channels: int, n_streams: int, tokens: int, heads: int, gate_hidden: int
+) -> Fusion:
     """The fusion module ``kind`` sized for ``n_streams`` maps of ``channels`` x ``tokens`` cells."""
     if kind == "concat":
         return ConcatFusion(channels, n_streams)

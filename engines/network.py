@@ -55,7 +55,11 @@ class ModelSettings:
             raise ModelError(f"setting channels must be 1 or 3, got {self.channels}")
         if self.input_size < 16:
             raise ModelError(f"setting input_size must be at least 16 pixels, got {self.input_size}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, int | float)
+            or not 0 <= self.dropout < 1
+        ):
             raise ModelError(f"setting dropout must be in [0, 1), got {self.dropout!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
         if not isinstance(self.shared_backbone, bool):
@@ -90,15 +94,16 @@ class MERModel(nn.Module):
         width = settings.width
         assert width is not None  # resolved in ModelSettings
         n_backbones = 1 if settings.shared_backbone else n_streams
-        self.encoders = nn.ModuleList(
-            build_backbone(settings.backbone, in_channels=settings.channels, width=width) for _ in range(n_backbones)
-        )
-        backbone = self.encoders[0]
-        side = backbone.feature_size(settings.input_size)
+        backbones = [
+            build_backbone(settings.backbone, in_channels=settings.channels, width=width)
+            for _ in range(n_backbones)
+        ]
+        self.encoders = nn.ModuleList(backbones)
+        side = backbones[0].feature_size(settings.input_size)
         try:
-            self.fusion = build_fusion(
+            fusion_module = build_fusion(
                 fusion,
-                channels=backbone.out_channels,
+                channels=backbones[0].out_channels,
                 n_streams=n_streams,
                 tokens=side * side,
                 heads=settings.heads,
@@ -106,7 +111,10 @@ class MERModel(nn.Module):
             )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"model {card.architecture!r}: {exc.args[0]}") from None
-        self.head = nn.Sequential(nn.Dropout(settings.dropout), nn.Linear(self.fusion.out_features, len(card.labels)))
+        self.fusion = fusion_module
+        self.head = nn.Sequential(
+            nn.Dropout(settings.dropout), nn.Linear(fusion_module.out_features, len(card.labels))
+        )
 
     @property
     def shared_backbone(self) -> bool:
