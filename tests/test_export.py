@@ -142,8 +142,7 @@ def test_compare_counts_real_flips_not_near_ties() -> None:
     assert near.ok and near.flips == 0
 
 
-def test_unsupported_operation_is_a_clear_export_error(card: ModelCard, tmp_path: Path,
-                                                      capfd: pytest.CaptureFixture[str]) -> None:
+def test_unsupported_operation_is_a_clear_export_error(card: ModelCard, tmp_path: Path) -> None:
     class FFTNet(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             spectrum = torch.fft.rfft(x.flatten(1), dim=1).abs()
@@ -154,8 +153,6 @@ def test_unsupported_operation_is_a_clear_export_error(card: ModelCard, tmp_path
     with pytest.raises(ExportError, match="ONNX unsupported operation.*fft"):
         export_onnx(net, tmp_path / "fft.onnx")
     assert not (tmp_path / "fft.onnx").exists()
-    printed = capfd.readouterr()
-    assert "Torch IR graph" not in printed.out + printed.err  # the exporter's C++ log stays quiet
 
 
 # -- Triton -------------------------------------------------------------------------------------------
