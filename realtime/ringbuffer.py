@@ -82,8 +82,8 @@ class RingBuffer:
             buf = self._slots[slot]
             if buf is None or buf.shape != frame.shape or buf.dtype != frame.dtype:
                 # First frame, or the source changed size: allocate every slot for the new shape once.
-                self._slots = [np.empty_like(frame) for _ in range(cap)]
-                buf = self._slots[slot]
+                buf = np.empty_like(frame)
+                self._slots = [buf if i == slot else np.empty_like(frame) for i in range(cap)]
             np.copyto(buf, frame)
             self._index[slot] = index
             self._t[slot] = t

@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.backends import BACKEND_NAMES, EngineError, load_engine, probe_environment  # noqa: E402
 from engines.backends.artefacts import DEFAULT_MODEL_DIR  # noqa: E402
+from engines.benchmark import time_predict  # noqa: E402
 from engines.card import CardError  # noqa: E402
 
 
@@ -41,15 +41,8 @@ def _random_model(arch: str, root: Path) -> Path:
 
 
 def _time(engine, batch: np.ndarray, iters: int, warmup: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
-    for _ in range(warmup):
-        engine.predict(batch)
-    samples = np.empty(iters)
-    for i in range(iters):
-        start = time.perf_counter()
-        engine.predict(batch)
-        samples[i] = time.perf_counter() - start
-    ms = samples * 1e3
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 95)), float(len(batch) / np.median(samples))
+    timing = time_predict(engine, batch, iters=iters, warmup=warmup)
+    return timing.p50_ms, timing.p95_ms, timing.samples_per_s
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,243 @@
+"""Receiving ``mer/1`` records: :class:`Subscriber`, the :func:`subscribe` generator, and ``mer-subscribe``.
+
+    for record in subscribe("tcp://127.0.0.1:5556", topics=("event",)):
+        print(record.kind, record.label, record.confidence)
+
+Malformed messages are skipped with a warning. A subscriber only receives what is published after it has
+connected (ZMQ PUB/SUB); ``status`` records repeat about once a second, so a late subscriber soon knows
+the publisher is there. For a CURVE publisher pass its public key (``KEYDIR/server.key`` or the key text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from realtime.events import Record, RecordError, parse_record
+
+__all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "Subscriber", "SubscriberError", "main", "subscribe"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+TOPICS = ("event", "status", "summary")
+_POLL_SLICE_MS = 200  # poll in slices so Ctrl-C is handled promptly
+
+
+class SubscriberError(RuntimeError):
+    """Bad endpoint, topic or CURVE key; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str  # "mer.event", ...
+    payload: bytes  # the JSON exactly as published (unknown fields included)
+    record: Record
+
+
+def _topics(topics: Iterable[str]) -> tuple[str, ...]:
+    out = []
+    for topic in topics:
+        name = topic.removeprefix("mer.")
+        if name not in TOPICS:
+            raise SubscriberError(f"unknown topic {topic!r}: use one of {', '.join(TOPICS)}")
+        out.append(f"mer.{name}")
+    return tuple(dict.fromkeys(out))
+
+
+class Subscriber:
+    """A SUB socket connected to a publisher; use it from one thread. ``recv(timeout_s)`` → record or None."""
+
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        topics: Iterable[str] = TOPICS,
+        curve_server_key: str | bytes | os.PathLike[str] | None = None,
+        curve_client_keydir: str | os.PathLike[str] | None = None,
+        rcvhwm: int = 10_000,
+    ) -> None:
+        import zmq
+
+        self.endpoint = endpoint
+        self.topics = _topics(topics)
+        self.skipped = 0  # malformed messages ignored
+        self._sock: Any = zmq.Context.instance().socket(zmq.SUB)
+        try:
+            self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            if curve_server_key is not None:
+                from realtime.curve import CurveError, client_keypair, load_public_key
+
+                try:
+                    public, secret = client_keypair(curve_client_keydir)
+                    self._sock.setsockopt(zmq.CURVE_SERVERKEY, load_public_key(curve_server_key))
+                    self._sock.setsockopt(zmq.CURVE_PUBLICKEY, public)
+                    self._sock.setsockopt(zmq.CURVE_SECRETKEY, secret)
+                except CurveError as exc:
+                    raise SubscriberError(str(exc)) from None
+            for topic in self.topics:
+                self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close(linger=0)
+            raise SubscriberError(f"cannot connect to {endpoint!r}: {exc}") from None
+        except BaseException:
+            self._sock.close(linger=0)
+            raise
+
+    def recv_message(self, timeout_s: float | None = None) -> Message | None:
+        """The next well-formed message, or None when ``timeout_s`` passes without one."""
+        import zmq
+
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            remaining_ms = _POLL_SLICE_MS
+            if deadline is not None:
+                remaining_ms = min(remaining_ms, max(0, int((deadline - time.monotonic()) * 1000)))
+            if self._sock.poll(remaining_ms, zmq.POLLIN):
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                message = self._parse(frames)
+                if message is not None:
+                    return message
+            elif deadline is not None and time.monotonic() >= deadline:
+                return None
+
+    def recv(self, timeout_s: float | None = None) -> Record | None:
+        message = self.recv_message(timeout_s)
+        return None if message is None else message.record
+
+    def _parse(self, frames: list[bytes]) -> Message | None:
+        """A well-formed message, or None (counted in ``skipped`` and logged) for anything else."""
+        why: str
+        if len(frames) != 2:
+            why = f"expected 2 frames [topic, JSON], got {len(frames)}"
+        else:
+            topic = frames[0].decode("utf-8", "replace")
+            try:
+                record = parse_record(frames[1])
+            except RecordError as exc:
+                why = str(exc)
+            else:
+                if record.topic == topic:
+                    return Message(topic=topic, payload=frames[1], record=record)
+                why = f"topic {topic!r} carries a {record.type!r} record"
+        self.skipped += 1
+        log.warning("skipping a malformed message from %s: %s", self.endpoint, why)
+        return None
+
+    def close(self) -> None:
+        if not self._sock.closed:
+            self._sock.close(linger=0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def subscribe(
+    endpoint: str = DEFAULT_ENDPOINT,
+    *,
+    topics: Iterable[str] = TOPICS,
+    timeout_s: float | None = None,
+    curve_server_key: str | bytes | os.PathLike[str] | None = None,
+) -> Iterator[Record]:
+    """Yield records as they arrive; ends after ``timeout_s`` without any (None = never).
+
+    The socket is created on the first ``next()`` and closed when the generator finishes or is closed.
+    """
+    with Subscriber(endpoint, topics=topics, curve_server_key=curve_server_key) as sub:
+        while True:
+            record = sub.recv(timeout_s)
+            if record is None:
+                return
+            yield record
+
+
+# --- mer-subscribe ----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mer-subscribe",
+        description="Print the micro-expression events (and status) published by mer-live.",
+    )
+    p.add_argument(
+        "endpoint",
+        nargs="?",
+        default=DEFAULT_ENDPOINT,
+        help=f"publisher address (default {DEFAULT_ENDPOINT})",
+    )
+    p.add_argument(
+        "--topic", action="append", choices=TOPICS, help="record types to show (repeatable; default all)"
+    )
+    p.add_argument("--json", action="store_true", help="print each record as its raw JSON line")
+    p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N records")
+    p.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="exit after S seconds without a record"
+    )
+    p.add_argument(
+        "--curve-server-key",
+        default=None,
+        metavar="KEY",
+        help="publisher's CURVE public key, key file or KEYDIR",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log skipped messages")
+    return p
+
+
+def _style(record: Record) -> str:
+    if record.type == "event":
+        return "bold magenta" if getattr(record, "kind", "") == "micro" else "cyan"
+    return "dim" if record.type == "status" else "bold"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``mer-subscribe [ENDPOINT] [--topic T]... [--json] [--count N] [--timeout S]``; Ctrl-C exits 0."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR, format="mer-subscribe: %(message)s"
+    )
+    from rich.console import Console
+    from rich.text import Text
+
+    from realtime.recordtext import format_record
+
+    console = Console(highlight=False, soft_wrap=True)
+    shown = 0
+    try:
+        with Subscriber(
+            args.endpoint, topics=args.topic or TOPICS, curve_server_key=args.curve_server_key
+        ) as sub:
+            while args.count is None or shown < args.count:
+                message = sub.recv_message(args.timeout)
+                if message is None:
+                    break
+                if args.json:
+                    sys.stdout.write(message.payload.decode("utf-8") + "\n")
+                    sys.stdout.flush()
+                else:
+                    console.print(Text(format_record(message.record), style=_style(message.record)))
+                shown += 1
+    except KeyboardInterrupt:
+        return 0
+    except SubscriberError as exc:
+        print(f"mer-subscribe: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    return 0 if args.count is None or shown >= args.count else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Dashboard rendering (pure), the refresh thread, and the plain-log fallback."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+
+import pytest
+from rich.console import Console
+
+from realtime.dashboard import (
+    BLOCKS,
+    Dashboard,
+    DashboardSnapshot,
+    PlainLog,
+    Sparkline,
+    make_display,
+    render_text,
+    sparkline,
+)
+from realtime.events import EventRecord, TimePoint
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    """Every test stops the threads it starts."""
+    before = set(threading.enumerate())
+    yield
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads still running: {left}"
+
+
+def event(i: int, label: str | None = "happiness") -> EventRecord:
+    f = 40 * i + 10
+    return EventRecord(
+        onset=TimePoint(f, f / 30),
+        apex=TimePoint(f + 4, (f + 4) / 30),
+        offset=TimePoint(f + 9, (f + 9) / 30),
+        duration_ms=300.0,
+        kind="micro" if label else "macro",
+        intensity=0.5,
+        label=label,
+        confidence=0.87 if label else None,
+        probs={"happiness": 0.87, "surprise": 0.09, "disgust": 0.04} if label else {},
+        latency_ms=23.0,
+    )
+
+
+def snapshot(n_events: int = 3, **kw: object) -> DashboardSnapshot:
+    values = dict(
+        source="file:clip.mp4",
+        engine="onnxruntime-cpu",
+        engine_reason="TensorRT not installed",
+        model="dianet-synth 1.0",
+        elapsed_s=65.5,
+        frames=900,
+        analysed=897,
+        dropped=7,
+        fps_in=30.0,
+        fps_proc=29.4,
+        face=True,
+        face_frames=850,
+        intensity=[0.01 * (i % 20) for i in range(150)],
+        intensity_window_s=5.0,
+        threshold=0.12,
+        spotting="rising",
+        events=[event(i) for i in range(n_events)],
+        event_counts={"micro": n_events, "macro": 0},
+        stage_ms={"face": {"p50": 8.5, "p95": 12.25}, "classify": {"p50": 15.0, "p95": 21.0}},
+        message="",
+    )
+    values.update(kw)
+    return DashboardSnapshot(**values)  # type: ignore[arg-type]
+
+
+def test_render_text_shows_the_key_fields() -> None:
+    text = render_text(snapshot(), width=100)
+    for needle in (
+        "file:clip.mp4",
+        "onnxruntime-cpu",
+        "TensorRT not installed",
+        "dianet-synth 1.0",
+        "30.0",
+        "29.4",
+        "dropped 7",
+        "yes",
+        "rising",
+        "threshold",
+        "0.12",
+        "happiness",
+        "surprise",
+        "0.87",
+        "micro",
+        "face",
+        "8.5",
+        "12.2",
+        "classify",
+        "01:05.5",
+    ):
+        assert needle in text, needle
+    assert any(block in text for block in BLOCKS[1:])  # the sparkline is drawn
+    assert "┄" in text  # the threshold is marked
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_render_empty_snapshot_does_not_fail() -> None:
+    text = render_text(DashboardSnapshot(), width=80)
+    assert "no events yet" in text and "waiting for a face" in text
+
+
+def test_sparkline_levels() -> None:
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▄█"
+    assert sparkline(list(range(100)), width=10) == sparkline(list(range(90, 100)), vmax=99)
+    assert sparkline([]) == ""
+
+
+def test_multirow_sparkline_marks_the_threshold_row_and_highlights_what_is_above() -> None:
+    lines = Sparkline([0.0, 0.1, 1.0], threshold=0.9, height=4).lines(width=6)
+    assert len(lines) == 4
+    plain = [line.plain for line in lines]
+    assert all(len(p) == 6 for p in plain)
+    assert [p[2] for p in plain] == ["▄", "█", "█", "█"]  # scale top = 1.25 x threshold: 3.5 of 4 rows
+    assert plain[0] == "┄┄▄┄┄┄"  # the threshold (3.2 rows up) is marked in the top row
+    assert sum("┄" in p for p in plain) == 1
+    styles = {str(span.style) for line in lines for span in line.spans}
+    assert "bold red" in styles and "green" in styles
+
+
+def test_dashboard_thread_pulls_snapshots_and_stops() -> None:
+    calls = []
+    pulled = threading.Event()
+
+    def get() -> DashboardSnapshot:
+        calls.append(1)
+        if len(calls) >= 3:
+            pulled.set()
+        return snapshot()
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100, color_system="truecolor")
+    with Dashboard(get, refresh_hz=50, console=console) as dash:  # capped at 10 Hz
+        assert pulled.wait(5.0)
+    assert dash.frames_drawn >= 3
+    assert "file:clip.mp4" in buffer.getvalue()
+    dash.stop()  # idempotent
+
+
+def test_dashboard_survives_a_failing_snapshot() -> None:
+    state = {"n": 0}
+    done = threading.Event()
+
+    def get() -> DashboardSnapshot:
+        state["n"] += 1
+        if state["n"] >= 4:
+            done.set()
+        if state["n"] % 2 == 0:
+            raise RuntimeError("pipeline mid-update")
+        return snapshot()
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    with Dashboard(get, refresh_hz=10, console=console):
+        assert done.wait(5.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_plain_log_prints_one_line_per_new_event_and_periodic_status() -> None:
+    out = io.StringIO()
+    current = {"snap": snapshot(n_events=0)}
+    clock = Clock()
+    plain = PlainLog(lambda: current["snap"], file=out, status_every_s=10.0, clock=clock)
+    assert plain.poll() == 0
+    current["snap"] = snapshot(n_events=2)
+    assert plain.poll() == 2
+    assert plain.poll() == 0  # nothing new
+    current["snap"] = snapshot(n_events=3)
+    clock.t = 11.0
+    assert plain.poll() == 2  # the third event and a status line
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4
+    assert all("event" in line and "micro" in line and "happiness" in line for line in lines[:3])
+    assert "status" in lines[3] and "dropped 7" in lines[3]
+
+
+def test_plain_log_thread_prints_the_last_events_at_stop() -> None:
+    out = io.StringIO()
+    with PlainLog(lambda: snapshot(n_events=2), file=out, poll_hz=10.0) as plain:
+        pass
+    assert plain.lines == 2
+    assert len(out.getvalue().splitlines()) == 2
+
+
+def test_make_display_picks_by_terminal() -> None:
+    assert isinstance(make_display(snapshot, console=Console(file=io.StringIO())), PlainLog)
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    assert isinstance(make_display(snapshot, console=terminal), Dashboard)

@@ -1,0 +1,323 @@
+"""Publisher → subscriber over real ZMQ on 127.0.0.1 (random ports), JSONL recording, CURVE, mer-subscribe."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from realtime.curve import CurveError, create_keys, load_public_key, load_server_keys
+from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
+from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint
+from realtime.subscriber import Subscriber, SubscriberError, main, subscribe
+
+ANY_PORT = "tcp://127.0.0.1:0"
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_behind() -> Iterator[None]:
+    """Every test stops the threads it starts."""
+    before = set(threading.enumerate())
+    yield
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads still running: {left}"
+
+
+def status(frames: int = 0) -> StatusRecord:
+    return StatusRecord(frames=frames, dropped=0, fps_in=30.0, fps_proc=29.5, face=True, face_frames=frames)
+
+
+def event(i: int) -> EventRecord:
+    f = 100 * i
+    return EventRecord(
+        onset=TimePoint(f, f / 30),
+        apex=TimePoint(f + 3, (f + 3) / 30),
+        offset=TimePoint(f + 7, (f + 7) / 30),
+        duration_ms=233.3,
+        kind="micro",
+        intensity=0.4,
+        label="happiness",
+        confidence=0.8,
+        probs={"happiness": 0.8, "surprise": 0.2},
+        latency_ms=12.0,
+    )
+
+
+def summary() -> SummaryRecord:
+    return SummaryRecord(frames=10, dropped=0, face_frames=10, events={"micro": 1, "macro": 0}, wall_s=1.0)
+
+
+def wait_for_connection(
+    pub: Publisher, recv: Callable[[float], Record | None], limit_s: float = 10.0
+) -> Record:
+    """Publish status records until the subscriber sees one (PUB/SUB drops what precedes the connection)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        pub.publish(status())
+        record = recv(0.02)
+        if record is not None:
+            return record
+    raise AssertionError("subscriber never connected")
+
+
+@pytest.fixture
+def publisher(tmp_path: Path) -> Iterator[Publisher]:
+    pub = Publisher(
+        PublisherOptions(endpoint=ANY_PORT, record_path=tmp_path / "run.jsonl", source="file:test.mp4")
+    )
+    pub.start()
+    yield pub
+    pub.close()
+
+
+def test_records_arrive_in_order_with_seq_plus_one(publisher: Publisher) -> None:
+    assert publisher.endpoint is not None and publisher.endpoint.startswith("tcp://127.0.0.1:")
+    assert not publisher.endpoint.endswith(":0")
+    with Subscriber(publisher.endpoint) as sub:
+        first = wait_for_connection(publisher, sub.recv)
+        assert isinstance(first, StatusRecord) and first.source == "file:test.mp4"
+        for i in range(20):
+            publisher.publish(event(i))
+        publisher.publish(summary())
+        got: list[Record] = []
+        while not got or not isinstance(got[-1], SummaryRecord):
+            record = sub.recv(5.0)
+            assert record is not None, "timed out waiting for records"
+            got.append(record)
+    events = [r for r in got if isinstance(r, EventRecord)]
+    assert [e.onset.frame for e in events] == [100 * i for i in range(20)]
+    seqs = [first.seq] + [r.seq for r in got]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # +1 per record, no gaps
+    assert events[0].probs == {"happiness": 0.8, "surprise": 0.2}
+
+
+def test_topic_filter(publisher: Publisher) -> None:
+    assert publisher.endpoint is not None
+    with Subscriber(publisher.endpoint, topics=("event",)) as sub:
+        deadline = time.monotonic() + 10.0
+        record = None
+        while record is None and time.monotonic() < deadline:
+            publisher.publish(status())
+            publisher.publish(event(1))
+            record = sub.recv(0.02)
+        assert isinstance(record, EventRecord)
+        for _ in range(5):
+            publisher.publish(status())
+        publisher.publish(event(2))
+        while (record := sub.recv(5.0)) is not None and record.onset.frame != 200:  # type: ignore[attr-defined]
+            assert isinstance(record, EventRecord)
+        assert isinstance(record, EventRecord)
+
+
+def test_a_subscriber_that_never_reads_does_not_stall_publish(tmp_path: Path) -> None:
+    pub = Publisher(PublisherOptions(endpoint=ANY_PORT, sndhwm=100, queue_size=2000))
+    pub.start()
+    try:
+        assert pub.endpoint is not None
+        with Subscriber(pub.endpoint, rcvhwm=100) as sub:
+            wait_for_connection(pub, sub.recv)  # connected, and from now on never reads
+            record = status(7)
+            n = 100_000
+            accepted = sum(pub.publish(record) for _ in range(n))  # each call only enqueues or drops
+            pub.publish(summary())
+            pub.close()
+            stats = pub.stats
+        assert stats.sent + stats.dropped_queue >= n  # everything accounted for: sent or counted as dropped
+        assert accepted <= stats.sent
+        assert stats.queued == 0
+    finally:
+        pub.close()
+
+
+def test_summary_records_are_never_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    pub = Publisher(PublisherOptions(endpoint=None, record_path=path, queue_size=10))
+    for i in range(15):  # not started yet: the queue fills up and the overflow is dropped
+        pub.publish(status(i))
+    assert pub.publish(summary()) is True  # makes room by evicting the oldest
+    assert pub.stats.dropped_queue == 6
+    pub.start()
+    pub.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 10
+    assert parse_record(lines[-1]).type == "summary"
+
+
+def test_jsonl_is_complete_and_valid_after_close(publisher: Publisher, tmp_path: Path) -> None:
+    for i in range(50):
+        publisher.publish(event(i) if i % 5 == 0 else status(i))
+    publisher.publish(summary())
+    publisher.close()
+    publisher.close()  # idempotent
+    assert publisher.publish(status()) is False  # closed
+    lines = (tmp_path / "run.jsonl").read_text().splitlines()
+    records = [parse_record(line) for line in lines]
+    assert [r.seq for r in records] == list(range(51))
+    assert all(r.source == "file:test.mp4" for r in records)
+    assert isinstance(records[-1], SummaryRecord)
+    assert sum(isinstance(r, EventRecord) for r in records) == 10
+    assert publisher.stats.written == 51
+
+
+def test_port_in_use_is_a_clear_error(publisher: Publisher) -> None:
+    assert publisher.endpoint is not None
+    port = int(publisher.endpoint.rsplit(":", 1)[1])
+    with pytest.raises(PublisherError) as info:
+        Publisher(PublisherOptions(endpoint=publisher.endpoint)).start()
+    assert str(info.value) == (
+        f"{publisher.endpoint} is already in use: pick another with --zmq tcp://127.0.0.1:{port + 1}"
+    )
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://192.168.1.20:5556"])
+def test_non_loopback_needs_curve_or_insecure(endpoint: str) -> None:
+    with pytest.raises(PublisherError, match=r"--zmq-curve KEYDIR.*mer-live keys KEYDIR.*--insecure"):
+        Publisher(PublisherOptions(endpoint=endpoint))
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["127.0.0.1:5556", "tcp://127.0.0.1", "tcp://127.0.0.1:70000", "udp://127.0.0.1:5556", ""]
+)
+def test_bad_endpoints_are_rejected(endpoint: str) -> None:
+    with pytest.raises(PublisherError, match="invalid"):
+        check_endpoint(endpoint)
+
+
+def test_unwritable_recording_fails_at_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    pub = Publisher(PublisherOptions(endpoint=ANY_PORT, record_path=tmp_path / "file" / "run.jsonl"))
+    with pytest.raises(PublisherError, match="cannot write the recording"):
+        pub.start()
+    pub.close()
+
+
+def test_curve_round_trip(tmp_path: Path) -> None:
+    keydir = tmp_path / "keys"
+    public_path, secret_path = create_keys(keydir)
+    assert public_path.name == "server.key" and secret_path.name == "server.key_secret"
+    assert (secret_path.stat().st_mode & 0o077) == 0  # secret readable by the owner only
+    with pytest.raises(CurveError, match="already holds CURVE keys"):
+        create_keys(keydir)
+    server_public, _ = load_server_keys(keydir)
+    assert load_public_key(keydir) == load_public_key(public_path) == load_public_key(server_public.decode())
+
+    with Publisher(PublisherOptions(endpoint=ANY_PORT, curve_keydir=keydir)) as pub:
+        assert pub.endpoint is not None
+        with Subscriber(pub.endpoint, curve_server_key=public_path) as sub:
+            wait_for_connection(pub, sub.recv)
+            pub.publish(event(3))
+            record = sub.recv(5.0)
+            while isinstance(record, StatusRecord):
+                record = sub.recv(5.0)
+            assert isinstance(record, EventRecord) and record.onset.frame == 300
+        with Subscriber(pub.endpoint) as plain:  # no key: the handshake fails, nothing arrives
+            for _ in range(10):
+                pub.publish(status())
+                assert plain.recv(0.02) is None
+
+
+def test_curve_errors(tmp_path: Path) -> None:
+    with pytest.raises(PublisherError, match="mer-live keys"):
+        Publisher(PublisherOptions(endpoint="tcp://0.0.0.0:5556", curve_keydir=tmp_path / "nokeys"))
+    with pytest.raises(SubscriberError, match="neither a CURVE public key"):
+        Subscriber("tcp://127.0.0.1:5556", curve_server_key="not-a-key")
+    with pytest.raises(SubscriberError, match="unknown topic"):
+        Subscriber("tcp://127.0.0.1:5556", topics=("events",))
+
+
+def test_malformed_messages_are_skipped() -> None:
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.PUB) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.bind("tcp://127.0.0.1:*")
+        endpoint = raw.getsockopt_string(zmq.LAST_ENDPOINT)
+        good = status(1).to_json().encode()
+        with Subscriber(endpoint) as sub:
+            record = None
+            deadline = time.monotonic() + 10.0
+            while record is None and time.monotonic() < deadline:
+                raw.send_multipart([b"mer.status", b"{not json"])
+                raw.send_multipart([b"mer.event", good])  # wrong topic for a status record
+                raw.send_multipart([b"mer.status", good])
+                record = sub.recv(0.02)
+            assert isinstance(record, StatusRecord)
+            assert sub.skipped >= 2
+
+
+def test_subscribe_generator_ends_on_timeout() -> None:
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.PUB) as raw:
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.bind("tcp://127.0.0.1:*")
+        gen = subscribe(raw.getsockopt_string(zmq.LAST_ENDPOINT), timeout_s=0.05)
+        assert list(gen) == []
+
+
+class Repeater:
+    """Publishes a status record every few ms from its own thread until stopped (for CLI tests)."""
+
+    def __init__(self, pub: Publisher) -> None:
+        self.pub = pub
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(0.005):
+            self.pub.publish(status(i))
+            i += 1
+
+    def __enter__(self) -> Repeater:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def test_mer_subscribe_json_count(publisher: Publisher, capsys: pytest.CaptureFixture[str]) -> None:
+    assert publisher.endpoint is not None
+    with Repeater(publisher):
+        code = main([publisher.endpoint, "--json", "--count", "2", "--timeout", "10"])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["schema"] == "mer/1" and first["type"] == "status"
+    assert second["seq"] == first["seq"] + 1
+
+
+def test_mer_subscribe_readable_lines(publisher: Publisher, capsys: pytest.CaptureFixture[str]) -> None:
+    assert publisher.endpoint is not None
+    with Repeater(publisher):
+        code = main([publisher.endpoint, "--topic", "status", "--count", "1", "--timeout", "10"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "status" in out and "fps in" in out and "face yes" in out
+
+
+def test_mer_subscribe_timeout_without_publisher(capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.PUB) as raw:
+        raw.bind("tcp://127.0.0.1:*")
+        code = main([raw.getsockopt_string(zmq.LAST_ENDPOINT), "--count", "1", "--timeout", "0.05"])
+    assert code == 1
+    assert capsys.readouterr().out == ""
+
+
+def test_mer_subscribe_ctrl_c_exits_cleanly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(self: Subscriber, timeout_s: float | None = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Subscriber, "recv_message", interrupted)
+    assert main(["tcp://127.0.0.1:5556"]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
