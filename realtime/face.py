@@ -60,10 +60,10 @@ class FaceModelError(RuntimeError):
 
 
 def default_cache_path() -> Path:
-    """Where the model is cached: ``$XDG_CACHE_HOME/mer-live/face_landmarker.task`` (default ~/.cache)."""
-    base = os.environ.get("XDG_CACHE_HOME") or ""
-    root = Path(base) if base.strip() else Path.home() / ".cache"
-    return root / "mer-live" / FACE_MODEL_FILENAME
+    """Where the model is cached: the user cache folder (``realtime.paths.user_cache_dir``)."""
+    from realtime.paths import user_cache_dir
+
+    return user_cache_dir() / FACE_MODEL_FILENAME
 
 
 def _sha256(path: Path) -> str:

@@ -82,13 +82,10 @@ class EngineOptions:
 
 
 def cache_root() -> Path:
-    """Where exported ONNX files and built plans are kept: $MER_CACHE_DIR, else ~/.cache/mer-live."""
-    env = os.environ.get("MER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "mer-live"
+    """Where exported ONNX files and built plans are kept: the user cache (see realtime.paths)."""
+    from realtime.paths import user_cache_dir
+
+    return user_cache_dir()
 
 
 def parse_device(device: str | None) -> tuple[str, int]:

@@ -1,0 +1,162 @@
+"""The per-frame analysis chain: face → aligned crop → motion intensity → spotter → window DIs.
+
+A plain class with no threads, sockets or clocks of its own, so it runs the same in tests, in
+``mer-live`` and in ``mer-bench``. The pipeline's analyser thread owns one :class:`Analyzer` and feeds it
+frames in order; spotted windows come back with their network inputs already built by the shared DI code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from realtime.dynamic_image import build_streams
+from realtime.motion import MotionMeter, MotionOptions
+from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
+
+log = logging.getLogger(__name__)
+
+StageRecorder = Callable[[str, float], None]
+
+
+def _ignore_stage(stage: str, ms: float) -> None:
+    """Default stage recorder: timings are optional."""
+
+
+@dataclass(frozen=True)
+class AnalyzerOptions:
+    """What the analysis chain needs beyond its stages' own settings."""
+
+    crop_size: int = 128  # aligned crop side (pixels); the model card's crop_size
+    input_size: int = 64  # DI side fed to the network (pixels); the model card's input_size
+    streams: tuple[str, ...] = ("onset_apex", "apex_offset")  # the model card's streams
+    history_s: float = 4.0  # crops kept for building DIs: longest window + look-ahead + margin
+    max_fps: float = 240.0  # sizes the crop history (a 200 fps lab camera fits)
+    motion: MotionOptions = field(default_factory=MotionOptions)
+    spotter: SpotterSettings = field(default_factory=SpotterSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowJob:
+    """A spotted window and, when its crops are all still held, the model input (S, C, H, W)."""
+
+    window: SpottedWindow
+    inputs: np.ndarray | None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameResult:
+    index: int
+    t: float
+    face: bool
+    intensity: float | None
+    regions: dict[str, float]
+    jobs: tuple[WindowJob, ...]
+
+
+class CropHistory:
+    """Fixed ring of the last aligned crops with their frame indices and intensities (no per-frame allocation)."""
+
+    def __init__(self, capacity: int, crop_size: int) -> None:
+        self.capacity = capacity
+        self._crops = np.zeros((capacity, crop_size, crop_size), dtype=np.uint8)
+        self._index = np.full(capacity, -1, dtype=np.int64)
+        self._intensity = np.zeros(capacity, dtype=np.float64)
+
+    def push(self, index: int, crop: np.ndarray, intensity: float) -> None:
+        slot = index % self.capacity
+        np.copyto(self._crops[slot], crop)
+        self._index[slot] = index
+        self._intensity[slot] = intensity
+
+    def window(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Crops and intensities for frames first..last (inclusive), or None if any is missing."""
+        if last < first or last - first + 1 > self.capacity:
+            return None
+        wanted = np.arange(first, last + 1)
+        slots = wanted % self.capacity
+        if not np.array_equal(self._index[slots], wanted):
+            return None
+        return self._crops[slots], self._intensity[slots]
+
+    def clear(self) -> None:
+        self._index.fill(-1)
+
+
+class Analyzer:
+    """Face tracking, motion, spotting and DI building for one stream of frames."""
+
+    def __init__(
+        self,
+        tracker: object,
+        options: AnalyzerOptions | None = None,
+        *,
+        record_stage: StageRecorder = _ignore_stage,
+    ) -> None:
+        self.options = options or AnalyzerOptions()
+        self.tracker = tracker  # realtime.face.FaceTracker (or anything with process(frame, t))
+        self.motion = MotionMeter(self.options.motion)
+        self.spotter = Spotter(self.options.spotter)
+        capacity = max(8, int(self.options.history_s * self.options.max_fps))
+        self.history = CropHistory(capacity, self.options.crop_size)
+        self._record = record_stage
+        self.frames = 0
+        self.face_frames = 0
+        self.face_now = False
+
+    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
+        """Analyse one frame; frames must come in increasing index order."""
+        perf = time.perf_counter
+        t0 = perf()
+        face = self.tracker.process(frame, t)  # type: ignore[attr-defined]
+        t1 = perf()
+        self._record("face", (t1 - t0) * 1e3)
+        self.frames += 1
+        intensity: float | None = None
+        regions: dict[str, float] = {}
+        if face is None:
+            if self.face_now:
+                self.motion.reset()
+                self.history.clear()
+            self.face_now = False
+        else:
+            self.face_now = True
+            self.face_frames += 1
+            sample = self.motion.update(face.crop, t)
+            intensity, regions = sample.intensity, sample.regions
+            self.history.push(index, face.crop, intensity)
+        t2 = perf()
+        self._record("motion", (t2 - t1) * 1e3)
+        windows = self.spotter.update(index, t, intensity)
+        t3 = perf()
+        self._record("spotting", (t3 - t2) * 1e3)
+        jobs = self._jobs(windows)
+        if jobs:
+            self._record("di", (perf() - t3) * 1e3)
+        return FrameResult(index, t, face is not None, intensity, regions, jobs)
+
+    def flush(self) -> tuple[WindowJob, ...]:
+        """End of stream: windows still open or awaiting look-ahead are decided now."""
+        return self._jobs(self.spotter.flush())
+
+    def _jobs(self, windows: Sequence[SpottedWindow]) -> tuple[WindowJob, ...]:
+        if not windows:
+            return ()
+        return tuple(WindowJob(w, self.build_inputs(w)) for w in windows)
+
+    def build_inputs(self, window: SpottedWindow) -> np.ndarray | None:
+        """The model input for a window, from the held crops, via the one shared DI builder."""
+        held = self.history.window(window.onset.frame, window.offset.frame)
+        if held is None:
+            log.debug("window %s..%s: crops no longer held", window.onset.frame, window.offset.frame)
+            return None
+        crops, intensity = held
+        onset = 0
+        apex = window.apex.frame - window.onset.frame
+        offset = window.offset.frame - window.onset.frame
+        return build_streams(crops, onset, apex, offset, self.options.streams, intensity=intensity,
+                             size=self.options.input_size)

@@ -1,0 +1,142 @@
+"""``mer-live`` run: build and check every component, then run the pipeline with a display.
+
+Components are opened in the order that fails fastest on user mistakes (source, face model, engine,
+publisher), each error becoming one line; nothing is published before all of them are ready, and once
+anything is published a ``summary`` follows, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UserError
+from realtime.events import Record
+
+log = logging.getLogger(__name__)
+
+
+def spotter_settings(args: argparse.Namespace) -> object:
+    """SpotterSettings from the command line's spotting options (seconds)."""
+    from realtime.spotting import SpotterSettings
+
+    settings = SpotterSettings()
+    overrides = {
+        "micro_max_s": args.micro_max,
+        "min_duration_s": args.min_duration,
+        "max_duration_s": args.max_duration,
+        "lookahead_s": args.lookahead,
+        "threshold_z": args.threshold,
+    }
+    known = {k: v for k, v in overrides.items() if v is not None and hasattr(settings, k)}
+    return replace(settings, **known)
+
+
+def _source_spec(args: argparse.Namespace) -> str:
+    if args.demo:
+        from realtime.demo import demo_video
+
+        return str(demo_video(face_model=args.face_model))
+    if args.camera is not None:
+        return args.camera
+    return args.video
+
+
+def run_live(args: argparse.Namespace) -> int:
+    from engines.backends import load_engine
+    from engines.backends.base import EngineError
+    from engines.card import CardError
+    from realtime.analysis import AnalyzerOptions
+    from realtime.dashboard import make_display
+    from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.publisher import Publisher, PublisherError, PublisherOptions
+    from realtime.sources import SourceError, open_source
+
+    try:
+        spec = _source_spec(args)
+        source = open_source(int(spec) if isinstance(spec, str) and spec.isdigit() else spec)
+    except SourceError as exc:
+        raise UserError(str(exc)) from None
+    if args.demo:
+        source.name = "demo:" + Path(str(spec)).name
+    with contextlib.ExitStack() as stack:
+        stack.callback(source.close)
+        try:
+            engine = load_engine(args.model, backend=args.engine)
+        except (EngineError, CardError) as exc:
+            raise UserError(str(exc)) from None
+        stack.callback(engine.close)
+        card = engine.card
+        if card.channels != 1:
+            raise UserError(f"model '{card.name}' wants {card.channels}-channel DIs; mer-live feeds grayscale crops")
+        try:
+            tracker = FaceTracker(FaceTrackerOptions(model_path=args.face_model, crop_size=card.crop_size,
+                                                     landmark_every=args.landmark_every))
+        except FaceModelError as exc:
+            raise UserError(str(exc)) from None
+        stack.callback(tracker.close)
+        endpoint = None if args.zmq.lower() == "none" else args.zmq
+        publish: Callable[[Record], object] = _discard
+        if endpoint is not None or args.record is not None:
+            try:
+                publisher = Publisher(PublisherOptions(endpoint=endpoint, record_path=args.record,
+                                                       curve_keydir=args.zmq_curve, insecure=args.insecure,
+                                                       source=source.name)).start()
+            except PublisherError as exc:
+                raise UserError(str(exc)) from None
+            stack.callback(publisher.close)
+            publish = publisher.publish
+
+        options = PipelineOptions(
+            fast=args.fast,
+            duration_s=args.duration,
+            analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
+                                     spotter=spotter_settings(args)),  # type: ignore[arg-type]
+        )
+        pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason)
+        log.info("engine %s (%s), model %s, source %s", engine.name, engine.reason, card.name, source.name)
+        display = None
+        if not args.no_dashboard:
+            display = make_display(pipeline.snapshot)
+        else:
+            from realtime.dashboard import PlainLog
+
+            display = PlainLog(pipeline.snapshot, file=sys.stdout)
+        stack.callback(display.close)
+        display.start()
+        try:
+            summary = pipeline.run()
+        except KeyboardInterrupt:
+            display.close()
+            _print_summary(pipeline.stop("interrupted"), args.record)
+            return EXIT_INTERRUPTED
+        display.close()
+        _print_summary(summary, args.record)
+        if pipeline.error is not None:
+            print(f"mer-live: error: analysis stopped: {pipeline.error}", file=sys.stderr)
+            return EXIT_FAILURE
+        if source.error:
+            print(f"mer-live: warning: {source.error}; processed what could be read", file=sys.stderr)
+        return EXIT_OK
+
+
+def _discard(record: Record) -> None:
+    """Publisher stand-in for ``--zmq none`` without ``--record``: the dashboard still shows events."""
+
+
+def _print_summary(summary: object, record: Path | None) -> None:
+    s = summary
+    events = getattr(s, "events", {})
+    line = (f"mer-live: {getattr(s, 'reason', 'end')}: {getattr(s, 'frames', 0)} frames "
+            f"({getattr(s, 'dropped', 0)} dropped, {getattr(s, 'face_frames', 0)} with a face), "
+            f"{events.get('micro', 0)} micro / {events.get('macro', 0)} macro events, "
+            f"{getattr(s, 'mean_fps', 0.0):.1f} fps over {getattr(s, 'wall_s', 0.0):.1f} s")
+    if record is not None:
+        line += f"; recorded to {record}"
+    print(line, file=sys.stderr)

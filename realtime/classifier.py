@@ -1,0 +1,161 @@
+"""Classifier worker: the one thread that owns the inference engine and turns windows into event records.
+
+The analyser hands over spotted windows without waiting (a bounded queue; if it is full the window is
+still published, unclassified, and counted), so classification never stalls per-frame analysis. Jobs
+waiting together are classified as one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from realtime.analysis import WindowJob
+from realtime.events import EventRecord
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    queue_size: int = 64
+    max_batch: int = 8
+    classify_macro: bool = False  # the bundled model is trained on micro-expressions only
+    poll_s: float = 0.1
+
+
+class ClassifierWorker:
+    """Owns ``engine`` (anything with ``predict``, ``card``, ``name``); emits :class:`EventRecord` s."""
+
+    def __init__(
+        self,
+        engine: object | None,
+        emit: Callable[[EventRecord], None],
+        *,
+        source: str,
+        captured_at: Callable[[int], float | None],
+        options: ClassifierOptions | None = None,
+        record_stage: Callable[[str, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options or ClassifierOptions()
+        self.engine = engine
+        self._emit = emit
+        self._source = source
+        self._captured_at = captured_at
+        self._record = record_stage or (lambda stage, ms: None)
+        self._clock = clock
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.options.queue_size)
+        self._thread = threading.Thread(target=self._run, name="mer-classifier")
+        self.overflow = 0
+        self.classified = 0
+        self.failures = 0
+        card = getattr(engine, "card", None)
+        self.labels: tuple[str, ...] = tuple(card.labels) if card is not None else ()
+        self.model_name: str | None = card.name if card is not None else None
+        self.engine_name: str | None = getattr(engine, "name", None)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: WindowJob) -> None:
+        """Never blocks: a full queue means the window goes out unclassified right away."""
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            self.overflow += 1
+            self._publish(job, None)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish queued jobs (bounded by ``timeout``), then end the thread."""
+        if not self._thread.is_alive():
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._queue.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                if time.monotonic() > deadline:
+                    break
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.options.poll_s)
+            except queue.Empty:
+                continue
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self.options.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    self._classify(batch)  # type: ignore[arg-type]
+                    return
+                batch.append(item)
+            self._classify(batch)  # type: ignore[arg-type]
+
+    def _wants_label(self, job: WindowJob) -> bool:
+        return (
+            self.engine is not None
+            and job.inputs is not None
+            and (job.window.kind == "micro" or self.options.classify_macro)
+        )
+
+    def _classify(self, jobs: list[WindowJob]) -> None:
+        todo = [j for j in jobs if self._wants_label(j)]
+        probs: dict[int, np.ndarray] = {}
+        if todo:
+            t0 = time.perf_counter()
+            try:
+                out = self.engine.predict(np.stack([j.inputs for j in todo]))  # type: ignore[union-attr,misc]
+                probs = {id(j): out[i] for i, j in enumerate(todo)}
+                self.classified += len(todo)
+            except Exception as exc:  # an engine failure must not take the pipeline down
+                self.failures += 1
+                log.error("classification failed (%s); publishing %d window(s) unlabelled", exc, len(todo))
+            self._record("classify", (time.perf_counter() - t0) * 1e3)
+        for job in jobs:
+            self._publish(job, probs.get(id(job)))
+
+    def _publish(self, job: WindowJob, probs: np.ndarray | None) -> None:
+        w = job.window
+        now = self._clock()
+        closed_at = self._captured_at(w.decided_at.frame)
+        offset_at = self._captured_at(w.offset.frame)
+        label = confidence = None
+        prob_map: dict[str, float] = {}
+        if probs is not None and self.labels:
+            best = int(np.argmax(probs))
+            label, confidence = self.labels[best], float(probs[best])
+            prob_map = {name: round(float(p), 6) for name, p in zip(self.labels, probs, strict=True)}
+        record = EventRecord(
+            source=self._source,
+            onset=w.onset,
+            apex=w.apex,
+            offset=w.offset,
+            duration_ms=round((w.offset.t - w.onset.t) * 1e3, 3),
+            kind=w.kind,
+            intensity=round(float(w.peak), 6),
+            label=label,
+            confidence=confidence,
+            probs=prob_map,
+            model=self.model_name,
+            engine=self.engine_name,
+            latency_ms=round((now - closed_at) * 1e3, 3) if closed_at is not None else 0.0,
+            delay_ms=round((now - offset_at) * 1e3, 3) if offset_at is not None else 0.0,
+        )
+        self._emit(record)

@@ -1,0 +1,85 @@
+"""The demo clip: a synthetic video with known micro-expressions, made once by the generator and cached.
+
+Uses scikit-image's astronaut photo (a real face that ships with a dependency), so ``mer-live --demo`` and
+``mer-bench`` work on any machine without a camera or data set. The generator lives in ``training``; it is
+imported only here, only when a demo is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from realtime.errors import UserError
+from realtime.paths import user_cache_dir
+
+log = logging.getLogger(__name__)
+
+DEMO_VERSION = 1  # bump when the generator's output for the same settings changes
+
+
+def synthetic_video(
+    *,
+    seconds: float = 30.0,
+    fps: float = 30.0,
+    seed: int = 7,
+    face_model: str | Path | None = None,
+    cache_dir: Path | None = None,
+) -> tuple[Path, Path]:
+    """A cached synthetic spotting video and its ``annotations.csv`` (generated on first use)."""
+    settings = {"seconds": seconds, "fps": fps, "seed": seed, "version": DEMO_VERSION}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    root = (cache_dir or user_cache_dir() / "demo") / key
+    annotations = root / "spotting" / "annotations.csv"
+    videos = sorted((root / "spotting").glob("*.mp4")) + sorted((root / "spotting").glob("*.avi"))
+    if annotations.is_file() and videos:
+        return videos[0], annotations
+    _generate(root, seconds=seconds, fps=fps, seed=seed, face_model=face_model)
+    videos = sorted((root / "spotting").glob("*.mp4")) + sorted((root / "spotting").glob("*.avi"))
+    if not videos:
+        raise UserError(f"the demo video could not be written under {root}")
+    return videos[0], annotations
+
+
+def demo_video(face_model: str | Path | None = None) -> Path:
+    """The clip ``mer-live --demo`` plays."""
+    return synthetic_video(face_model=face_model)[0]
+
+
+def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: str | Path | None) -> None:
+    import cv2
+
+    from realtime.face import FaceModelError, resolve_face_model
+    from training.synth import SynthGenerator, SynthSettings, write_dataset
+    from training.synth_faces import load_identities
+
+    try:
+        model = resolve_face_model(face_model)
+    except FaceModelError as exc:
+        raise UserError(str(exc)) from None
+    from skimage import data
+
+    log.info("generating the demo clip (%g s at %g fps) into %s", seconds, fps, root)
+    tmp_root = Path(tempfile.mkdtemp(prefix=".demo-", dir=_ensure(root.parent)))
+    try:
+        faces = tmp_root / "faces"
+        faces.mkdir()
+        cv2.imwrite(str(faces / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+        identities = load_identities(builtin=False, user_faces=faces, model_path=model)
+        settings = SynthSettings(seed=seed, fps=fps, videos=1, video_seconds=seconds, subjects=1)
+        with SynthGenerator(settings, identities) as gen:
+            write_dataset(gen, tmp_root / "out", sets=("spotting",))
+        if root.exists():
+            shutil.rmtree(root)
+        (tmp_root / "out").rename(root)  # atomic: a half-written demo is never picked up
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,135 @@
+"""``mer-live``: watch a camera, a video file or the built-in demo, and publish micro-expression events.
+
+This module is the edge where user mistakes become one-line messages and exit codes; everything it calls
+raises specific exceptions instead of printing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+
+EPILOG = """\
+exit codes:
+  0    the source ended and the summary was written
+  1    an unexpected internal error (please report it, with the traceback from --log-level debug)
+  2    bad input: no such camera, unreadable video, missing face model, bad model, port in use, bad option
+  130  interrupted by Ctrl-C or SIGTERM (the summary record is still written)
+
+examples:
+  mer-live --demo                                  synthetic clip with micro-expressions, no camera needed
+  mer-live --camera 0                              first webcam, dashboard, events on tcp://127.0.0.1:5556
+  mer-live --video clip.mp4 --fast --record out.jsonl --no-dashboard
+  mer-live keys KEYDIR                             create CURVE keys (same as --create-keys KEYDIR)
+  mer-subscribe                                    print the events another terminal's mer-live publishes
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mer-live",
+        description="Real-time micro-expression spotting and recognition. Finds short, faint facial movements "
+        "(onset, apex, offset), classifies micro-expressions, and publishes mer/1 records over ZeroMQ "
+        "(topics mer.event, mer.status, mer.summary), to a JSONL file and to a terminal dashboard.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source (pick one)")
+    one = src.add_mutually_exclusive_group()
+    one.add_argument("--camera", metavar="INDEX|PATH", help="camera index (0, 1, ...) or device path (/dev/video0)")
+    one.add_argument("--video", metavar="FILE|URL", help="video file or stream URL (rtsp://, http://)")
+    one.add_argument("--demo", action="store_true",
+                     help="play a synthetic clip with known micro-expressions through the whole pipeline")
+    src.add_argument("--fast", action="store_true",
+                     help="read a file as fast as possible and analyse every frame (offline analysis); "
+                     "default: play files at their own frame rate like a camera, dropping frames if behind")
+    src.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of source time")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--engine", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
+                       help="inference backend; auto = TensorRT if usable, else ONNX Runtime, else torch "
+                       "(default: %(default)s)")
+    model.add_argument("--model", metavar="PATH",
+                       help="trained model: .pt checkpoint, .onnx, .plan, or a folder (default: the bundled model)")
+    model.add_argument("--face-model", metavar="PATH",
+                       help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, then the user cache, "
+                       "then a verified download)")
+    model.add_argument("--landmark-every", type=int, default=1, metavar="N",
+                       help="run face landmarks on every Nth frame and track alignment in between "
+                       "(default: %(default)s = every frame)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--zmq", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",
+                     help="ZeroMQ PUB endpoint to bind (default: %(default)s, loopback only); 'none' disables")
+    out.add_argument("--zmq-curve", metavar="KEYDIR", type=Path,
+                     help="encrypt with CURVE using the server key in KEYDIR (required for non-loopback binds)")
+    out.add_argument("--create-keys", metavar="KEYDIR", type=Path,
+                     help="create CURVE server and client keys in KEYDIR and exit")
+    out.add_argument("--insecure", action="store_true",
+                     help="allow binding a non-loopback address without CURVE (anyone on the network can listen)")
+    out.add_argument("--record", metavar="FILE.jsonl", type=Path, help="also write every record to this JSONL file")
+    out.add_argument("--no-dashboard", action="store_true",
+                     help="no live terminal dashboard; print one plain line per event instead")
+    out.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                     help="log verbosity on stderr (default: %(default)s)")
+
+    spot = p.add_argument_group("spotting (all in seconds, so any frame rate behaves the same)")
+    spot.add_argument("--micro-max", type=float, metavar="S",
+                      help="longest window still called micro (default 0.5); longer ones are macro")
+    spot.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported")
+    spot.add_argument("--max-duration", type=float, metavar="S", help="longest window before it is split")
+    spot.add_argument("--lookahead", type=float, metavar="S",
+                      help="how long intensity must stay low before a window is closed (the reported delay)")
+    spot.add_argument("--threshold", type=float, metavar="Z",
+                      help="rise above the adaptive baseline, in robust standard deviations, that opens a window")
+    return p
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["keys"]:  # `mer-live keys KEYDIR`, the spelling error messages suggest
+        argv = ["--create-keys", *argv[1:]]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.create_keys:
+            from realtime.curve import create_keys
+
+            public, secret = create_keys(args.create_keys)
+            print(f"CURVE keys written: server secret {secret}, server public {public} "
+                  f"(give subscribers the public key and their own client key)")
+            return EXIT_OK
+        if not (args.camera is not None or args.video or args.demo):
+            parser.error("pick a source: --camera INDEX, --video FILE, or --demo")
+        if args.landmark_every < 1:
+            parser.error("--landmark-every must be >= 1")
+        from realtime.app import run_live
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        return run_live(args)
+    except UserError as exc:
+        print(f"mer-live: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The live pipeline: capture thread → ring buffer → analyser thread → classifier worker → publisher.
+
+:class:`Pipeline` wires components that were built and checked beforehand (source, face tracker,
+engine, publisher), so each can be faked in tests and ``mer-bench``. The caller's thread supervises:
+:meth:`Pipeline.run` publishes a ``status`` record about once a second, and a ``summary`` record at the
+end of the source, on ``stop()``, and on Ctrl-C (``KeyboardInterrupt`` is re-raised after it is written).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
+from realtime.capture import CaptureOptions, CaptureThread
+from realtime.classifier import ClassifierOptions, ClassifierWorker
+from realtime.dashboard import DashboardSnapshot
+from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord
+from realtime.ringbuffer import Policy, RingBuffer, RingBufferOptions
+from realtime.sources import FrameSource
+from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Pipeline", "PipelineOptions"]
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    fast: bool = False  # file read as fast as possible, every frame analysed (BLOCK ring)
+    ring_capacity: int = 32  # frames between capture and analysis (live: ~1 s of slack before drops)
+    fast_ring_capacity: int = 4  # --fast: a short read-ahead keeps decode parallel without queueing latency
+    status_period_s: float = 1.0
+    duration_s: float | None = None  # stop after this much source time
+    sparkline_len: int = 120  # intensity samples kept for the dashboard
+    recent_events: int = 8
+    keep_stage_samples: bool = False  # keep every stage timing for the run (mer-bench), not just the last second
+    analyzer: AnalyzerOptions = field(default_factory=AnalyzerOptions)
+    classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+class Pipeline:
+    """Owns the threads of one run; components are handed in already opened."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        tracker: object,
+        engine: object | None,
+        publish: Callable[[Record], object],
+        options: PipelineOptions | None = None,
+        *,
+        engine_reason: str = "",
+    ) -> None:
+        self.options = opts = options or PipelineOptions()
+        self.source = source
+        self._publish = publish
+        self._clock = opts.clock
+        self.engine_reason = engine_reason
+        blocking = opts.fast and not source.is_live
+        policy = Policy.BLOCK if blocking else Policy.OVERWRITE
+        capacity = opts.fast_ring_capacity if blocking else opts.ring_capacity
+        self.ring = RingBuffer(RingBufferOptions(capacity=capacity, policy=policy))
+        self._reader = self.ring.reader()
+        self.capture = CaptureThread(source, self.ring, CaptureOptions(pace=not opts.fast, clock=self._clock))
+        self.stages = StageStats(StageStatsOptions(clock=self._clock))
+        self.analyzer = Analyzer(tracker, opts.analyzer, record_stage=self._record_stage)
+        self.classifier = ClassifierWorker(
+            engine, self._emit_event, source=source.name, captured_at=self.capture.captured_at,
+            options=opts.classifier, record_stage=self._record_stage, clock=self._clock,
+        )
+        self._rate_in = RateMeter(RateMeterOptions(clock=self._clock))
+        self._rate_proc = RateMeter(RateMeterOptions(clock=self._clock))
+        self._intensity: deque[float] = deque(maxlen=opts.sparkline_len)
+        self._events: deque[EventRecord] = deque(maxlen=opts.recent_events)
+        self._event_counts = {"micro": 0, "macro": 0}
+        self._stop = threading.Event()
+        self._analysis_done = threading.Event()
+        self._thread = threading.Thread(target=self._analyse, name="mer-analyser")
+        self._started_at: float | None = None
+        self._summary: SummaryRecord | None = None
+        self.error: BaseException | None = None
+        self.first_frame_at: float | None = None  # clock() when the first frame was analysed
+        self.stage_samples: dict[str, list[float]] = {}
+
+    # --- stage timing shared by analyser and classifier threads ----------------------------------
+    def _record_stage(self, stage: str, ms: float) -> None:
+        self.stages.record(stage, ms)
+        if self.options.keep_stage_samples:
+            self.stage_samples.setdefault(stage, []).append(ms)
+
+    def _emit_event(self, record: EventRecord) -> None:
+        t0 = time.perf_counter()
+        self._publish(record)
+        self._record_stage("publish", (time.perf_counter() - t0) * 1e3)
+        self._events.append(record)
+        self._event_counts[record.kind] = self._event_counts.get(record.kind, 0) + 1
+
+    # --- the analyser thread ------------------------------------------------------------------------
+    def _analyse(self) -> None:
+        limit = self.options.duration_s
+        try:
+            while not self._stop.is_set():
+                packet = self._reader.read(timeout=0.1)
+                if packet is None:
+                    if self.ring.closed:
+                        break
+                    continue
+                if limit is not None and packet.t > limit:
+                    break
+                result = self.analyzer.process(packet.frame, packet.index, packet.t)
+                if self.first_frame_at is None:
+                    self.first_frame_at = self._clock()
+                    log.info("first frame analysed at monotonic %.6f", self.first_frame_at)
+                self._after_frame(result)
+            for job in self.analyzer.flush():
+                self.classifier.submit(job)
+        except BaseException as exc:  # surfaced by run(); the summary is still written
+            self.error = exc
+            log.error("analysis failed: %s", exc, exc_info=True)
+        finally:
+            self._reader.close()  # a BLOCK writer must not wait for us any longer
+            self._analysis_done.set()
+
+    def _after_frame(self, result: FrameResult) -> None:
+        self._intensity.append(result.intensity if result.intensity is not None else float("nan"))
+        for job in result.jobs:
+            self.classifier.submit(job)
+
+    # --- supervision (caller's thread) ----------------------------------------------------------
+    def start(self) -> Pipeline:
+        self._started_at = self._clock()
+        self.classifier.start()
+        self._thread.start()
+        self.capture.start()
+        return self
+
+    def run(self) -> SummaryRecord:
+        """Start (if needed), publish status once a second until the source ends, then the summary."""
+        if self._started_at is None:
+            self.start()
+        reason = "end"
+        try:
+            next_status = self._clock()
+            while not self._analysis_done.wait(timeout=0.05):
+                if self._clock() >= next_status:
+                    self._publish(self.status())
+                    next_status += self.options.status_period_s
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            self.stop(reason)
+            raise
+        finally:
+            if self._summary is None:
+                if self.error is not None:
+                    reason = "error"
+                self.stop(reason)
+        assert self._summary is not None
+        return self._summary
+
+    def stop(self, reason: str = "stopped") -> SummaryRecord:
+        """Stop every thread (bounded waits), then publish the summary once; safe to call twice."""
+        if self._summary is not None:
+            return self._summary
+        self._stop.set()
+        self.capture.stop()
+        self.ring.close()
+        self._thread.join(timeout=5.0)
+        self.classifier.stop()
+        if reason == "end" and self.capture.end_reason and self.capture.end_reason.startswith("error"):
+            reason = "error"
+        self._summary = self._make_summary(reason)
+        self._publish(self._summary)
+        return self._summary
+
+    # --- records and snapshots ------------------------------------------------------------------
+    def _counters(self) -> tuple[int, int, int]:
+        return self.capture.frames_read, self.analyzer.frames, self._reader.missed
+
+    def status(self) -> StatusRecord:
+        frames, analysed, dropped = self._counters()
+        now = self._clock()
+        self._rate_in.update(frames, now)
+        self._rate_proc.update(analysed, now)
+        return StatusRecord(
+            source=self.source.name,
+            frames=frames,
+            dropped=dropped,
+            fps_in=round(self._rate_in.rate(), 2),
+            fps_proc=round(self._rate_proc.rate(), 2),
+            face=self.analyzer.face_now,
+            face_frames=self.analyzer.face_frames,
+            engine=self.classifier.engine_name,
+            stage_ms=self.stages.snapshot(now),
+        )
+
+    def _make_summary(self, reason: str) -> SummaryRecord:
+        frames, analysed, dropped = self._counters()
+        wall = self._clock() - (self._started_at or self._clock())
+        return SummaryRecord(
+            source=self.source.name,
+            frames=frames,
+            dropped=dropped,
+            face_frames=self.analyzer.face_frames,
+            events=dict(self._event_counts),
+            wall_s=round(wall, 3),
+            mean_fps=round(analysed / wall, 2) if wall > 0 else 0.0,
+            reason=reason,
+        )
+
+    def snapshot(self, message: str = "") -> DashboardSnapshot:
+        """What the dashboard draws; taken by its thread at its own pace, never pushed."""
+        frames, analysed, dropped = self._counters()
+        now = self._clock()
+        self._rate_in.update(frames, now)
+        self._rate_proc.update(analysed, now)
+        spotter = self.analyzer.spotter
+        threshold = getattr(spotter, "threshold", None)
+        intensity = tuple(self._intensity)
+        fps = self.source.fps or 30.0
+        return DashboardSnapshot(
+            source=self.source.name,
+            engine=self.classifier.engine_name,
+            engine_reason=self.engine_reason,
+            model=self.classifier.model_name,
+            elapsed_s=now - (self._started_at or now),
+            frames=frames,
+            analysed=analysed,
+            dropped=dropped,
+            fps_in=self._rate_in.rate(),
+            fps_proc=self._rate_proc.rate(),
+            face=self.analyzer.face_now,
+            face_frames=self.analyzer.face_frames,
+            intensity=intensity,
+            intensity_window_s=len(intensity) / fps,
+            threshold=float(threshold) if threshold is not None and np.isfinite(threshold) else None,
+            spotting=str(getattr(spotter, "state", "")),
+            events=tuple(self._events),
+            event_counts=dict(self._event_counts),
+            stage_ms=self.stages.snapshot(now),
+            message=message or ("finished" if self._analysis_done.is_set() else ""),
+        )
