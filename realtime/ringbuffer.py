@@ -16,14 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
 __all__ = ["FramePacket", "Policy", "RingBuffer", "RingBufferOptions", "RingReader"]
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     OVERWRITE = "overwrite"
     BLOCK = "block"
 
