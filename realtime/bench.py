@@ -131,12 +131,14 @@ def score_against(events: list[Any], annotations: Path, video_id: str) -> dict[s
             "true": len(truth), "predicted": len(pred)}
 
 
-def measure_startup(video: Path, face_model: str | None, engine: str) -> float | None:
+def measure_startup(video: Path, face_model: str | None, engine: str, model: str | None) -> float | None:
     """Seconds from spawning ``mer-live`` to its first analysed frame (CLOCK_MONOTONIC is system-wide)."""
     cmd = [sys.executable, "-m", "realtime.live_cli", "--video", str(video), "--fast", "--no-dashboard",
            "--zmq", "none", "--duration", "0.5", "--log-level", "info", "--engine", engine]
     if face_model:
         cmd += ["--face-model", face_model]
+    if model:
+        cmd += ["--model", model]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     match = re.search(r"first frame analysed at monotonic ([0-9.]+)", proc.stderr)
@@ -171,7 +173,7 @@ def engine_latency(model: str | None) -> dict[str, dict[str, float]]:
 TARGETS = [
     ("offline throughput (fps)", "fast.fps", ">=", 100.0),
     ("paced: dropped frames", "paced.dropped", "<=", 0),
-    ("event latency_ms p95", "fast.latency_ms.p95", "<=", 50.0),
+    ("event latency_ms p95 (paced, live-like)", "paced.latency_ms.p95", "<=", 50.0),
     ("ONNX Runtime b1 p50 (ms)", "engines.onnxruntime b1.p50", "<=", 5.0),
     ("start-up to first frame (s)", "startup_s", "<=", 3.0),
     ("peak RSS (MB)", "peak_rss_mb", "<=", 1536.0),
@@ -192,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--video", type=Path, help="video to measure on (default: a generated synthetic one)")
     p.add_argument("--annotations", type=Path, help="mer-synth annotations.csv for spotting F1 (auto for the default)")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of the generated video (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video (default %(default)s)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the generated video (default %(default)s)")
-    p.add_argument("--paced-seconds", type=float, default=60.0,
+    p.add_argument("--paced-seconds", type=float, default=60.0,  # the target: 60 s at 30 fps, no drops
                    help="how long to run paced at the source fps for the drop count; 0 skips (default %(default)s)")
     p.add_argument("--engine", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
     p.add_argument("--model", help="model to use (default: bundled)")
@@ -248,7 +250,7 @@ def _run(args: argparse.Namespace) -> int:
                                           "video": str(video), "landmark_every": args.landmark_every}}
     if not args.skip_startup:
         with console.status("start-up…"):
-            result["startup_s"] = measure_startup(Path(video), args.face_model, args.engine)
+            result["startup_s"] = measure_startup(Path(video), args.face_model, args.engine, args.model)
     with console.status("offline run (--fast)…"):
         result["fast"] = run_pipeline(Path(video), fast=True, engine=engine, tracker_factory=tracker_factory,
                                       card=card, annotations=annotations).__dict__
@@ -256,7 +258,8 @@ def _run(args: argparse.Namespace) -> int:
         with console.status(f"paced run ({args.paced_seconds:g} s)…"):
             paced = run_pipeline(Path(video), fast=False, engine=engine, tracker_factory=tracker_factory,
                                  card=card, annotations=None, seconds=args.paced_seconds)
-            result["paced"] = {"frames": paced.frames, "dropped": paced.dropped, "seconds": paced.wall_s}
+            result["paced"] = {"frames": paced.frames, "dropped": paced.dropped, "seconds": paced.wall_s,
+                               "latency_ms": paced.latency_ms, "delay_ms": paced.delay_ms, "events": paced.events}
     engine.close()
     with console.status("engines…"):
         result["engines"] = engine_latency(args.model)
