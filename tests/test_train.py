@@ -1,0 +1,183 @@
+"""mer-train on a tiny synthetic set built here in the mer-synth layout (random textures, a blob moving
+one way per class): LOSO runs, checkpoints and cards, reports, merge, resume, phase augmentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.card import ModelCard
+from engines.checkpoint import load_checkpoint
+from training.cache import DICache
+from training.datasets import load_dataset
+from training.report import merge_runs
+from training.train import NullProgress, TrainError, TrainSettings, make_folds, run_training, select_folds
+from training.train_cli import main
+
+SUBJECTS = ("s01", "s02", "s03")
+CLASSES = {"happiness": (1, 0), "surprise": (0, -1), "disgust": (-1, 1)}  # blob direction (dx, dy)
+N_FRAMES = 7
+
+
+def _make_synth(root: Path, clips_per_class: int = 2) -> Path:
+    rec = root / "recognition"
+    lines = ["subject,clip,onset,apex,offset,label,aus,fps,n_frames"]
+    rng = np.random.default_rng(0)
+    for subject in SUBJECTS:
+        for label, (dx, dy) in CLASSES.items():
+            for k in range(clips_per_class):
+                clip = f"{subject}/{subject}_{label}_{k}"
+                folder = rec / clip
+                folder.mkdir(parents=True)
+                base = cv2.resize(rng.integers(40, 200, (6, 6), dtype=np.uint8), (32, 32),
+                                  interpolation=cv2.INTER_CUBIC)
+                for i in range(N_FRAMES):
+                    img = base.copy()
+                    step = min(i, N_FRAMES - 1 - i) * 2  # out and back: apex in the middle
+                    cv2.circle(img, (16 + dx * step, 16 + dy * step), 4, 255, -1)
+                    cv2.imwrite(str(folder / f"{i:06d}.png"), cv2.cvtColor(img, cv2.COLOR_GRAY2BGR))
+                apex = "" if k == 1 else str(N_FRAMES // 2)  # some missing apexes
+                lines.append(f"{subject},{clip},0,{apex},{N_FRAMES - 1},{label},4+L7,30,{N_FRAMES}")
+    rec.mkdir(parents=True, exist_ok=True)
+    (rec / "annotations.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _make_synth(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dicache")
+
+
+def _tiny(**kw: object) -> TrainSettings:
+    base = dict(model="dual-phase", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
+    base.update(kw)
+    return TrainSettings(**base)  # type: ignore[arg-type]
+
+
+def test_synth_reader_accepts_root_or_recognition(synth_root: Path) -> None:
+    a = load_dataset("synth", synth_root, scheme="megc3")
+    b = load_dataset("synth", synth_root / "recognition", scheme="megc3")
+    assert len(a.samples) == len(b.samples) == 18
+    assert a.subjects == SUBJECTS
+    assert {s.label for s in a.samples} == {"positive", "surprise", "negative"}
+    assert all(s.aligned and s.frame_numbers == tuple(range(N_FRAMES)) for s in a.samples)
+    assert a.notes["apex missing (estimated from motion)"] == 9
+
+
+def test_folds() -> None:
+    subjects = ["a", "b", "c", "d", "e"]
+    loso = make_folds(subjects, protocol="loso")
+    assert [f.test_subjects for f in loso] == [("a",), ("b",), ("c",), ("d",), ("e",)]
+    kfold = make_folds(subjects, protocol="kfold", k=2, seed=1)
+    assert sorted(s for f in kfold for s in f.test_subjects) == subjects
+    assert [f.number for f in select_folds(loso, "1,3-4")] == [1, 3, 4]
+    assert [f.number for f in select_folds(loso, "e")] == [5]
+    with pytest.raises(TrainError):
+        select_folds(loso, "9")
+    with pytest.raises(TrainError):
+        make_folds(subjects, protocol="kfold", k=6)
+
+
+def test_cli_loso_final_resume(synth_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "dual-phase", "--scheme", "megc3",
+            "--protocol", "loso", "--epochs", "2", "--batch-size", "8", "--seed", "0", "--threads", "1",
+            "--out", str(run), "--cache", str(cache_dir), "--final"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "pooled n=18" in out
+    folds = sorted(p.name for p in (run / "folds").glob("*.json"))
+    assert folds == ["fold01-s01.json", "fold02-s02.json", "fold03-s03.json"]
+    fold = json.loads((run / "folds" / "fold01-s01.json").read_text())
+    assert fold["test_subjects"] == ["s01"] and len(fold["predictions"]) == 6 and fold["epochs_run"] == 2
+    report = json.loads((run / "report.json").read_text())
+    assert report["folds_done"] == report["folds_total"] == 3 and report["pooled"]["n"] == 18
+    assert np.asarray(report["pooled"]["confusion"]).sum() == 18
+    assert 0.0 <= report["pooled"]["uf1"] <= 1.0
+    md = (run / "report.md").read_text()
+    assert "Confusion matrix" in md and "fold02-s02" in md
+    # the shipped model: loadable, weights_only-safe, card filled
+    model = load_checkpoint(run / "final" / "model.pt")
+    card = ModelCard.load(run / "final" / "model.card.json")
+    assert card.labels == ("negative", "positive", "surprise") and card.streams == ("onset_apex", "apex_offset")
+    assert card.trained_on.startswith("synth") and card.evaluation["uf1"] == report["pooled"]["uf1"]
+    assert card.fps == 30.0
+    import torch
+
+    assert model(torch.zeros(2, *card.input_shape)).shape == (2, 3)
+    assert load_checkpoint(run / "fold_models" / "fold02-s02.pt").card.evaluation["test_subjects"] == ["s02"]
+    # again without --resume: refused; with --resume: every fold skipped
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    assert capsys.readouterr().out.count("already done") == 3
+    # other settings in the same folder: refused
+    assert main([*argv[:-1], "--resume", "--lr", "0.5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_folds_split_over_runs_merge_to_the_full_result(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    index = load_dataset("synth", synth_root, scheme="megc3")
+    settings = _tiny(epochs=1)
+    cache = DICache(cache_dir)
+    full = run_training(index, settings, tmp_path / "full", cache=cache)
+    part_a = run_training(index, settings, tmp_path / "a", cache=cache, folds="1")
+    part_b = run_training(index, settings, tmp_path / "b", cache=cache, folds="2,3")
+    assert part_a.report is not None and part_a.report["folds_done"] == 1
+    assert part_b.folds_run == ["fold02-s02", "fold03-s03"]
+    assert part_a.report["evaluation"]["complete"] is False
+    merged, paths = merge_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "merged")
+    assert merged["folds_done"] == 3 and all(p.is_file() for p in paths)
+    assert full.report is not None
+    assert merged["pooled"]["confusion"] == full.report["pooled"]["confusion"]
+    assert main(["merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "m2")]) == 0
+
+
+class _Interrupt(NullProgress):
+    def __init__(self) -> None:
+        self.starts: list[tuple[str, int]] = []
+
+    def fold_start(self, fold, epochs, train_samples, start_epoch):  # type: ignore[no-untyped-def]
+        self.starts.append((fold.name, start_epoch))
+
+    def epoch_end(self, fold, epoch, epochs, stats):  # type: ignore[no-untyped-def]
+        if fold.number == 2 and epoch == 1 and len(self.starts) == 2:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_fold_resumes_at_its_epoch(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    index = load_dataset("synth", synth_root, scheme="megc3")
+    settings = _tiny(epochs=2)
+    progress = _Interrupt()
+    with pytest.raises(KeyboardInterrupt):
+        run_training(index, settings, tmp_path / "r", cache=DICache(cache_dir), progress=progress)
+    assert (tmp_path / "r" / "folds" / "fold02-s02.state.pt").is_file()
+    outcome = run_training(index, settings, tmp_path / "r", cache=DICache(cache_dir), resume=True, progress=progress)
+    assert outcome.folds_skipped == ["fold01-s01"] and outcome.folds_run == ["fold02-s02", "fold03-s03"]
+    assert ("fold02-s02", 1) in progress.starts
+    assert not (tmp_path / "r" / "folds" / "fold02-s02.state.pt").exists()
+
+
+def test_single_stream_phase_augmentation_and_validation(synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    index = load_dataset("synth", synth_root, scheme="megc3")
+    settings = _tiny(model="single", epochs=1, protocol="kfold", k=3, val_fraction=0.5)
+    outcome = run_training(index, settings, tmp_path / "s", cache=DICache(cache_dir), folds="1")
+    fold = json.loads(next((tmp_path / "s" / "folds").glob("*.json")).read_text())
+    n_fit = 6 * len(fold["train_subjects"])
+    assert len(fold["val_subjects"]) == 1 and fold["train_samples"] == 3 * n_fit  # TRDI + two phase DIs
+    assert "val_uf1" in fold["history"][0]
+    assert outcome.report is not None
+    no_aug = run_training(index, _tiny(model="single", epochs=1, protocol="kfold", k=3, augment_phases=False),
+                          tmp_path / "s2", cache=DICache(cache_dir), folds="1")
+    fold2 = json.loads(next((tmp_path / "s2" / "folds").glob("*.json")).read_text())
+    assert fold2["train_samples"] == 6 * len(fold2["train_subjects"])
+    assert no_aug.report is not None

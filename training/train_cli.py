@@ -1,0 +1,299 @@
+"""``mer-train``: cross-validate a model on a dataset, write fold results, a report and (``--final``) the
+model to ship; ``mer-train merge RUN_DIR...`` pools fold results from several runs into one report.
+
+    mer-train --data ROOT --dataset casme2 --model dual-phase --scheme megc3 --protocol loso --out runs/a
+    mer-train --data ROOT --dataset casme2 ... --folds 1-13 --out runs/a1   # machine 1
+    mer-train --data ROOT --dataset casme2 ... --folds 14-26 --out runs/a2  # machine 2
+    mer-train merge runs/a1 runs/a2 --out runs/a
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+log = logging.getLogger("training.train_cli")
+
+DATASETS = ("synth", "casme2", "samm", "mmew")
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mer-train",
+        description="Train and cross-validate a micro-expression recognizer (LOSO or subject-disjoint k-fold). "
+        "Use 'mer-train merge RUN_DIR... [--out DIR]' to pool folds run separately.",
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--data", required=True, type=Path, help="dataset folder (for synth: ROOT or ROOT/recognition)")
+    data.add_argument("--dataset", required=True, choices=DATASETS)
+    data.add_argument("--scheme", default="megc3", choices=("megc3", "casme5"),
+                      help="class scheme; emotions outside it are dropped and counted (default megc3)")
+    data.add_argument("--target-fps", type=float, default=None,
+                      help="resample faster clips to this rate, nearest frame by time (e.g. 30 to match a webcam)")
+    data.add_argument("--alignment", default="auto", choices=("auto", "none", "onset", "each"),
+                      help="face alignment of real datasets: onset = landmarks of the onset frame for the whole clip; "
+                      "none = resize only; auto = onset when a face model is known, else none (default)")
+    data.add_argument("--face-model", default=None, help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL)")
+    data.add_argument("--cache", type=Path, default=None, help="DI cache folder (default: di/ in the user cache, $MER_CACHE_DIR or ~/.cache/mer-live)")
+    data.add_argument("--no-cache", action="store_true", help="do not read or write cached DIs")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--model", default="dual-phase", help="registered model name (default dual-phase)")
+    model.add_argument("--backbone", default="fast", help="fast (default) | resnet18")
+
+    cv = p.add_argument_group("evaluation")
+    cv.add_argument("--protocol", default="loso", choices=("loso", "kfold"))
+    cv.add_argument("--k", type=int, default=5, help="folds for --protocol kfold (subject-disjoint)")
+    cv.add_argument("--folds", default=None, help="run only these folds: '1,3,5', '2-4', fold names or subjects")
+    cv.add_argument("--val-fraction", type=float, default=0.0,
+                    help="early-stop on this fraction of the training subjects (default 0: fixed schedule, last epoch)")
+    cv.add_argument("--patience", type=int, default=10, help="epochs without validation improvement before stopping")
+    cv.add_argument("--final", action="store_true", help="after CV, train on all subjects -> RUN_DIR/final/model.pt")
+
+    train = p.add_argument_group("training")
+    train.add_argument("--epochs", type=int, default=40)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--weight-decay", type=float, default=1e-4)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--augment-phases", action=argparse.BooleanOptionalAction, default=True,
+                       help="single-stream models: add each phase DI as an extra training sample (default on)")
+    train.add_argument("--spatial-augment", action=argparse.BooleanOptionalAction, default=True,
+                       help="random flip/rotation/scale/shift + gain jitter of the DIs (default on)")
+    train.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=True,
+                       help="inverse-frequency weighted cross-entropy (default on)")
+    train.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+    run = p.add_argument_group("run")
+    run.add_argument("--out", required=True, type=Path, help="run folder")
+    run.add_argument("--resume", action="store_true", help="continue a run: done folds are skipped, a torn fold resumes")
+    run.add_argument("-v", "--verbose", action="store_true", help="log more")
+    return p
+
+
+def _merge_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mer-train merge", description="Pool fold results of run folders into one report.")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, default=None, help="where report.json/.md go (default: the first run folder)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def _interactive() -> bool:
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def _configure_logging(verbose: bool, console: Any = None) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    if console is not None:
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _progress_classes() -> tuple[type, type]:
+    from training.train import Fold, NullProgress
+
+    class PlainProgress(NullProgress):
+        """One line per stage, fold and epoch (stdout is not a terminal)."""
+
+        def __init__(self) -> None:
+            self._last_dis = -1
+
+        def stage(self, text: str) -> None:
+            print(f"mer-train: {text}", flush=True)
+
+        def dis(self, done: int, total: int) -> None:
+            step = max(1, total // 10)
+            if done == total or done // step != self._last_dis:
+                self._last_dis = done // step
+                print(f"mer-train: DIs {done}/{total}", flush=True)
+
+        def fold_start(self, fold: Fold, epochs: int, train_samples: int, start_epoch: int) -> None:
+            what = "final model" if fold.name == "final" else f"fold {fold.number}/{fold.total} {fold.name}"
+            resumed = f", resuming at epoch {start_epoch + 1}" if start_epoch else ""
+            print(f"mer-train: {what}: {train_samples} training samples, {epochs} epochs{resumed}", flush=True)
+
+        def epoch_end(self, fold: Fold, epoch: int, epochs: int, stats: dict[str, float]) -> None:
+            extra = f" val_uf1 {stats['val_uf1']:.3f}" if "val_uf1" in stats else ""
+            print(f"mer-train:   {fold.name} epoch {epoch}/{epochs} loss {stats['loss']:.4f} "
+                  f"train_acc {stats['train_acc']:.3f}{extra}", flush=True)
+
+        def fold_end(self, fold: Fold, result: dict[str, Any], *, skipped: bool = False) -> None:
+            if fold.name == "final":
+                print("mer-train: final model trained", flush=True)
+                return
+            s = result.get("scores", {})
+            state = "already done" if skipped else "done"
+            print(f"mer-train: {fold.name} {state}: n={s.get('n')} acc {s.get('accuracy', 0):.3f} "
+                  f"UF1 {s.get('uf1', 0):.3f} UAR {s.get('uar', 0):.3f}", flush=True)
+
+    class RichProgress(NullProgress):
+        """Rich bars: DIs, folds, and the epochs of the current fold."""
+
+        def __init__(self, progress: Any) -> None:
+            self.progress = progress
+            self.console = progress.console
+            self._dis: Any = None
+            self._folds: Any = None
+            self._epochs: Any = None
+
+        def stage(self, text: str) -> None:
+            self.console.log(text)
+
+        def dis(self, done: int, total: int) -> None:
+            if self._dis is None:
+                self._dis = self.progress.add_task("DIs", total=total)
+            self.progress.update(self._dis, completed=done)
+
+        def folds(self, to_run: int, total: int) -> None:
+            self._folds = self.progress.add_task(f"folds ({to_run} of {total})", total=to_run)
+
+        def fold_start(self, fold: Fold, epochs: int, train_samples: int, start_epoch: int) -> None:
+            if self._epochs is not None:
+                self.progress.remove_task(self._epochs)
+            self._epochs = self.progress.add_task(f"{fold.name} epochs", total=epochs, completed=start_epoch)
+
+        def epoch_end(self, fold: Fold, epoch: int, epochs: int, stats: dict[str, float]) -> None:
+            extra = f" val UF1 {stats['val_uf1']:.3f}" if "val_uf1" in stats else ""
+            self.progress.update(self._epochs, completed=epoch,
+                                 description=f"{fold.name} loss {stats['loss']:.3f}{extra}")
+
+        def fold_end(self, fold: Fold, result: dict[str, Any], *, skipped: bool = False) -> None:
+            if fold.name != "final":
+                s = result.get("scores", {})
+                state = "already done" if skipped else "done"
+                self.console.log(f"{fold.name} {state}: n={s.get('n')} acc {s.get('accuracy', 0):.3f} "
+                                 f"UF1 {s.get('uf1', 0):.3f} UAR {s.get('uar', 0):.3f}")
+                if self._folds is not None:
+                    self.progress.advance(self._folds)
+            if self._epochs is not None:
+                self.progress.remove_task(self._epochs)
+                self._epochs = None
+
+    return PlainProgress, RichProgress
+
+
+def _resolve_alignment(args: argparse.Namespace) -> tuple[str, str | None]:
+    face_model = args.face_model or os.environ.get("MER_FACE_MODEL") or None
+    if args.alignment != "auto":
+        return args.alignment, face_model
+    if args.dataset == "synth":
+        return "none", face_model  # already-aligned crops
+    if face_model:
+        return "onset", face_model
+    log.warning("no face model given (--face-model or MER_FACE_MODEL): %s frames are only resized, not aligned "
+                "to the live template (alignment 'none')", args.dataset)
+    return "none", None
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from training.cache import DICache, default_cache_dir
+    from training.datasets import load_dataset
+    from training.datasets.frames import FrameOptions
+    from training.train import TrainSettings, run_training
+
+    interactive = _interactive()
+    console = None
+    if interactive:
+        from rich.console import Console
+
+        console = Console()
+    _configure_logging(args.verbose, console)
+    settings = TrainSettings(
+        model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
+        val_fraction=args.val_fraction, patience=args.patience, device=args.device, threads=args.threads,
+    )
+    alignment, face_model = _resolve_alignment(args)
+    frames = FrameOptions(alignment=alignment, target_fps=args.target_fps, face_model=face_model)
+    cache = DICache(None if args.no_cache else (args.cache or default_cache_dir()))
+    index = load_dataset(args.dataset, args.data, scheme=args.scheme)
+    summary = (f"{index.name}: {len(index.samples)} samples from {len(index.subjects)} subjects "
+               f"(scheme {index.scheme}); skipped rows: {index.skipped_counts() or 'none'}; "
+               f"dropped by the scheme: {dict(index.dropped) or 'none'}; alignment {alignment}")
+    plain_cls, rich_cls = _progress_classes()
+    if interactive:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as bar:
+            progress = rich_cls(bar)
+            progress.stage(summary)
+            outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
+                                   resume=args.resume, final=args.final, progress=progress)
+    else:
+        progress = plain_cls()
+        progress.stage(summary)
+        outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
+                               resume=args.resume, final=args.final, progress=progress)
+    report = outcome.report or {}
+    pooled = report.get("pooled", {})
+    print(f"mer-train: {report.get('folds_done')}/{report.get('folds_total')} folds; pooled n={pooled.get('n')} "
+          f"accuracy {100 * pooled.get('accuracy', 0):.2f} % UF1 {pooled.get('uf1', 0):.4f} "
+          f"UAR {pooled.get('uar', 0):.4f}")
+    for path in outcome.report_paths:
+        print(f"mer-train: wrote {path}")
+    if outcome.final_model:
+        print(f"mer-train: final model {outcome.final_model}")
+    return 0
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from training.report import merge_runs
+
+    _configure_logging(args.verbose)
+    report, paths = merge_runs(args.run_dirs, args.out)
+    pooled = report["pooled"]
+    print(f"mer-train merge: {report['folds_done']}/{report['folds_total']} folds; pooled n={pooled['n']} "
+          f"accuracy {100 * pooled['accuracy']:.2f} % UF1 {pooled['uf1']:.4f} UAR {pooled['uar']:.4f}")
+    for path in paths:
+        print(f"mer-train merge: wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; user errors become one line on stderr and a non-zero exit."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    merging = bool(argv) and argv[0] == "merge"
+    parser = _merge_parser() if merging else _train_parser()
+    args = parser.parse_args(argv[1:] if merging else argv)
+    prog = "mer-train merge" if merging else "mer-train"
+    from engines.card import CardError
+    from training.datasets.base import DatasetError
+    from training.datasets.classes import SchemeError
+    from training.datasets.frames import FrameError
+    from training.report import ReportError
+    from training.train import TrainError
+
+    try:
+        return _run_merge(args) if merging else _run_train(args)
+    except (TrainError, DatasetError, SchemeError, FrameError, ReportError, CardError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; run again with --resume to continue", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
