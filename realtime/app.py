@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,29 @@ from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UserError
 from realtime.events import Record
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Hide what native libraries (MediaPipe's glog, TFLite) print straight to fd 2 while they start.
+
+    Only around start-up, on the main thread, before any other thread runs: Python's own errors still
+    reach the terminal afterwards.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def spotter_settings(args: argparse.Namespace) -> object:
@@ -41,7 +65,8 @@ def _source_spec(args: argparse.Namespace) -> str:
     if args.demo:
         from realtime.demo import demo_video
 
-        return str(demo_video(face_model=args.face_model))
+        with native_stderr_silenced(args.log_level != "debug"):
+            return str(demo_video(face_model=args.face_model))
     if args.camera is not None:
         return args.camera
     return args.video
@@ -76,8 +101,9 @@ def run_live(args: argparse.Namespace) -> int:
         if card.channels != 1:
             raise UserError(f"model '{card.name}' wants {card.channels}-channel DIs; mer-live feeds grayscale crops")
         try:
-            tracker = FaceTracker(FaceTrackerOptions(model_path=args.face_model, crop_size=card.crop_size,
-                                                     landmark_every=args.landmark_every))
+            with native_stderr_silenced(args.log_level != "debug"):
+                tracker = FaceTracker(FaceTrackerOptions(model_path=args.face_model, crop_size=card.crop_size,
+                                                         landmark_every=args.landmark_every))
         except FaceModelError as exc:
             raise UserError(str(exc)) from None
         stack.callback(tracker.close)
@@ -133,7 +159,8 @@ def _discard(record: Record) -> None:
 def _print_summary(summary: object, record: Path | None) -> None:
     s = summary
     events = getattr(s, "events", {})
-    line = (f"mer-live: {getattr(s, 'reason', 'end')}: {getattr(s, 'frames', 0)} frames "
+    reason = getattr(s, "reason", "end")  # "mer-live: error:" is kept for the one line that says what failed
+    line = (f"mer-live: {'stopped early' if reason == 'error' else reason}: {getattr(s, 'frames', 0)} frames "
             f"({getattr(s, 'dropped', 0)} dropped, {getattr(s, 'face_frames', 0)} with a face), "
             f"{events.get('micro', 0)} micro / {events.get('macro', 0)} macro events, "
             f"{getattr(s, 'mean_fps', 0.0):.1f} fps over {getattr(s, 'wall_s', 0.0):.1f} s")
