@@ -98,6 +98,14 @@ def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in str(exc).lower():
+            # torch's text advises weights_only=False, i.e. running the file's code: never pass that on
+            found = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "global" in ln]
+            raise CardError(
+                f"checkpoint {path} holds pickled Python objects, which are refused because loading them could "
+                f"run code ({found[0] if found else 'not plain tensors and values'}); re-save the model with "
+                "engines.checkpoint.save_checkpoint"
+            ) from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CardError(
             f"checkpoint {path} is corrupt or not a mer-live checkpoint ({first_line}); "
@@ -108,9 +116,9 @@ def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         or payload.get("format") != CHECKPOINT_FORMAT
         or "state_dict" not in payload
     ):
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        seen = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CardError(
-            f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file (found {found!r}); "
+            f"checkpoint {path} is not a {CHECKPOINT_FORMAT} file (found {seen!r}); "
             "save models with engines.checkpoint.save_checkpoint"
         )
     return payload

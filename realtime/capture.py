@@ -129,7 +129,10 @@ class CaptureThread:
         try:
             reason = self._loop()
         except Exception as exc:  # a bug or a driver error must still end the run cleanly
-            log.exception("%s: capture failed", self.source.name)
+            # one line (the traceback at debug level): the run still ends with its summary
+            log.error("%s: capture failed: %s", self.source.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            if self.source.error is None:  # a read that raised failed like any other: say why, where users look
+                self.source.error = f"{self.source.name} failed: {type(exc).__name__}: {exc}"
             reason = f"error: {exc}"
         finally:
             self._finish(reason)

@@ -122,8 +122,13 @@ class ClassifierWorker:
             t0 = time.perf_counter()
             try:
                 out = self.engine.predict(np.stack([j.inputs for j in todo]))  # type: ignore[union-attr,misc]
-                probs = {id(j): out[i] for i, j in enumerate(todo)}
-                self.classified += len(todo)
+                finite = np.isfinite(out).all(axis=1)  # NaN/inf (damaged weights) cannot go into a record
+                probs = {id(j): out[i] for i, j in enumerate(todo) if finite[i]}
+                self.classified += int(finite.sum())
+                if not finite.all():
+                    self.failures += 1
+                    log.error("the model returned NaN/inf probabilities (damaged model file?); publishing %d "
+                              "window(s) unlabelled", int((~finite).sum()))
             except Exception as exc:  # an engine failure must not take the pipeline down
                 self.failures += 1
                 log.error("classification failed (%s); publishing %d window(s) unlabelled", exc, len(todo))

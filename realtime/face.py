@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import os
+import sys
 import tempfile
 import threading
 import urllib.error
@@ -192,7 +193,16 @@ def anchors_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
 
 
 def _mediapipe() -> Any:
-    """Import mediapipe on first use (it is slow to import and most callers never need it)."""
+    """Import mediapipe on first use (it is slow to import and most callers never need it).
+
+    mediapipe imports matplotlib, which creates ``~/.config/matplotlib`` and a font cache in
+    ``~/.cache/matplotlib``; unless the user chose a place (``MPLCONFIGDIR``) or matplotlib is loaded already,
+    both go into the mer-live user cache, the one place we write besides the paths a user names.
+    """
+    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
+        from realtime.paths import user_cache_dir
+
+        os.environ["MPLCONFIGDIR"] = str(user_cache_dir() / "matplotlib")
     import mediapipe as mp
 
     return mp

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":
+        # FFmpeg's per-frame decoder complaints on a damaged file ("ac-tex damaged at 15 13", dozens of lines)
+        # would bury our one-line messages; OpenCV reads this when it first opens a video. AV_LOG_FATAL = 8.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
     try:
         if args.create_keys:
             from realtime.curve import create_keys

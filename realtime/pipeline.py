@@ -38,6 +38,7 @@ class PipelineOptions:
     fast_ring_capacity: int = 4  # --fast: a short read-ahead keeps decode parallel without queueing latency
     status_period_s: float = 1.0
     duration_s: float | None = None  # stop after this much source time
+    reconnect_s: float = 5.0  # a live source that stops is reopened with back-off for at most this long
     sparkline_len: int = 120  # intensity samples kept for the dashboard
     recent_events: int = 8
     keep_stage_samples: bool = False  # keep every stage timing for the run (mer-bench), not just the last second
@@ -69,7 +70,8 @@ class Pipeline:
         capacity = opts.fast_ring_capacity if blocking else opts.ring_capacity
         self.ring = RingBuffer(RingBufferOptions(capacity=capacity, policy=policy))
         self._reader = self.ring.reader()
-        self.capture = CaptureThread(source, self.ring, CaptureOptions(pace=not opts.fast, clock=self._clock))
+        capture = CaptureOptions(pace=not opts.fast, reconnect_s=opts.reconnect_s, clock=self._clock)
+        self.capture = CaptureThread(source, self.ring, capture)
         self.stages = StageStats(StageStatsOptions(clock=self._clock))
         self.analyzer = Analyzer(tracker, opts.analyzer, record_stage=self._record_stage)
         self.classifier = ClassifierWorker(

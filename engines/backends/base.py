@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,19 @@ from engines.card import ModelCard
 log = logging.getLogger(__name__)
 
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+
+
+def import_onnxruntime() -> Any:
+    """``onnxruntime``, imported with its telemetry off unless the user set ``ORT_DISABLE_TELEMETRY``.
+
+    onnxruntime 1.31 writes a device id and an event database under ``$XDG_CACHE_HOME/Microsoft`` and
+    ``$TMPDIR/.ses`` when it is imported: files outside the paths a user gave and the mer-live cache. The
+    variable is read at import, so every import in engines/ goes through here.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
 
 
 class EngineError(RuntimeError):

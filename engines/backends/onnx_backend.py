@@ -16,6 +16,7 @@ from engines.backends.base import (
     Engine,
     ModelFileError,
     default_threads,
+    import_onnxruntime,
     parse_device,
     softmax,
 )
@@ -32,8 +33,7 @@ class OnnxRuntimeEngine(Engine):
 
     def __init__(self, card: ModelCard, path: str | Path, *, device: str | None = None, max_batch: int = 8,
                  threads: int | None = None, reason: str = "", warmup: bool = True) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         path = Path(path)
         if path.suffix.lower() in (".plan", ".engine"):
             raise ModelFileError(f"onnxruntime needs an .onnx model; {path.name} is a TensorRT plan "

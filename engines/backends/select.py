@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
 
-from engines.backends.base import BackendUnavailableError
+from engines.backends.base import BackendUnavailableError, import_onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def probe_environment(device_index: int = 0) -> Environment:
     has_ort = _installed("onnxruntime")
     if has_ort:
         try:
-            import onnxruntime as ort
-
+            ort = import_onnxruntime()
             providers = tuple(ort.get_available_providers())
         except Exception as exc:  # noqa: BLE001 - a broken install is "not available", with a log line
             log.warning("onnxruntime is installed but does not import: %s", exc)

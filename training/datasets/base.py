@@ -8,6 +8,7 @@ schemes drop emotions they do not cover with a count. Both end up in :class:`Dat
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -154,7 +155,7 @@ def parse_frame(value: object, *, what: str, optional: bool = False) -> int | No
             number = float(text)
         except ValueError:
             raise RowError("non-numeric frame", f"{what} is {text!r}") from None
-    if number != number or number != int(number):  # NaN or fractional
+    if not math.isfinite(number) or number != int(number):  # NaN, infinite (1e400) or fractional
         raise RowError("non-numeric frame", f"{what} is {value!r}")
     if number < 0:
         if optional:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def read_synth(
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     notes: Counter[str] = Counter()
-    with path.open(newline="", encoding="utf-8") as handle:
+    # errors="replace": a row saved in another encoding is skipped or dropped like any bad row, not a crash
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
         reader = csv.DictReader(handle)
         header = [h.strip() for h in (reader.fieldnames or [])]
         missing = [c for c in _REQUIRED if c not in header]
@@ -66,7 +68,7 @@ def read_synth(
                     fps = float(fps_text) if fps_text else default_fps
                 except ValueError:
                     raise RowError("bad fps", f"fps is {fps_text!r}") from None
-                if not fps > 0:
+                if not (math.isfinite(fps) and fps > 0):
                     raise RowError("bad fps", f"fps is {fps_text!r}")
                 samples.append(
                     make_sample(
