@@ -126,7 +126,8 @@ class Pipeline:
                 self.classifier.submit(job)
         except BaseException as exc:  # surfaced by run(); the summary is still written
             self.error = exc
-            log.error("analysis failed: %s", exc, exc_info=True)
+            log.error("analysis failed: %s", exc)  # one line; the traceback only with --log-level debug
+            log.debug("analysis failure", exc_info=True)
         finally:
             self._reader.close()  # a BLOCK writer must not wait for us any longer
             self._analysis_done.set()
