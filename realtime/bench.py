@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,9 @@ class RunFigures:
 
 
 def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, card: Any,
-                 annotations: Path | None, seconds: float | None = None) -> RunFigures:
-    """One in-process pipeline run over ``video`` with full stage sampling."""
+                 annotations: Path | None, seconds: float | None = None,
+                 sink: Callable[[Any], object] | None = None) -> RunFigures:
+    """One in-process pipeline run over ``video`` with full stage sampling; events also go to ``sink``."""
     from realtime.analysis import AnalyzerOptions
     from realtime.events import EventRecord
     from realtime.pipeline import Pipeline, PipelineOptions
@@ -96,9 +98,14 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
         if pipeline is not None:
             pipeline._record_stage(stage, ms)
 
+    def publish(record: Any) -> None:
+        records.append(record)
+        if sink is not None and isinstance(record, EventRecord):
+            sink(record)
+
     timed = TimedSource(source, record)
     try:
-        pipeline = Pipeline(timed, tracker, engine, records.append, options)
+        pipeline = Pipeline(timed, tracker, engine, publish, options)
         summary = pipeline.run()
     finally:
         tracker.close()

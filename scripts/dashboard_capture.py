@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,8 +41,16 @@ def main() -> int:
                                   analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size,
                                                            streams=card.streams))
         pipeline = Pipeline(source, tracker, engine, lambda record: None, options, engine_reason=engine.reason)
-        pipeline.run()
-        print(render_text(pipeline.snapshot(message=f"demo clip, {args.seconds:g} s in"), width=args.width))
+        pipeline.start()
+        # Snapshot while it runs, as the dashboard thread does (the spotter's threshold exists only then).
+        frames = int(args.seconds * (source.fps or 30.0)) - 5
+        while pipeline.analyzer.frames < frames:
+            if pipeline.analyzer.frames % 15 == 0:
+                pipeline.snapshot()  # rates come from successive samples, as on the live dashboard
+            time.sleep(0.005)
+        snapshot = pipeline.snapshot(message=f"demo clip, {args.seconds:g} s in")
+        pipeline.stop()
+        print(render_text(snapshot, width=args.width))
     engine.close()
     return 0
 
