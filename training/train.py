@@ -93,6 +93,7 @@ class TrainSettings:
     patience: int = 10  # epochs without validation UF1 improvement before stopping
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
+    model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -112,6 +113,8 @@ class TrainSettings:
         data = asdict(self)
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
+        if not self.model_settings:
+            data.pop("model_settings")  # runs from before the option existed keep their identity
         if self.protocol == "loso":
             data.pop("k")
         return data
@@ -329,7 +332,8 @@ class _Trainer:
 
     def build(self) -> Any:
         torch.manual_seed(self.seed)
-        model = build_model(self.settings.model, labels=self.data.labels, backbone=self.settings.backbone)
+        model = build_model(self.settings.model, labels=self.data.labels, backbone=self.settings.backbone,
+                            **dict(self.settings.model_settings))
         return model.to(self.device)
 
     def fit(self, train_idx: np.ndarray, val_idx: np.ndarray, fold: Fold, progress: NullProgress) -> tuple[Any, dict[str, Any]]:

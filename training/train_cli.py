@@ -47,6 +47,9 @@ def _train_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--model", default="dual-phase", help="registered model name (default dual-phase)")
     model.add_argument("--backbone", default="fast", help="fast (default) | resnet18")
+    model.add_argument("--model-setting", action="append", default=[], metavar="KEY=VALUE", dest="model_settings",
+                       help="extra model setting, repeatable (e.g. dropout=0.3, shared_backbone=true, width=24); "
+                       "see engines.network.ModelSettings")
 
     cv = p.add_argument_group("evaluation")
     cv.add_argument("--protocol", default="loso", choices=("loso", "kfold"))
@@ -202,6 +205,25 @@ def _resolve_alignment(args: argparse.Namespace) -> tuple[str, str | None]:
     return "none", None
 
 
+def _model_settings(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``KEY=VALUE`` pairs; values are JSON literals when they parse (0.3, true, 24), strings otherwise."""
+    import json
+
+    from training.train import TrainError
+
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise TrainError(f"--model-setting expects KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        out.append((key.strip(), value))
+    return tuple(sorted(out))
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from training.cache import DICache, default_cache_dir
     from training.datasets import load_dataset
@@ -220,6 +242,7 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
         val_fraction=args.val_fraction, patience=args.patience, device=args.device, threads=args.threads,
+        model_settings=_model_settings(args.model_settings),
     )
     alignment, face_model = _resolve_alignment(args)
     frames = FrameOptions(alignment=alignment, target_fps=args.target_fps, face_model=face_model)
