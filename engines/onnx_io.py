@@ -14,7 +14,6 @@ import contextlib
 import copy
 import io
 import logging
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from engines.backends.base import ModelFileError, cache_root
 from engines.backends.plan_meta import file_sha256
 from engines.card import CardError, ModelCard
+from realtime.paths import atomic_write
 
 if TYPE_CHECKING:
     import onnx
@@ -104,7 +104,7 @@ def export_onnx(model: Any, path: str | Path, *, card: ModelCard | None = None, 
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"exported ONNX does not validate: {str(exc).splitlines()[0]}") from None
-    _atomic_write(path, proto.SerializeToString())
+    atomic_write(path, proto.SerializeToString())
     log.info("exported %s (%s, opset %d) to %s", card.name, "fp16" if fp16 else "fp32", opset, path)
     return path
 
@@ -143,17 +143,6 @@ def set_card_metadata(proto: onnx.ModelProto, card: ModelCard, *, precision: str
     for key, value in values.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- reading and checking ---------------------------------------------------------------------------

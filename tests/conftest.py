@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,26 @@ def shared_faces() -> Path:
     if not (faces / "single_face.jpg").is_file():
         pytest.skip("../shared/faces not found beside the repository")
     return faces
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised dual-phase model: model.pt, model.card.json, model.onnx (plumbing, not accuracy)."""
+    from engines.checkpoint import save_checkpoint
+    from engines.onnx_io import export_onnx
+    from engines.registry import build_model
+
+    root = tmp_path_factory.mktemp("model")
+    model = build_model("dual-phase", labels=("negative", "positive", "surprise"))
+    save_checkpoint(model, root / "model.pt")
+    export_onnx(model, root / "model.onnx")
+    return root
+
+
+@pytest.fixture
+def no_thread_left_behind() -> Iterator[None]:
+    """The test stops every thread it starts (use with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    before = set(threading.enumerate())
+    yield
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads still running: {left}"

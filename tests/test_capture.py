@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,14 +14,9 @@ from realtime.capture import CaptureOptions, CaptureThread
 from realtime.ringbuffer import Policy, RingBuffer, RingBufferOptions
 from realtime.sources import ArraySource, FrameSource, SourceError, open_source
 
+pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 
-@pytest.fixture(autouse=True)
-def no_thread_left_behind() -> Iterator[None]:
-    """Every test stops the threads it starts."""
-    before = set(threading.enumerate())
-    yield
-    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not left, f"threads still running: {left}"
+
 
 
 def frames(n: int, shape: tuple[int, int] = (8, 8)) -> list[np.ndarray]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
 
 import pytest
 from rich.console import Console
@@ -21,14 +20,9 @@ from realtime.dashboard import (
 )
 from realtime.events import EventRecord, TimePoint
 
+pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 
-@pytest.fixture(autouse=True)
-def no_thread_left_behind() -> Iterator[None]:
-    """Every test stops the threads it starts."""
-    before = set(threading.enumerate())
-    yield
-    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not left, f"threads still running: {left}"
+
 
 
 def event(i: int, label: str | None = "happiness") -> EventRecord:

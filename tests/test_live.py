@@ -43,18 +43,6 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
                            cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small randomly initialised model with its ONNX copy (the tests check plumbing, not accuracy)."""
-    from engines.checkpoint import save_checkpoint
-    from engines.onnx_io import export_onnx
-    from engines.registry import build_model
-
-    root = tmp_path_factory.mktemp("model")
-    model = build_model("dual-phase", labels=("negative", "positive", "surprise"))
-    save_checkpoint(model, root / "model.pt")
-    export_onnx(model, root / "model.onnx")
-    return root
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

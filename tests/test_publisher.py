@@ -16,16 +16,11 @@ from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, Ti
 from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint
 from realtime.subscriber import Subscriber, SubscriberError, main, subscribe
 
+pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
+
 ANY_PORT = "tcp://127.0.0.1:0"
 
 
-@pytest.fixture(autouse=True)
-def no_thread_left_behind() -> Iterator[None]:
-    """Every test stops the threads it starts."""
-    before = set(threading.enumerate())
-    yield
-    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not left, f"threads still running: {left}"
 
 
 def status(frames: int = 0) -> StatusRecord:

@@ -62,18 +62,6 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
                            cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random dual-phase model: model.pt, model.card.json, model.onnx (plumbing, not accuracy)."""
-    from engines.checkpoint import save_checkpoint
-    from engines.onnx_io import export_onnx
-    from engines.registry import build_model
-
-    root = tmp_path_factory.mktemp("model")
-    model = build_model("dual-phase", labels=("negative", "positive", "surprise"))
-    save_checkpoint(model, root / "model.pt")
-    export_onnx(model, root / "model.onnx")
-    return root
 
 
 @pytest.fixture(scope="module")

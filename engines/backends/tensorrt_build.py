@@ -8,8 +8,6 @@ fp32 ONNX with ``fp16=True`` may still use BuilderFlag.FP16 (weakly typed networ
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from engines.backends.select import Environment, probe_environment, tensorrt_blo
 from engines.backends.tensorrt_backend import import_tensorrt
 from engines.card import ModelCard
 from engines.onnx_io import INPUT_NAME, META_PRECISION, ExportError, metadata, read_onnx
+from realtime.paths import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +93,9 @@ def build_plan(onnx_path: str | Path, plan_path: str | Path, card: ModelCard,
     if serialized is None:
         raise ExportError(f"TensorRT failed to build a plan from {onnx_path.name} (see the TensorRT log above)")
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(plan_path, memoryview(serialized))
+    atomic_write(plan_path, memoryview(serialized))
     if options.timing_cache is not None and cache is not None:
-        _atomic_write(Path(options.timing_cache), memoryview(config.get_timing_cache().serialize()))
+        atomic_write(Path(options.timing_cache), memoryview(config.get_timing_cache().serialize()))
     meta = PlanMeta(
         tensorrt_version=str(trt.__version__), gpu_name=env.gpu_name, compute_capability=env.compute_capability,
         onnx_sha256=file_sha256(onnx_path), card_sha256=card.sha256(), max_batch=options.max_batch,
@@ -121,18 +120,6 @@ def _timing_cache(config: Any, path: Path | None) -> Any:
     if cache is not None:
         config.set_timing_cache(cache, False)
     return cache
-
-
-def _atomic_write(path: Path, data: memoryview | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_plan_path(cache_dir: Path, onnx_sha256: str, card: ModelCard, env: Environment, max_batch: int) -> Path:
