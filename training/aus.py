@@ -27,7 +27,7 @@ __all__ = [
     "TALK_AUS",
     "ActionUnit",
     "AuError",
-    "ClassScheme",
+    "ExpressionScheme",
     "ExpressionClass",
     "EyeIndices",
     "FaceFrame",
@@ -297,8 +297,12 @@ class ExpressionClass:
 
 
 @dataclass(frozen=True)
-class ClassScheme:
-    """A named, ordered set of expression classes (names match ``training.datasets.classes`` schemes)."""
+class ExpressionScheme:
+    """How the generator renders each class of a class scheme: AU recipes per label.
+
+    The labels and their order belong to the dataset scheme of the same name in
+    ``training.datasets.classes`` (the one list models are trained on); registration checks they agree.
+    """
 
     name: str
     classes: tuple[ExpressionClass, ...]
@@ -314,22 +318,28 @@ class ClassScheme:
         raise AuError(f"class {label!r} is not in scheme {self.name!r} {self.labels}")
 
 
-SCHEMES: dict[str, ClassScheme] = {}
+SCHEMES: dict[str, ExpressionScheme] = {}
 
 
-def register_scheme(scheme: ClassScheme) -> ClassScheme:
+def register_scheme(scheme: ExpressionScheme) -> ExpressionScheme:
     """Add a scheme under its name (a duplicate name is an error)."""
     if scheme.name in SCHEMES:
         raise AuError(f"class scheme {scheme.name!r} is already registered")
     if len(set(scheme.labels)) != len(scheme.labels) or not scheme.labels:
         raise AuError(f"class scheme {scheme.name!r} needs distinct class names, got {scheme.labels}")
+    from training.datasets.classes import SCHEMES as DATASET_SCHEMES
+
+    dataset = DATASET_SCHEMES.get(scheme.name)
+    if dataset is not None and tuple(dataset.labels) != scheme.labels:
+        raise AuError(f"class scheme {scheme.name!r}: labels {scheme.labels} differ from the dataset scheme's "
+                      f"{tuple(dataset.labels)}")
     SCHEMES[scheme.name] = scheme
     return scheme
 
 
-def get_scheme(name: str | ClassScheme) -> ClassScheme:
+def get_scheme(name: str | ExpressionScheme) -> ExpressionScheme:
     """A registered scheme by name, or the scheme itself."""
-    if isinstance(name, ClassScheme):
+    if isinstance(name, ExpressionScheme):
         return name
     try:
         return SCHEMES[name]
@@ -340,7 +350,7 @@ def get_scheme(name: str | ClassScheme) -> ClassScheme:
 _POSITIVE = (((12,), 3.0), ((6, 12), 4.0), ((12, 25), 1.0), ((6,), 1.0))
 _SURPRISE = (((1, 2), 4.0), ((1, 2, 5), 3.0), ((5,), 1.0), ((1, 2, 25), 1.0), ((1,), 1.0))
 
-register_scheme(ClassScheme("megc3", (
+register_scheme(ExpressionScheme("megc3", (
     ExpressionClass("negative", (
         ((4,), 3.0), ((4, 7), 2.0), ((14,), 1.5), ((15,), 1.5), ((14, 15), 1.5), ((4, 9), 1.5), ((9,), 1.0),
         ((10,), 1.0), ((4, 15), 1.0), ((15, 17), 1.0), ((20,), 0.5), ((4, 14), 1.0),
@@ -350,7 +360,7 @@ register_scheme(ClassScheme("megc3", (
 )))
 
 # CASME-II 5-class scheme (labels as in training.datasets.classes "casme5").
-register_scheme(ClassScheme("casme5", (
+register_scheme(ExpressionScheme("casme5", (
     ExpressionClass("happiness", _POSITIVE),
     ExpressionClass("disgust", (((9,), 2.0), ((4, 9), 2.0), ((10,), 2.0), ((4, 7), 1.0), ((9, 10), 1.0))),
     ExpressionClass("repression", (((14,), 2.0), ((15,), 1.5), ((17,), 1.5), ((14, 17), 1.0), ((15, 17), 1.0))),

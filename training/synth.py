@@ -40,7 +40,7 @@ import numpy as np
 
 from realtime.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_face, transform_points
 from realtime.face import anchors_from_landmarks
-from training.aus import ClassScheme, format_aus, get_scheme
+from training.aus import ExpressionScheme, format_aus, get_scheme
 from training.synth_faces import Identity
 from training.synth_render import FaceRig, Look
 
@@ -142,7 +142,7 @@ class SynthSettings:
             raise bad(f"codec must be a fourcc (4 characters), got {self.codec!r}")
 
     @property
-    def class_scheme(self) -> ClassScheme:
+    def class_scheme(self) -> ExpressionScheme:
         return get_scheme(self.scheme)
 
 
