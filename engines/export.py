@@ -31,13 +31,16 @@ from engines.triton import TritonError
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ERROR, EXIT_VERIFY = 0, 1, 3
+EXIT_OK, EXIT_ERROR, EXIT_VERIFY = 0, 2, 3  # 2 = bad input or missing tool, as in every mer-* command
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mer-export",
         description="Export a mer-live checkpoint to ONNX / TensorRT / Triton, with the model card inside.",
+        epilog="exit codes: 0 done; 2 bad input or a missing tool (no such checkpoint, card mismatch, TensorRT "
+        "or GPU not available, unsupported operation); 3 --verify found an artefact that disagrees with torch; "
+        "130 interrupted",
     )
     p.add_argument("checkpoint", type=Path, help="a .pt checkpoint (its .card.json beside it)")
     p.add_argument("--onnx", type=Path, metavar="OUT.onnx", help="write one ONNX file (dynamic batch, softmax inside)")

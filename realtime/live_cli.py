@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from realtime.curve import CurveError
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         # FFmpeg's per-frame decoder complaints on a damaged file ("ac-tex damaged at 15 13", dozens of lines)
         # would bury our one-line messages; OpenCV reads this when it first opens a video. AV_LOG_FATAL = 8.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
+        # OpenCV's own probing of camera back-ends ("[ WARN:0] can't open camera by index") likewise.
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     try:
         if args.create_keys:
             from realtime.curve import create_keys
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGTERM, _on_signal)
         return run_live(args)
-    except UserError as exc:
+    except (UserError, CurveError) as exc:
         print(f"mer-live: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
