@@ -220,3 +220,13 @@ def test_no_source_is_a_usage_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "realtime.live_cli"], capture_output=True, text=True, cwd=REPO,
                           timeout=60)
     assert proc.returncode == 2 and "pick a source" in proc.stderr
+
+
+def test_keys_are_created_once_and_never_overwritten(tmp_path: Path) -> None:
+    first = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(tmp_path / "keys")],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "keys" / "server.key").is_file() and (tmp_path / "keys" / "server.key_secret").is_file()
+    again = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(tmp_path / "keys")],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    _one_line_error(again, "already holds")
