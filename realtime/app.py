@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UserError
-from realtime.events import Record
+from realtime.events import Record, SummaryRecord
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +156,12 @@ def _discard(record: Record) -> None:
     """Publisher stand-in for ``--zmq none`` without ``--record``: the dashboard still shows events."""
 
 
-def _print_summary(summary: object, record: Path | None) -> None:
-    s = summary
-    events = getattr(s, "events", {})
-    reason = getattr(s, "reason", "end")  # "mer-live: error:" is kept for the one line that says what failed
-    line = (f"mer-live: {'stopped early' if reason == 'error' else reason}: {getattr(s, 'frames', 0)} frames "
-            f"({getattr(s, 'dropped', 0)} dropped, {getattr(s, 'face_frames', 0)} with a face), "
-            f"{events.get('micro', 0)} micro / {events.get('macro', 0)} macro events, "
-            f"{getattr(s, 'mean_fps', 0.0):.1f} fps over {getattr(s, 'wall_s', 0.0):.1f} s")
+def _print_summary(s: SummaryRecord, record: Path | None) -> None:
+    # "mer-live: error:" is kept for the one line that says what failed, so an error run reads "stopped early".
+    reason = "stopped early" if s.reason == "error" else s.reason
+    line = (f"mer-live: {reason}: {s.frames} frames ({s.dropped} dropped, {s.face_frames} with a face), "
+            f"{s.events.get('micro', 0)} micro / {s.events.get('macro', 0)} macro events, "
+            f"{s.mean_fps:.1f} fps over {s.wall_s:.1f} s")
     if record is not None:
         line += f"; recorded to {record}"
     print(line, file=sys.stderr)

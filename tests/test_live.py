@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -13,17 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 from realtime.events import EventRecord, SummaryRecord, parse_record
 from training.metrics import spotting_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +53,7 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
 ) -> None:
     from realtime.subscriber import Subscriber
 
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
     received: list[object] = []
     done = threading.Event()
 
@@ -154,7 +149,7 @@ def test_missing_camera_says_how_to_pick_another(env: dict[str, str]) -> None:
 def test_port_in_use_suggests_another(video: tuple[Path, Path], model_dir: Path, env: dict[str, str]) -> None:
     import zmq
 
-    port = _free_port()
+    port = free_port()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
     sock.bind(f"tcp://127.0.0.1:{port}")
@@ -168,7 +163,7 @@ def test_port_in_use_suggests_another(video: tuple[Path, Path], model_dir: Path,
 
 
 def test_non_loopback_needs_curve_or_insecure(video: tuple[Path, Path], model_dir: Path, env: dict[str, str]) -> None:
-    proc = _mer_live("--video", str(video[0]), "--model", str(model_dir), "--zmq", f"tcp://0.0.0.0:{_free_port()}",
+    proc = _mer_live("--video", str(video[0]), "--model", str(model_dir), "--zmq", f"tcp://0.0.0.0:{free_port()}",
                      "--no-dashboard", env=env)
     _one_line_error(proc, "--zmq-curve")
 

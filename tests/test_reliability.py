@@ -9,7 +9,6 @@ import importlib.util
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from ports import free_port
 
 from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
 from realtime.sources import ArraySource, FrameSource
@@ -36,11 +36,6 @@ def _load_script(name: str):  # type: ignore[no-untyped-def]
     spec.loader.exec_module(module)
     return module
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- fixtures: one good clip, one random model, the corpus made from them (once per module) ------------
@@ -251,7 +246,7 @@ def test_nothing_is_written_outside_the_record_and_the_user_cache(
     before = _tree(tmp_path)
     record = out / "run.jsonl"
     proc = _mer_live("--video", str(video[0]), "--fast", "--no-dashboard", "--record", str(record), "--model",
-                     str(model / "model.pt"), "--zmq", f"tcp://127.0.0.1:{_free_port()}", env=env, cwd=cwd)
+                     str(model / "model.pt"), "--zmq", f"tcp://127.0.0.1:{free_port()}", env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     _complete_record(record)
     cache = xdg / "mer-live"
