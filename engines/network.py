@@ -41,6 +41,7 @@ class ModelSettings:
     shared_backbone: bool = False  # one backbone for all streams instead of one per stream
     heads: int = 4  # attention heads (cross-attention fusion)
     gate_hidden: int = 64  # hidden units of the adaptive-fusion gate
+    flip_average: bool = False  # average the logits of the DIs and their mirror image (test-time flip)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -62,8 +63,9 @@ class ModelSettings:
         ):
             raise ModelError(f"setting dropout must be in [0, 1), got {self.dropout!r}")
         object.__setattr__(self, "dropout", float(self.dropout))
-        if not isinstance(self.shared_backbone, bool):
-            raise ModelError(f"setting shared_backbone must be true or false, got {self.shared_backbone!r}")
+        for name in ("shared_backbone", "flip_average"):
+            if not isinstance(getattr(self, name), bool):
+                raise ModelError(f"setting {name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_kwargs(cls, settings: dict[str, Any]) -> ModelSettings:
@@ -115,6 +117,7 @@ class MERModel(nn.Module):
         self.head = nn.Sequential(
             nn.Dropout(settings.dropout), nn.Linear(fusion_module.out_features, len(card.labels))
         )
+        self.flip_average = settings.flip_average
 
     @property
     def shared_backbone(self) -> bool:
@@ -145,6 +148,11 @@ class MERModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
+        if self.flip_average and not self.training:
+            # Faces are near-symmetric and training flips DIs, so the mirror image is a second, independent
+            # look at the same expression.
+            mirrored = self.head(self.fusion(self.features(torch.flip(x, dims=[-1]))))
+            return 0.5 * (self.head(self.fusion(self.features(x))) + mirrored)
         return self.head(self.fusion(self.features(x)))
 
 

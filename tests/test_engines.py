@@ -74,9 +74,10 @@ def _batch(card: ModelCard, n: int = 3, seed: int = 1) -> np.ndarray:
 
 
 # -- torch ↔ ONNX Runtime, every registered model ---------------------------------------------------
-@pytest.mark.parametrize("name", list_models())
-def test_torch_and_onnxruntime_agree(name: str, tmp_path: Path) -> None:
-    model = _model(name)
+@pytest.mark.parametrize(("name", "settings"), [*((n, {}) for n in list_models()),
+                                                ("dual-phase", {"flip_average": True})])
+def test_torch_and_onnxruntime_agree(name: str, settings: dict[str, object], tmp_path: Path) -> None:
+    model = _model(name, **settings)
     checkpoint = save_checkpoint(model, tmp_path / "m.pt")
     export_onnx(model, tmp_path / "m.onnx")
     inputs = np.concatenate([_batch(model.card, 4), real_inputs(model.card, 4)])

@@ -256,3 +256,28 @@ class TestBadCheckpoints:
         with pytest.raises(TypeError, match="weights_only"):
             save_checkpoint(model, tmp_path / "x.pt", extra={"bad": object()})
         assert not (tmp_path / "x.pt").exists()
+
+
+def test_flip_average_is_mirror_invariant_in_eval_and_plain_in_training() -> None:
+    model = build_model("dual-phase", labels=LABELS, input_size=32, flip_average=True).eval()
+    assert model.card.settings["flip_average"] is True
+    x = model.example_input(3)
+    with torch.no_grad():
+        out = model(x)
+        mirrored = model(torch.flip(x, dims=[-1]))
+        plain = model.head(model.fusion(model.features(x)))
+        flipped = model.head(model.fusion(model.features(torch.flip(x, dims=[-1]))))
+    assert out.shape == (3, len(LABELS))
+    assert torch.allclose(out, mirrored, atol=1e-5)  # a mirrored face gets the same answer
+    assert torch.allclose(out, (plain + flipped) / 2, atol=1e-5)
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(0)
+    b = model.head(model.fusion(model.features(x)))
+    assert torch.allclose(a, b)  # training sees each sample once; flips come from augmentation
+
+
+def test_flip_average_setting_must_be_a_bool() -> None:
+    with pytest.raises(ModelError, match="flip_average"):
+        build_model("single", labels=LABELS, flip_average="yes")
