@@ -72,17 +72,27 @@ class AugmentOptions:
     shift: float = 0.06  # translation uniform in ±shift of the side
     gain: float = 0.1  # multiply by 1 ± gain
     bias: float = 0.1  # add ±bias (normalised units)
+    contrast_field: float = 0.5  # std of the log of a smooth random gain field (0 = off); see SpatialAugment
+    contrast_cells: int = 4  # the field's control grid is cells × cells, bicubically upsampled
 
     def __post_init__(self) -> None:
-        for name in ("rotation_deg", "scale", "shift", "gain", "bias"):
+        for name in ("rotation_deg", "scale", "shift", "gain", "bias", "contrast_field"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AugmentOptions.{name} must be >= 0")
+        if self.contrast_cells < 2:
+            raise ValueError("AugmentOptions.contrast_cells must be >= 2")
         if self.scale >= 1:
             raise ValueError("AugmentOptions.scale must be < 1")
 
 
 class SpatialAugment:
-    """Random per-sample affine + intensity jitter of a DI batch (B, S, C, H, W), same for all streams."""
+    """Random per-sample affine + intensity jitter of a DI batch (B, S, C, H, W), same for all streams.
+
+    The *contrast field* stands in for identities the data does not have: a DI of a small motion is about
+    the image gradient times the displacement, so the same expression on another face gives the same motion
+    pattern seen through that face's local contrast (brows, glasses, hair, skin). Multiplying by a smooth
+    random positive field exp(N(0, σ²)) keeps the pattern and varies that contrast region by region.
+    """
 
     def __init__(self, options: AugmentOptions | None = None) -> None:
         self.options = options or AugmentOptions()
@@ -108,6 +118,10 @@ class SpatialAugment:
         flat = x.reshape(b, s * c, h, w)
         grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
         out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if o.contrast_field > 0:
+            cells = torch.randn(b, 1, o.contrast_cells, o.contrast_cells, generator=generator).to(dev)
+            field = F.interpolate(cells * o.contrast_field, size=(h, w), mode="bicubic", align_corners=False)
+            out = out * torch.exp(field).to(x.dtype)  # same field for every stream and channel of a sample
         gain = uniform(1.0 - o.gain, 1.0 + o.gain).to(x.dtype).view(b, 1, 1, 1)
         bias = uniform(-o.bias, o.bias).to(x.dtype).view(b, 1, 1, 1)
         return (out * gain + bias).reshape(b, s, c, h, w)
