@@ -181,3 +181,42 @@ def test_single_stream_phase_augmentation_and_validation(synth_root: Path, cache
     fold2 = json.loads(next((tmp_path / "s2" / "folds").glob("*.json")).read_text())
     assert fold2["train_samples"] == 6 * len(fold2["train_subjects"])
     assert no_aug.report is not None
+
+
+def test_weight_average_is_the_mean_and_recomputes_batchnorm() -> None:
+    import torch
+
+    from training.train import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    average = WeightAverage()
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            net[0].weight.fill_(value)
+        average.add(net)
+    assert average.count == 3
+    assert torch.allclose(average.state["0.weight"], torch.full_like(net[0].weight, 3.0))
+    x = torch.randn(40, 1, 4, 4) * 2 + 5
+    average.apply(net, x, batch_size=20)  # equal batches: the cumulative mean is the data mean
+    with torch.no_grad():
+        y = net[0](x)
+    assert torch.allclose(net[1].running_mean, y.mean(dim=(0, 2, 3)), atol=1e-4)  # statistics of the mean weights
+    assert net[1].momentum == 0.1  # restored after recomputing
+    again = WeightAverage.from_payload(average.payload())
+    assert again.count == 3 and torch.equal(again.state["0.weight"], average.state["0.weight"])
+
+
+def test_average_epochs_runs_and_bad_values_are_one_line(synth_root: Path, cache_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "2", "--batch-size",
+            "8", "--threads", "1", "--cache", str(cache_dir), "--folds", "1"]
+    assert main([*base, "--average-epochs", "2", "--out", str(tmp_path / "a")]) == 0
+    fold = json.loads((tmp_path / "a" / "folds" / "fold01-s01.json").read_text())
+    assert fold["averaged_epochs"] == 2
+    assert load_checkpoint(tmp_path / "a" / "fold_models" / "fold01-s01.pt") is not None
+    capsys.readouterr()
+    assert main([*base, "--average-epochs", "3", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "average-epochs" in err and len(err.strip().splitlines()) == 1
+    assert main([*base, "--average-epochs", "1", "--val-fraction", "0.5", "--out", str(tmp_path / "c")]) == 2
+    assert "one" in capsys.readouterr().err

@@ -54,6 +54,7 @@ __all__ = [
     "RunOutcome",
     "TrainError",
     "TrainSettings",
+    "WeightAverage",
     "make_folds",
     "prepare_data",
     "run_training",
@@ -91,6 +92,7 @@ class TrainSettings:
     class_balanced: bool = True  # inverse-frequency weighted cross-entropy
     val_fraction: float = 0.0  # > 0: early-stop on this fraction of the training subjects
     patience: int = 10  # epochs without validation UF1 improvement before stopping
+    average_epochs: int = 0  # > 0: the final weights are the mean of the last N epochs' (SWA), not the last
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
     model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
@@ -107,14 +109,19 @@ class TrainSettings:
             raise TrainError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise TrainError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.average_epochs <= self.epochs:
+            raise TrainError(f"average-epochs must be within 0..epochs ({self.epochs}), got {self.average_epochs}")
+        if self.average_epochs and self.val_fraction:
+            raise TrainError("--average-epochs and --val-fraction are two ways to pick the final weights; use one")
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed or merged run must share."""
         data = asdict(self)
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
-        if not self.model_settings:
-            data.pop("model_settings")  # runs from before the option existed keep their identity
+        for added in ("model_settings", "average_epochs"):
+            if not data[added]:
+                data.pop(added)  # runs from before the option existed keep their identity
         if self.protocol == "loso":
             data.pop("k")
         return data
@@ -320,6 +327,58 @@ def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class WeightAverage:
+    """Running mean of a model's weights over epochs (stochastic weight averaging, Izmailov et al. 2018).
+
+    The tail of a cosine schedule visits several nearby minima; their mean generalises better, and
+    varies less from seed to seed, than whichever one the last epoch happened to end in. BatchNorm
+    statistics of the averaged weights are recomputed on the training data (they do not average).
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor] | None = None, count: int = 0) -> None:
+        self.state = state
+        self.count = count
+
+    def add(self, model: torch.nn.Module) -> None:
+        current = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if self.state is None:
+            self.state = current
+        else:
+            for key, value in current.items():
+                if value.is_floating_point():
+                    self.state[key] += (value - self.state[key]) / (self.count + 1)
+        self.count += 1
+
+    def apply(self, model: torch.nn.Module, x: torch.Tensor, *, batch_size: int) -> None:
+        """Load the averaged weights into ``model`` and recompute its BatchNorm statistics on ``x``."""
+        assert self.state is not None
+        model.load_state_dict(self.state)
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative mean over all batches
+        was_training = model.training
+        model.train()
+        with torch.no_grad():
+            for start in range(0, x.shape[0], batch_size):
+                model(x[start : start + batch_size])
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+
+    def payload(self) -> dict[str, Any]:
+        return {"state": self.state, "count": self.count}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any] | None) -> WeightAverage:
+        if not payload:
+            return cls()
+        return cls(payload.get("state"), int(payload.get("count", 0)))
+
+
 class _Trainer:
     """Trains one model on given samples; checkpoints its state each epoch for resuming."""
 
@@ -354,9 +413,11 @@ class _Trainer:
         start = 0
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"score": -1.0, "epoch": 0, "state": None}
+        average = WeightAverage()
         saved = self._load_state()
         if saved is not None:
             start, history, best = self._restore(saved, model, optimizer, scheduler, generator)
+            average = WeightAverage.from_payload(saved.get("average"))
         loss_weights = weights.to(self.device) if weights is not None else None
         progress.fold_start(fold, s.epochs, int(xt.shape[0]), start)
         n = int(xt.shape[0])
@@ -390,18 +451,23 @@ class _Trainer:
                 if val["uf1"] > best["score"]:
                     best = {"score": val["uf1"], "epoch": epoch + 1,
                             "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            if epoch >= s.epochs - s.average_epochs:
+                average.add(model)
             history.append(stats)
-            self._save(model, optimizer, scheduler, generator, epoch + 1, history, best)
+            self._save(model, optimizer, scheduler, generator, epoch + 1, history, best, average)
             progress.epoch_end(fold, epoch + 1, s.epochs, stats)
         if best["state"] is not None:
             model.load_state_dict(best["state"])
+        elif average.count:
+            average.apply(model, xt, batch_size=max(s.batch_size, 128))
         info = {"epochs_run": len(history), "train_samples": n, "history": history,
                 "selected_epoch": best["epoch"] if best["state"] is not None else len(history),
+                "averaged_epochs": average.count if best["state"] is None else 0,
                 "class_weights": weights.tolist() if weights is not None else None}
         return model, info
 
     def _save(self, model: Any, optimizer: Any, scheduler: Any, generator: torch.Generator, epoch: int,
-              history: list[dict[str, float]], best: dict[str, Any]) -> None:
+              history: list[dict[str, float]], best: dict[str, Any], average: WeightAverage) -> None:
         if self.state_path is None:
             return
         payload = {
@@ -415,6 +481,7 @@ class _Trainer:
             "best_score": float(best["score"]),
             "best_epoch": int(best["epoch"]),
             "best_state": best["state"],
+            "average": average.payload(),
             "identity": _identity_hash(self.settings, self.data),
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -566,6 +633,7 @@ def train_final(data: PreparedData, settings: TrainSettings, run_dir: Path, *, e
 
 def _check_run_dir(run_dir: Path, identity: dict[str, Any], *, resume: bool) -> None:
     settings_file = run_dir / "settings.json"
+    identity = json.loads(json.dumps(identity, default=str))  # as stored: tuples become lists
     has_results = any((run_dir / "folds").glob("*.json")) or (run_dir / "final" / "model.pt").is_file()
     if settings_file.is_file():
         try:

@@ -47,6 +47,9 @@ def _train_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument("--model", default="dual-phase", help="registered model name (default dual-phase)")
     model.add_argument("--backbone", default="fast", help="fast (default) | resnet18")
+    model.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
+                       help="the model averages its answer for the DIs and their mirror image (default on; "
+                            "same as --model-setting flip_average=true)")
     model.add_argument("--model-setting", action="append", default=[], metavar="KEY=VALUE", dest="model_settings",
                        help="extra model setting, repeatable (e.g. dropout=0.3, shared_backbone=true, width=24); "
                        "see engines.network.ModelSettings")
@@ -58,6 +61,9 @@ def _train_parser() -> argparse.ArgumentParser:
     cv.add_argument("--val-fraction", type=float, default=0.0,
                     help="early-stop on this fraction of the training subjects (default 0: fixed schedule, last epoch)")
     cv.add_argument("--patience", type=int, default=10, help="epochs without validation improvement before stopping")
+    cv.add_argument("--average-epochs", type=int, default=None, metavar="N",
+                    help="final weights = mean of the last N epochs' weights (SWA; BatchNorm recomputed); "
+                         "0 = the last epoch's (default: a third of --epochs, or 0 with --val-fraction)")
     cv.add_argument("--final", action="store_true", help="after CV, train on all subjects -> RUN_DIR/final/model.pt")
 
     train = p.add_argument_group("training")
@@ -205,13 +211,20 @@ def _resolve_alignment(args: argparse.Namespace) -> tuple[str, str | None]:
     return "none", None
 
 
-def _model_settings(items: list[str]) -> tuple[tuple[str, Any], ...]:
-    """``KEY=VALUE`` pairs; values are JSON literals when they parse (0.3, true, 24), strings otherwise."""
+def _average_epochs(args: argparse.Namespace) -> int:
+    if args.average_epochs is not None:
+        return int(args.average_epochs)
+    return 0 if args.val_fraction else args.epochs // 3
+
+
+def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tuple[str, Any], ...]:
+    """``KEY=VALUE`` pairs; values are JSON literals when they parse (0.3, true, 24), strings otherwise.
+    ``flip_average`` is added unless a pair sets it (only when true, so older runs keep their identity)."""
     import json
 
     from training.train import TrainError
 
-    out = []
+    out: list[tuple[str, Any]] = [("flip_average", True)] if flip_average else []
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -220,6 +233,7 @@ def _model_settings(items: list[str]) -> tuple[tuple[str, Any], ...]:
             value = json.loads(raw)
         except ValueError:
             value = raw
+        out = [pair for pair in out if pair[0] != key.strip()]  # the last word on a key wins
         out.append((key.strip(), value))
     return tuple(sorted(out))
 
@@ -241,8 +255,8 @@ def _run_train(args: argparse.Namespace) -> int:
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
-        val_fraction=args.val_fraction, patience=args.patience, device=args.device, threads=args.threads,
-        model_settings=_model_settings(args.model_settings),
+        val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args), device=args.device, threads=args.threads,
+        model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),
     )
     alignment, face_model = _resolve_alignment(args)
     frames = FrameOptions(alignment=alignment, target_fps=args.target_fps, face_model=face_model)
