@@ -1,11 +1,18 @@
 #!/usr/bin/env python
 """The ablation of the three papers' ideas on a synthetic benchmark, LOSO by identity.
 
-    python scripts/ablation.py --data data/synth --out runs/ablation [--epochs 30]
+    python scripts/ablation.py --data data/synth --out runs/ablation [--epochs 30] [--seeds 0,1]
 
-Runs ``mer-train`` once per variant (same data, seed, schedule) and writes ``ablation.md`` / ``ablation.json``
-in OUT with pooled accuracy / UF1 / UAR and the fold-to-fold spread of UF1, so a difference can be judged
-against the noise. Folds already done are resumed, so the script can be stopped and restarted.
+Runs ``mer-train`` once per variant and seed (same data, schedule and recipe for all) and writes
+``ablation.md`` / ``ablation.json`` in OUT. Besides pooled accuracy / UF1 / UAR it reports what a difference
+must be judged against:
+
+- the fold-to-fold spread of UF1 (mostly how hard each held-out identity is, shared by every model);
+- the *paired* per-fold difference to ``single`` (same folds, same seed): its mean, its standard deviation
+  over folds x seeds, and in how many of them the variant was better — the noise of a comparison;
+- with several seeds, the seed-to-seed range of the pooled UF1.
+
+Runs already done are resumed, so the script can be stopped and restarted.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+REFERENCE = "single"
 VARIANTS: list[tuple[str, str, list[str]]] = [
     ("single", "single (TRDI, onset→offset)", ["--model", "single", "--no-augment-phases"]),
     ("single-aug", "single + dual-phase augmentation", ["--model", "single", "--augment-phases"]),
@@ -25,6 +33,68 @@ VARIANTS: list[tuple[str, str, list[str]]] = [
     ("afn-concat", "TRDI + MIDI, concatenation fusion", ["--model", "afn-concat"]),
     ("afn", "TRDI + MIDI, adaptive fusion (AFN)", ["--model", "afn"]),
 ]
+# The training recipe every variant shares: weights averaged over the last third of the cosine schedule,
+# and each prediction averaged with that of the mirrored DIs (the contrast-field augmentation is on by default).
+RECIPE = ["--average-epochs", "{average}", "--model-setting", "flip_average=true"]
+
+
+def _run(args: argparse.Namespace, key: str, extra: list[str], seed: int) -> dict | None:
+    run = args.out / f"seed{seed}" / key
+    recipe = ([part.format(average=max(1, args.epochs // 3)) for part in RECIPE] if not args.plain
+              else ["--average-epochs", "0", "--no-flip-average"])
+    cmd = [sys.executable, "-m", "training.train_cli", "--data", str(args.data), "--dataset", "synth",
+           "--protocol", "loso", "--epochs", str(args.epochs), "--seed", str(seed),
+           "--threads", str(args.threads), "--out", str(run), *recipe, *extra]
+    if (run / "report.json").exists():
+        report = json.loads((run / "report.json").read_text())
+        if report.get("folds_done") == report.get("folds_total"):
+            return report
+    if (run / "settings.json").exists():
+        cmd.append("--resume")
+    print("$", " ".join(cmd), flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        print(f"{key} (seed {seed}): mer-train failed", file=sys.stderr)
+        return None
+    return json.loads((run / "report.json").read_text())
+
+
+def _summary(key: str, title: str, reports: dict[int, dict], reference: dict[int, dict]) -> dict:
+    pooled = {k: statistics.fmean(r["pooled"][k] for r in reports.values()) for k in ("accuracy", "uf1", "uar")}
+    fold_uf1 = [f["uf1"] for r in reports.values() for f in r["folds"]]
+    row = {
+        "variant": key, "title": title, **pooled, "seeds": sorted(reports),
+        "uf1_by_seed": {str(s): r["pooled"]["uf1"] for s, r in reports.items()},
+        "fold_uf1_mean": statistics.fmean(fold_uf1), "fold_uf1_sd": statistics.pstdev(fold_uf1),
+        "fold_uf1": {str(s): [f["uf1"] for f in r["folds"]] for s, r in reports.items()},
+    }
+    paired = [f["uf1"] - g["uf1"] for s, r in reports.items() if s in reference
+              for f, g in zip(r["folds"], reference[s]["folds"], strict=True)]
+    if key != REFERENCE and paired:
+        row["delta_uf1_vs_single"] = statistics.fmean(r["pooled"]["uf1"] - reference[s]["pooled"]["uf1"]
+                                                      for s, r in reports.items() if s in reference)
+        row["paired_fold_delta_mean"] = statistics.fmean(paired)
+        row["paired_fold_delta_sd"] = statistics.stdev(paired) if len(paired) > 1 else 0.0
+        row["paired_folds_better"] = sum(d > 0 for d in paired)
+        row["paired_folds_worse"] = sum(d < 0 for d in paired)
+        row["paired_n"] = len(paired)
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| variant | accuracy | UF1 | UAR | UF1 by seed | per-fold UF1 mean ± sd | Δ UF1 vs single | "
+             "paired per-fold Δ mean ± sd | folds better / worse |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        seeds = " / ".join(f"{v:.3f}" for v in r["uf1_by_seed"].values())
+        if "paired_n" in r:
+            delta = f"{r['delta_uf1_vs_single']:+.3f}"
+            paired = f"{r['paired_fold_delta_mean']:+.3f} ± {r['paired_fold_delta_sd']:.3f}"
+            count = f"{r['paired_folds_better']} / {r['paired_folds_worse']} of {r['paired_n']}"
+        else:
+            delta = paired = count = "(reference)" if r["variant"] == REFERENCE else "—"
+        lines.append(f"| {r['title']} | {100 * r['accuracy']:.1f} % | {r['uf1']:.3f} | {r['uar']:.3f} | {seeds} | "
+                     f"{r['fold_uf1_mean']:.3f} ± {r['fold_uf1_sd']:.3f} | {delta} | {paired} | {count} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,40 +102,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", help="comma-separated variant keys")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1 (default 0)")
+    p.add_argument("--only", help="comma-separated variant keys (single is always run: it is the reference)")
+    p.add_argument("--plain", action="store_true", help="without the shared recipe (last-epoch weights, no flip)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs in OUT")
     args = p.parse_args(argv)
-    wanted = set(args.only.split(",")) if args.only else None
-    rows = []
-    for key, title, extra in VARIANTS:
-        if wanted and key not in wanted:
-            continue
-        run = args.out / key
-        cmd = [sys.executable, "-m", "training.train_cli", "--data", str(args.data), "--dataset", "synth",
-               "--protocol", "loso", "--epochs", str(args.epochs), "--seed", str(args.seed),
-               "--threads", str(args.threads), "--out", str(run), *extra]
-        if (run / "settings.json").exists():
-            cmd.append("--resume")
-        print("$", " ".join(cmd), flush=True)
-        if subprocess.run(cmd).returncode != 0:
-            print(f"{key}: mer-train failed", file=sys.stderr)
-            return 1
-        report = json.loads((run / "report.json").read_text())
-        fold_uf1 = [f["uf1"] for f in report["folds"]]
-        rows.append({
-            "variant": key, "title": title, **{k: report["pooled"][k] for k in ("accuracy", "uf1", "uar")},
-            "fold_uf1_mean": statistics.fmean(fold_uf1), "fold_uf1_sd": statistics.pstdev(fold_uf1),
-            "fold_uf1": fold_uf1,
-        })
+    seeds = [int(s) for s in args.seeds.split(",")]
+    wanted = set(args.only.split(",")) | {REFERENCE} if args.only else None
+    results: dict[str, dict[int, dict]] = {}
+    for seed in seeds:
+        for key, _title, extra in VARIANTS:
+            if wanted and key not in wanted:
+                continue
+            if args.report_only:
+                path = args.out / f"seed{seed}" / key / "report.json"
+                report = json.loads(path.read_text()) if path.is_file() else None
+                if report is None or report.get("folds_done") != report.get("folds_total"):
+                    continue
+            else:
+                report = _run(args, key, extra, seed)
+                if report is None:
+                    return 1
+            results.setdefault(key, {})[seed] = report
+    reference = results.get(REFERENCE, {})
+    rows = [_summary(key, title, results[key], reference) for key, title, _ in VARIANTS if key in results]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["| variant | accuracy | UF1 | UAR | per-fold UF1 mean ± sd |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['title']} | {100 * r['accuracy']:.1f} % | {r['uf1']:.3f} | {r['uar']:.3f} | "
-                     f"{r['fold_uf1_mean']:.3f} ± {r['fold_uf1_sd']:.3f} |")
-    (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = _table(rows)
+    (args.out / "ablation.md").write_text(table)
+    print(table)
     return 0
 
 
