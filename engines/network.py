@@ -150,7 +150,8 @@ class MERModel(nn.Module):
         self._check_input(x)
         if self.flip_average and not self.training:
             # Faces are near-symmetric and training flips DIs, so the mirror image is a second, independent
-            # look at the same expression.
+            # look at the same expression. Two passes rather than one batch of 2B, so the exported graph keeps
+            # a static class dimension.
             mirrored = self.head(self.fusion(self.features(torch.flip(x, dims=[-1]))))
             return 0.5 * (self.head(self.fusion(self.features(x))) + mirrored)
         return self.head(self.fusion(self.features(x)))

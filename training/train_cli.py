@@ -224,7 +224,7 @@ def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tu
 
     from training.train import TrainError
 
-    out: list[tuple[str, Any]] = [("flip_average", True)] if flip_average else []
+    out: dict[str, Any] = {"flip_average": True} if flip_average else {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -233,9 +233,8 @@ def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tu
             value = json.loads(raw)
         except ValueError:
             value = raw
-        out = [pair for pair in out if pair[0] != key.strip()]  # the last word on a key wins
-        out.append((key.strip(), value))
-    return tuple(sorted(out))
+        out[key.strip()] = value  # the last word on a key wins
+    return tuple(sorted(out.items()))
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -255,7 +254,8 @@ def _run_train(args: argparse.Namespace) -> int:
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
-        val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args), device=args.device, threads=args.threads,
+        val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
+        device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),
     )
     alignment, face_model = _resolve_alignment(args)

@@ -11,7 +11,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +33,9 @@ __all__ = [
     "make_sample",
     "parse_aus",
     "parse_frame",
+    "read_annotated",
     "read_sheet",
+    "subject_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -423,3 +425,54 @@ def find_frames_root(base: Path, candidates: Sequence[str]) -> Path:
         if path.is_dir():
             return path
     return base
+
+
+def subject_text(value: object, filename: str) -> str:
+    """A subject cell as text (6.0 → '6'); blank → the clip name's prefix ('006_1_2' → '006')."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip() if value is not None else ""
+    if not text and filename:
+        return filename.split("_")[0]
+    return text
+
+
+# (cells of one row, frames root) -> (subject, clip id, clip folder); clip "" when the row names no clip.
+ClipLocator = Callable[[Mapping[str, Any], Path], tuple[str, str, Path | None]]
+
+
+def read_annotated(
+    dataset: str,
+    root: str | Path,
+    *,
+    what: str,
+    sheet_patterns: Sequence[str],
+    frame_folders: Sequence[str],
+    locate: ClipLocator,
+    fps: float,
+    scheme: str | ClassScheme | None = None,
+    frames_dir: str | Path | None = None,
+    annotation: str | Path | None = None,
+) -> DatasetIndex:
+    """The reader loop every spreadsheet-annotated dataset shares: find the sheet and the frames, turn each
+    row into a :class:`Sample` (``locate`` says where its frames are) or a :class:`Skipped`, then index."""
+    root = Path(root)
+    sheet = Path(annotation) if annotation else find_annotation(root, sheet_patterns, what=what)
+    base = sheet.parent if root.is_file() else root
+    frames_root = Path(frames_dir) if frames_dir else find_frames_root(base, frame_folders)
+    samples: list[Sample] = []
+    skipped: list[Skipped] = []
+    notes: Counter[str] = Counter()
+    for row, cells in read_sheet(sheet):
+        subject, clip, clip_dir = locate(cells, frames_root)
+        try:
+            samples.append(
+                make_sample(
+                    dataset=dataset, row=row, subject=subject, clip=clip, emotion=cells.get("emotion"),
+                    onset=cells.get("onset"), apex=cells.get("apex"), offset=cells.get("offset"), fps=fps,
+                    clip_dir=clip_dir, aus=cells.get("aus"), notes=notes,
+                )
+            )
+        except RowError as exc:
+            skipped.append(Skipped(row, clip, exc.kind, exc.detail))
+    return finish_index(dataset, base, samples, skipped, scheme=scheme, notes=notes)

@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from training.datasets.base import (
-    DatasetIndex,
-    RowError,
-    Sample,
-    Skipped,
-    find_annotation,
-    find_frames_root,
-    finish_index,
-    make_sample,
-    read_sheet,
-)
+from training.datasets.base import DatasetIndex, read_annotated
 from training.datasets.classes import ClassScheme
 
 __all__ = ["CASME2_FPS", "read_casme2"]
@@ -42,6 +33,14 @@ def _subject_folder(value: object) -> str:
     return f"sub{int(match.group(1)):02d}" if match else text
 
 
+def _locate(cells: Mapping[str, Any], frames_root: Path) -> tuple[str, str, Path | None]:
+    subject = _subject_folder(cells.get("subject"))
+    filename = str(cells.get("filename") or "").strip()
+    if not filename:
+        return subject, "", None
+    return subject, f"{subject}/{filename}", frames_root / subject / filename
+
+
 def read_casme2(
     root: str | Path,
     *,
@@ -51,34 +50,6 @@ def read_casme2(
     fps: float = CASME2_FPS,
 ) -> DatasetIndex:
     """Read CASME-II from ``root`` (the folder holding the coding sheet and ``Cropped/``)."""
-    root = Path(root)
-    sheet = Path(annotation) if annotation else find_annotation(root, ("CASME2-coding-*.xlsx", "CASME2*coding*.xlsx"), what="CASME-II")
-    base = sheet.parent if root.is_file() else root
-    frames_root = Path(frames_dir) if frames_dir else find_frames_root(base, _FRAME_FOLDERS)
-    samples: list[Sample] = []
-    skipped: list[Skipped] = []
-    notes: Counter[str] = Counter()
-    for row, cells in read_sheet(sheet):
-        subject = _subject_folder(cells.get("subject"))
-        filename = str(cells.get("filename") or "").strip()
-        clip = f"{subject}/{filename}"
-        try:
-            samples.append(
-                make_sample(
-                    dataset="casme2",
-                    row=row,
-                    subject=subject,
-                    clip=clip if filename else "",
-                    emotion=cells.get("emotion"),
-                    onset=cells.get("onset"),
-                    apex=cells.get("apex"),
-                    offset=cells.get("offset"),
-                    fps=fps,
-                    clip_dir=frames_root / subject / filename if filename else None,
-                    aus=cells.get("aus"),
-                    notes=notes,
-                )
-            )
-        except RowError as exc:
-            skipped.append(Skipped(row, clip, exc.kind, exc.detail))
-    return finish_index("casme2", base, samples, skipped, scheme=scheme, notes=notes)
+    return read_annotated("casme2", root, what="CASME-II", sheet_patterns=("CASME2-coding-*.xlsx", "CASME2*coding*.xlsx"),
+                          frame_folders=_FRAME_FOLDERS, locate=_locate, fps=fps, scheme=scheme,
+                          frames_dir=frames_dir, annotation=annotation)

@@ -7,20 +7,11 @@ emotion folder is searched for ``<Filename>``. Faces are cropped but not aligned
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from training.datasets.base import (
-    DatasetIndex,
-    RowError,
-    Sample,
-    Skipped,
-    find_annotation,
-    find_frames_root,
-    finish_index,
-    make_sample,
-    read_sheet,
-)
+from training.datasets.base import DatasetIndex, read_annotated, subject_text
 from training.datasets.classes import ClassScheme, normalize_emotion
 
 __all__ = ["MMEW_FPS", "read_mmew"]
@@ -45,6 +36,12 @@ def _clip_dir(frames_root: Path, emotion: object, filename: str) -> Path | None:
     return frames_root / str(emotion or "?") / filename  # does not exist: reported as missing frames
 
 
+def _locate(cells: Mapping[str, Any], frames_root: Path) -> tuple[str, str, Path | None]:
+    filename = str(cells.get("filename") or "").strip()
+    subject = subject_text(cells.get("subject"), filename)
+    return subject, filename, _clip_dir(frames_root, cells.get("emotion"), filename)
+
+
 def read_mmew(
     root: str | Path,
     *,
@@ -54,38 +51,6 @@ def read_mmew(
     fps: float = MMEW_FPS,
 ) -> DatasetIndex:
     """Read MMEW from ``root`` (the folder holding ``MMEW_Micro_Exp.xlsx`` and ``Micro_Expression/``)."""
-    root = Path(root)
-    sheet = Path(annotation) if annotation else find_annotation(root, ("MMEW_Micro_Exp*.xlsx", "MMEW*.xlsx"), what="MMEW")
-    base = sheet.parent if root.is_file() else root
-    frames_root = Path(frames_dir) if frames_dir else find_frames_root(base, _FRAME_FOLDERS)
-    samples: list[Sample] = []
-    skipped: list[Skipped] = []
-    notes: Counter[str] = Counter()
-    for row, cells in read_sheet(sheet):
-        filename = str(cells.get("filename") or "").strip()
-        subject = cells.get("subject")
-        if isinstance(subject, float) and subject.is_integer():
-            subject = int(subject)
-        subject_text = str(subject).strip() if subject is not None else ""
-        if not subject_text and filename:
-            subject_text = filename.split("_")[0]
-        try:
-            samples.append(
-                make_sample(
-                    dataset="mmew",
-                    row=row,
-                    subject=subject_text,
-                    clip=filename,
-                    emotion=cells.get("emotion"),
-                    onset=cells.get("onset"),
-                    apex=cells.get("apex"),
-                    offset=cells.get("offset"),
-                    fps=fps,
-                    clip_dir=_clip_dir(frames_root, cells.get("emotion"), filename),
-                    aus=cells.get("aus"),
-                    notes=notes,
-                )
-            )
-        except RowError as exc:
-            skipped.append(Skipped(row, filename, exc.kind, exc.detail))
-    return finish_index("mmew", base, samples, skipped, scheme=scheme, notes=notes)
+    return read_annotated("mmew", root, what="MMEW", sheet_patterns=("MMEW_Micro_Exp*.xlsx", "MMEW*.xlsx"),
+                          frame_folders=_FRAME_FOLDERS, locate=_locate, fps=fps, scheme=scheme,
+                          frames_dir=frames_dir, annotation=annotation)
