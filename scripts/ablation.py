@@ -10,7 +10,8 @@ must be judged against:
 - the fold-to-fold spread of UF1 (mostly how hard each held-out identity is, shared by every model);
 - the *paired* per-fold difference to ``single`` (same folds, same seed): its mean, its standard deviation
   over folds x seeds, and in how many of them the variant was better — the noise of a comparison;
-- with several seeds, the seed-to-seed range of the pooled UF1.
+- with several seeds, the seed-to-seed range of the pooled UF1, and the *seed noise* of a fold's paired
+  difference (how much the same fold's difference moves from seed to seed, root mean square over folds).
 
 Runs already done are resumed, so the script can be stopped and restarted.
 """
@@ -25,13 +26,16 @@ import sys
 from pathlib import Path
 
 REFERENCE = "single"
+NO_PRETRAIN = ["--pretrain-epochs", "0"]  # fused models trained from scratch, as in the papers
 VARIANTS: list[tuple[str, str, list[str]]] = [
     ("single", "single (TRDI, onset→offset)", ["--model", "single", "--no-augment-phases"]),
     ("single-aug", "single + dual-phase augmentation", ["--model", "single", "--augment-phases"]),
-    ("dual-phase-concat", "dual-phase, concatenation fusion", ["--model", "dual-phase-concat"]),
-    ("dual-phase", "dual-phase, cross-attention fusion (DIANet)", ["--model", "dual-phase"]),
-    ("afn-concat", "TRDI + MIDI, concatenation fusion", ["--model", "afn-concat"]),
-    ("afn", "TRDI + MIDI, adaptive fusion (AFN)", ["--model", "afn"]),
+    ("dual-phase-concat", "dual-phase, concatenation fusion", ["--model", "dual-phase-concat", *NO_PRETRAIN]),
+    ("dual-phase", "dual-phase, cross-attention fusion (DIANet)", ["--model", "dual-phase", *NO_PRETRAIN]),
+    ("afn-concat", "TRDI + MIDI, concatenation fusion", ["--model", "afn-concat", *NO_PRETRAIN]),
+    ("afn", "TRDI + MIDI, adaptive fusion (AFN)", ["--model", "afn", *NO_PRETRAIN]),
+    ("dual-phase-pretrained", "dual-phase, cross-attention, streams pretrained as single + augmentation",
+     ["--model", "dual-phase", "--pretrain-epochs", "{epochs}"]),
 ]
 # The training recipe every variant shares: weights averaged over the last third of the cosine schedule,
 # and each prediction averaged with that of the mirrored DIs (the contrast-field augmentation is on by default).
@@ -44,7 +48,8 @@ def _run(args: argparse.Namespace, key: str, extra: list[str], seed: int) -> dic
               else ["--average-epochs", "0", "--no-flip-average"])
     cmd = [sys.executable, "-m", "training.train_cli", "--data", str(args.data), "--dataset", "synth",
            "--protocol", "loso", "--epochs", str(args.epochs), "--seed", str(seed),
-           "--threads", str(args.threads), "--out", str(run), *recipe, *extra]
+           "--threads", str(args.threads), "--out", str(run), *recipe,
+           *(part.format(epochs=args.epochs) for part in extra)]
     if (run / "report.json").exists():
         report = json.loads((run / "report.json").read_text())
         if report.get("folds_done") == report.get("folds_total"):
@@ -77,23 +82,38 @@ def _summary(key: str, title: str, reports: dict[int, dict], reference: dict[int
         row["paired_folds_better"] = sum(d > 0 for d in paired)
         row["paired_folds_worse"] = sum(d < 0 for d in paired)
         row["paired_n"] = len(paired)
+        row["paired_seed_noise"] = _seed_noise(reports, reference)
     return row
+
+
+def _seed_noise(reports: dict[int, dict], reference: dict[int, dict]) -> float | None:
+    """How much one fold's paired difference moves between seeds: the root mean square over folds of its
+    standard deviation across seeds. This is the noise a fold's comparison carries, unlike the spread of
+    the differences over folds, which also holds how differently the held-out identities respond."""
+    seeds = [s for s in reports if s in reference]
+    if len(seeds) < 2:
+        return None
+    by_fold = zip(*([f["uf1"] - g["uf1"] for f, g in zip(reports[s]["folds"], reference[s]["folds"], strict=True)]
+                    for s in seeds), strict=True)
+    variances = [statistics.variance(deltas) for deltas in by_fold]
+    return statistics.fmean(variances) ** 0.5
 
 
 def _table(rows: list[dict]) -> str:
     lines = ["| variant | accuracy | UF1 | UAR | UF1 by seed | per-fold UF1 mean ± sd | Δ UF1 vs single | "
-             "paired per-fold Δ mean ± sd | folds better / worse |",
-             "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "paired per-fold Δ mean ± sd | folds better / worse | seed noise of a fold's Δ |",
+             "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         seeds = " / ".join(f"{v:.3f}" for v in r["uf1_by_seed"].values())
         if "paired_n" in r:
             delta = f"{r['delta_uf1_vs_single']:+.3f}"
             paired = f"{r['paired_fold_delta_mean']:+.3f} ± {r['paired_fold_delta_sd']:.3f}"
             count = f"{r['paired_folds_better']} / {r['paired_folds_worse']} of {r['paired_n']}"
+            noise = "—" if r["paired_seed_noise"] is None else f"{r['paired_seed_noise']:.3f}"
         else:
-            delta = paired = count = "(reference)" if r["variant"] == REFERENCE else "—"
+            delta = paired = count = noise = "(reference)" if r["variant"] == REFERENCE else "—"
         lines.append(f"| {r['title']} | {100 * r['accuracy']:.1f} % | {r['uf1']:.3f} | {r['uar']:.3f} | {seeds} | "
-                     f"{r['fold_uf1_mean']:.3f} ± {r['fold_uf1_sd']:.3f} | {delta} | {paired} | {count} |")
+                     f"{r['fold_uf1_mean']:.3f} ± {r['fold_uf1_sd']:.3f} | {delta} | {paired} | {count} | {noise} |")
     return "\n".join(lines) + "\n"
 
 

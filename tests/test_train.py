@@ -220,3 +220,76 @@ def test_average_epochs_runs_and_bad_values_are_one_line(synth_root: Path, cache
     assert "average-epochs" in err and len(err.strip().splitlines()) == 1
     assert main([*base, "--average-epochs", "1", "--val-fraction", "0.5", "--out", str(tmp_path / "c")]) == 2
     assert "one" in capsys.readouterr().err
+
+
+class _Starts(NullProgress):
+    def __init__(self, interrupt_at: str | None = None) -> None:
+        self.starts: list[tuple[str, int, int]] = []
+        self.interrupt_at = interrupt_at
+
+    def fold_start(self, fold, epochs, train_samples, start_epoch):  # type: ignore[no-untyped-def]
+        self.starts.append((fold.name, train_samples, start_epoch))
+
+    def epoch_end(self, fold, epoch, epochs, stats):  # type: ignore[no-untyped-def]
+        if fold.name == self.interrupt_at:
+            self.interrupt_at = None
+            raise KeyboardInterrupt
+
+
+def _conv_weights(encoder) -> list:  # type: ignore[no-untyped-def]
+    return [p.detach().clone() for p in encoder.parameters()]
+
+
+def test_stream_pretraining_starts_every_stream_from_one_phase_augmented_backbone(
+        synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    index = load_dataset("synth", synth_root, scheme="megc3")
+    # with a tiny learning rate the backbones barely move after pretraining: both streams must still be equal
+    settings = _tiny(epochs=1, pretrain_epochs=2, lr=1e-7)
+    progress = _Starts()
+    run_training(index, settings, tmp_path / "p", cache=DICache(cache_dir), folds="1", progress=progress)
+    fold = json.loads((tmp_path / "p" / "folds" / "fold01-s01.json").read_text())
+    n_fit = 6 * len(fold["train_subjects"])
+    assert fold["pretrain"]["epochs_run"] == 2 and fold["pretrain"]["train_samples"] == 3 * n_fit  # TRDI + phases
+    assert fold["train_samples"] == n_fit and fold["settings"]["pretrain_epochs"] == 2
+    assert [s[0] for s in progress.starts] == ["fold01-s01-pretrain", "fold01-s01"]
+    assert not list((tmp_path / "p" / "folds").glob("*.state.pt"))  # both state files cleared
+    model = load_checkpoint(tmp_path / "p" / "fold_models" / "fold01-s01.pt")
+    a, b = (_conv_weights(e) for e in model.encoders)
+    assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a, b, strict=True))
+    plain = run_training(index, _tiny(epochs=1), tmp_path / "q", cache=DICache(cache_dir), folds="1")
+    assert plain.folds_run == ["fold01-s01"]
+    model = load_checkpoint(tmp_path / "q" / "fold_models" / "fold01-s01.pt")
+    a, b = (_conv_weights(e) for e in model.encoders)
+    assert not all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a, b, strict=True))  # independent inits
+
+
+def test_stream_pretraining_resumes_without_training_again(synth_root: Path, cache_dir: Path,
+                                                           tmp_path: Path) -> None:
+    index = load_dataset("synth", synth_root, scheme="megc3")
+    settings = _tiny(epochs=2, pretrain_epochs=2)
+    progress = _Starts(interrupt_at="fold01-s01")  # during the fused model's first epoch
+    with pytest.raises(KeyboardInterrupt):
+        run_training(index, settings, tmp_path / "r", cache=DICache(cache_dir), folds="1", progress=progress)
+    assert (tmp_path / "r" / "folds" / "pretrain-fold01-s01.state.pt").is_file()
+    progress = _Starts()
+    outcome = run_training(index, settings, tmp_path / "r", cache=DICache(cache_dir), folds="1", resume=True,
+                           progress=progress)
+    assert outcome.folds_run == ["fold01-s01"]
+    pretrain_start = progress.starts[0]
+    assert pretrain_start[0] == "fold01-s01-pretrain" and pretrain_start[2] == 2  # nothing left to train
+
+
+def test_pretraining_options_are_checked_in_one_line(synth_root: Path, cache_dir: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--data", str(synth_root), "--dataset", "synth", "--epochs", "1", "--batch-size", "8",
+            "--threads", "1", "--cache", str(cache_dir), "--folds", "1"]
+    assert main([*base, "--model", "single", "--pretrain-epochs", "1", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "multi-stream" in err and len(err.strip().splitlines()) == 1
+    assert main([*base, "--pretrain-epochs", "-1", "--out", str(tmp_path / "b")]) == 2
+    assert "pretrain-epochs" in capsys.readouterr().err
+    assert main([*base, "--model", "single", "--out", str(tmp_path / "c")]) == 0  # no pretraining by default
+    settings = json.loads((tmp_path / "c" / "settings.json").read_text())
+    assert "pretrain_epochs" not in settings["identity"]

@@ -9,6 +9,10 @@ machines and pooled later with :func:`training.report.merge_runs`. Each fold's m
 ``RUN_DIR/fold_models/<fold>.pt`` (+ card). ``final=True`` then trains one model on
 every subject and saves ``RUN_DIR/final/model.pt`` with its card — the artefact that gets shipped.
 
+A multi-stream model can have its streams pretrained (``pretrain_epochs``): within each fold, one backbone
+is first trained as the single-stream model with phase augmentation on the same training subjects, and
+every stream of the fused model starts from it (:meth:`_Trainer.pretrain`).
+
 Each fold uses seed ``seed + fold number``, so a fold gives the same result whether it runs alone or with
 the others. A per-epoch state file (``folds/<fold>.state.pt``, weights_only-safe) lets an interrupted fold
 resume where it stopped.
@@ -93,6 +97,8 @@ class TrainSettings:
     val_fraction: float = 0.0  # > 0: early-stop on this fraction of the training subjects
     patience: int = 10  # epochs without validation UF1 improvement before stopping
     average_epochs: int = 0  # > 0: the final weights are the mean of the last N epochs' (SWA), not the last
+    pretrain_epochs: int = 0  # > 0 (multi-stream models): first train one backbone as `single` with phase
+    #                           augmentation for N epochs, and start every stream's backbone from it
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
     model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
@@ -111,6 +117,8 @@ class TrainSettings:
             raise TrainError(f"val-fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.average_epochs <= self.epochs:
             raise TrainError(f"average-epochs must be within 0..epochs ({self.epochs}), got {self.average_epochs}")
+        if self.pretrain_epochs < 0:
+            raise TrainError(f"pretrain-epochs must be 0 (off) or more, got {self.pretrain_epochs}")
         if self.average_epochs and self.val_fraction:
             raise TrainError("--average-epochs and --val-fraction are two ways to pick the final weights; use one")
 
@@ -119,7 +127,7 @@ class TrainSettings:
         data = asdict(self)
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
-        for added in ("model_settings", "average_epochs"):
+        for added in ("model_settings", "average_epochs", "pretrain_epochs"):
             if not data[added]:
                 data.pop(added)  # runs from before the option existed keep their identity
         if self.protocol == "loso":
@@ -245,11 +253,19 @@ def select_folds(folds: Sequence[Fold], spec: str | Sequence[str] | None) -> lis
 # --- data ---------------------------------------------------------------------------------------------
 
 
-def model_streams_needed(card: ModelCard, augment_phases: bool) -> tuple[str, ...]:
-    """The model's streams plus, when phase augmentation applies, the two phase DIs."""
-    streams = list(card.streams)
+PRETRAIN_MODEL = "single"  # what stream pretraining trains: one backbone on TRDI + the phase DIs
+
+
+def model_streams_needed(card: ModelCard, augment_phases: bool, *, pretrain: bool = False) -> tuple[str, ...]:
+    """The model's streams plus, when phase augmentation applies, the two phase DIs, plus, when its
+    streams are pretrained, what the pretraining model and its phase augmentation read."""
+    extra: list[str] = []
     if augment_phases and phase_augmentation_applies(card.streams):
-        streams += [p for p in PHASE_STREAMS if p not in streams]
+        extra += PHASE_STREAMS
+    if pretrain:
+        extra += [*default_card(PRETRAIN_MODEL, labels=card.labels).streams, *PHASE_STREAMS]
+    streams = list(card.streams)
+    streams += [p for p in dict.fromkeys(extra) if p not in streams]
     return tuple(streams)
 
 
@@ -273,9 +289,13 @@ def prepare_data(
         raise TrainError(str(exc.args[0])) from None
     except ValueError as exc:
         raise TrainError(f"model {settings.model!r}: {exc}") from None
+    if settings.pretrain_epochs and len(card.streams) == 1:
+        raise TrainError(f"--pretrain-epochs starts the backbones of a multi-stream model; {settings.model!r} "
+                         "has one stream (its phase augmentation already gives it those views)")
     base = frames or FrameOptions()
     frame_options = replace(base, crop_size=card.crop_size, channels=card.channels)
-    di_settings = DISettings(streams=model_streams_needed(card, settings.augment_phases),
+    di_settings = DISettings(streams=model_streams_needed(card, settings.augment_phases,
+                                                          pretrain=settings.pretrain_epochs > 0),
                              input_size=card.input_size, frames=frame_options)
     progress.stage(f"building DIs ({', '.join(di_settings.streams)}) for {len(index.samples)} samples")
     batch = (cache or DICache(None)).build(index.samples, di_settings, progress=progress.dis)
@@ -405,6 +425,11 @@ class _Trainer:
         xv = select_streams(x_all[val_idx], data.batch.streams, data.card.streams).to(self.device)
         yv = data.y[val_idx]
         model = self.build()
+        pretrain_info = None
+        if s.pretrain_epochs:
+            pretrained, pretrain_info = self.pretrain(train_idx, val_idx, fold, progress)
+            for encoder in model.encoders:
+                encoder.load_state_dict(pretrained.encoders[0].state_dict())
         weights = _class_weights(yt.cpu(), len(data.labels)) if s.class_balanced else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs, eta_min=s.lr * 0.01)
@@ -464,7 +489,37 @@ class _Trainer:
                 "selected_epoch": best["epoch"] if best["state"] is not None else len(history),
                 "averaged_epochs": average.count if best["state"] is None else 0,
                 "class_weights": weights.tolist() if weights is not None else None}
+        if pretrain_info is not None:
+            info["pretrain"] = pretrain_info
         return model, info
+
+    def pretrain(self, train_idx: np.ndarray, val_idx: np.ndarray, fold: Fold,
+                 progress: NullProgress) -> tuple[Any, dict[str, Any]]:
+        """Stream pretraining: one backbone trained as the single-stream model with phase augmentation,
+        on the same training subjects and schedule rules (never the held-out ones).
+
+        A fused model gives each backbone one view of each clip; as ``single`` the backbone sees the
+        clip's TRDI and both phase DIs, three views with independent noise, which is what makes phase
+        augmentation the strongest idea in the ablation. Starting every stream from it gives the fusion
+        those features. Resumable like any fit, from its own state file next to the fold's.
+        """
+        s = self.settings
+        settings = replace(s, model=PRETRAIN_MODEL, epochs=s.pretrain_epochs, augment_phases=True,
+                           average_epochs=min(s.average_epochs, s.pretrain_epochs), pretrain_epochs=0)
+        data = replace(self.data, card=default_card(PRETRAIN_MODEL, labels=self.data.labels, backbone=s.backbone))
+        trainer = _Trainer(data, settings, seed=self.seed, state_path=self.pretrain_state_path)
+        model, info = trainer.fit(train_idx, val_idx, replace(fold, name=f"{fold.name}-pretrain"), progress)
+        return model, {k: info[k] for k in ("epochs_run", "train_samples", "selected_epoch", "averaged_epochs")}
+
+    @property
+    def pretrain_state_path(self) -> Path | None:
+        return self.state_path.with_name(f"pretrain-{self.state_path.name}") if self.state_path else None
+
+    def clear_state(self) -> None:
+        """Remove the per-epoch state files once the model is saved."""
+        for path in (self.state_path, self.pretrain_state_path):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     def _save(self, model: Any, optimizer: Any, scheduler: Any, generator: torch.Generator, epoch: int,
               history: list[dict[str, float]], best: dict[str, Any], average: WeightAverage) -> None:
@@ -600,7 +655,7 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir:
                         extra={"fold": fold.name, "epochs_run": info["epochs_run"]})
         result["checkpoint"] = f"fold_models/{fold.name}.pt"
     _atomic_json(folds_dir / f"{fold.name}.json", result)  # the completion marker: written last
-    state_path.unlink(missing_ok=True)
+    trainer.clear_state()
     progress.fold_end(fold, result)
     return result
 
@@ -623,7 +678,7 @@ def train_final(data: PreparedData, settings: TrainSettings, run_dir: Path, *, e
     path = save_checkpoint(model.cpu(), final_dir / "model.pt", extra={"epochs_run": info["epochs_run"]})
     _atomic_json(final_dir / "training.json", {"subjects": subjects, "val_subjects": sorted(val_subjects),
                                                 "settings": settings.identity(), **info})
-    (final_dir / "state.pt").unlink(missing_ok=True)
+    trainer.clear_state()
     progress.fold_end(fold, {"fold": "final", "epochs_run": info["epochs_run"]})
     return path
 

@@ -74,6 +74,10 @@ def _train_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--augment-phases", action=argparse.BooleanOptionalAction, default=True,
                        help="single-stream models: add each phase DI as an extra training sample (default on)")
+    train.add_argument("--pretrain-epochs", type=int, default=None, metavar="N",
+                       help="multi-stream models: first train one backbone as `single` with phase augmentation "
+                            "for N epochs (same training subjects) and start every stream from it; 0 = off "
+                            "(default: --epochs for multi-stream models, 0 for single-stream ones)")
     train.add_argument("--spatial-augment", action=argparse.BooleanOptionalAction, default=True,
                        help="random flip/rotation/scale/shift + gain jitter of the DIs (default on)")
     train.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=True,
@@ -134,7 +138,8 @@ def _progress_classes() -> tuple[type, type]:
                 print(f"mer-train: DIs {done}/{total}", flush=True)
 
         def fold_start(self, fold: Fold, epochs: int, train_samples: int, start_epoch: int) -> None:
-            what = "final model" if fold.name == "final" else f"fold {fold.number}/{fold.total} {fold.name}"
+            what = (f"final model ({fold.name})" if fold.name.startswith("final")
+                    else f"fold {fold.number}/{fold.total} {fold.name}")
             resumed = f", resuming at epoch {start_epoch + 1}" if start_epoch else ""
             print(f"mer-train: {what}: {train_samples} training samples, {epochs} epochs{resumed}", flush=True)
 
@@ -217,6 +222,18 @@ def _average_epochs(args: argparse.Namespace) -> int:
     return 0 if args.val_fraction else args.epochs // 3
 
 
+def _pretrain_epochs(args: argparse.Namespace) -> int:
+    if args.pretrain_epochs is not None:
+        return int(args.pretrain_epochs)
+    from engines.registry import default_card
+
+    try:
+        streams = default_card(args.model, labels=("a", "b")).streams
+    except (KeyError, ValueError):
+        return 0  # an unknown model is reported, in one line, where the data is prepared
+    return args.epochs if len(streams) > 1 else 0
+
+
 def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tuple[str, Any], ...]:
     """``KEY=VALUE`` pairs; values are JSON literals when they parse (0.3, true, 24), strings otherwise.
     ``flip_average`` is added unless a pair sets it (only when true, so older runs keep their identity)."""
@@ -255,6 +272,7 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
         val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
+        pretrain_epochs=_pretrain_epochs(args),
         device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),
     )
