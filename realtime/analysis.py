@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from realtime.dynamic_image import build_streams
-from realtime.motion import MotionMeter, MotionOptions
+from realtime.face import NUM_LANDMARKS
+from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
 from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class AnalyzerOptions:
     crop_size: int = 128  # aligned crop side (pixels); the model card's crop_size
     input_size: int = 64  # DI side fed to the network (pixels); the model card's input_size
     streams: tuple[str, ...] = ("onset_apex", "apex_offset")  # the model card's streams
-    history_s: float = 4.0  # crops kept for building DIs: longest window + look-ahead + margin
+    history_s: float = 5.0  # crops kept for building DIs: context + longest window + look-ahead + margin
     max_fps: float = 240.0  # sizes the crop history (a 200 fps lab camera fits)
     motion: MotionOptions = field(default_factory=MotionOptions)
     spotter: SpotterSettings = field(default_factory=SpotterSettings)
@@ -53,35 +54,43 @@ class FrameResult:
     index: int
     t: float
     face: bool
-    intensity: float | None
-    regions: dict[str, float]
+    intensity: float | None  # the spotter's score (see Spotter.score); None without a face
+    regions: dict[str, float]  # each region's displacement over the motion lag, IOD units
     jobs: tuple[WindowJob, ...]
 
 
 class CropHistory:
-    """Fixed ring of the last aligned crops with their frame indices and intensities (no per-frame allocation)."""
+    """Fixed ring of the last aligned crops with their frame indices and crop landmarks (no per-frame
+    allocation)."""
 
     def __init__(self, capacity: int, crop_size: int) -> None:
         self.capacity = capacity
         self._crops = np.zeros((capacity, crop_size, crop_size), dtype=np.uint8)
+        self._landmarks = np.zeros((capacity, NUM_LANDMARKS, 2), dtype=np.float32)
         self._index = np.full(capacity, -1, dtype=np.int64)
-        self._intensity = np.zeros(capacity, dtype=np.float64)
 
-    def push(self, index: int, crop: np.ndarray, intensity: float) -> None:
+    def push(self, index: int, crop: np.ndarray, landmarks: np.ndarray) -> None:
         slot = index % self.capacity
         np.copyto(self._crops[slot], crop)
+        np.copyto(self._landmarks[slot], landmarks)
         self._index[slot] = index
-        self._intensity[slot] = intensity
 
-    def window(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Crops and intensities for frames first..last (inclusive), or None if any is missing."""
+    def get(self, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Crop and crop landmarks of frame ``index``, or None when it is no longer (or never was) held."""
+        slot = index % self.capacity
+        if self._index[slot] != index:
+            return None
+        return self._crops[slot], self._landmarks[slot]
+
+    def window(self, first: int, last: int) -> np.ndarray | None:
+        """Crops of frames first..last (inclusive), or None if any is missing."""
         if last < first or last - first + 1 > self.capacity:
             return None
         wanted = np.arange(first, last + 1)
         slots = wanted % self.capacity
         if not np.array_equal(self._index[slots], wanted):
             return None
-        return self._crops[slots], self._intensity[slots]
+        return self._crops[slots]
 
     def clear(self) -> None:
         self._index.fill(-1)
@@ -99,8 +108,8 @@ class Analyzer:
     ) -> None:
         self.options = options or AnalyzerOptions()
         self.tracker = tracker  # realtime.face.FaceTracker (or anything with process(frame, t))
-        self.motion = MotionMeter(self.options.motion)
-        self.spotter = Spotter(self.options.spotter)
+        self.motion = MotionMeter(self.options.motion, max_fps=self.options.max_fps)
+        self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
         capacity = max(8, int(self.options.history_s * self.options.max_fps))
         self.history = CropHistory(capacity, self.options.crop_size)
         self._record = record_stage
@@ -118,6 +127,7 @@ class Analyzer:
         self.frames += 1
         intensity: float | None = None
         regions: dict[str, float] = {}
+        sample: MotionSample | None = None
         if face is None:
             if self.face_now:
                 self.motion.reset()
@@ -126,12 +136,16 @@ class Analyzer:
         else:
             self.face_now = True
             self.face_frames += 1
-            sample = self.motion.update(face.crop, t)
-            intensity, regions = sample.intensity, sample.regions
-            self.history.push(index, face.crop, intensity)
+            self.history.push(index, face.crop, face.crop_landmarks)
+            sample = self.motion.update(face.crop, face.crop_landmarks, index, t)
+            if sample.displacement is not None:
+                size = np.sqrt((sample.displacement**2).sum(axis=1))
+                regions = {name: float(v) for name, v in zip(REGION_NAMES, size, strict=True)}
         t2 = perf()
         self._record("motion", (t2 - t1) * 1e3)
-        windows = self.spotter.update(index, t, intensity)
+        windows = self.spotter.update(sample, index=index, t=t)
+        if sample is not None:
+            intensity = self.spotter.score
         t3 = perf()
         self._record("spotting", (t3 - t2) * 1e3)
         jobs = self._jobs(windows)
@@ -150,13 +164,18 @@ class Analyzer:
 
     def build_inputs(self, window: SpottedWindow) -> np.ndarray | None:
         """The model input for a window, from the held crops, via the one shared DI builder."""
-        held = self.history.window(window.onset.frame, window.offset.frame)
-        if held is None:
+        crops = self.history.window(window.onset.frame, window.offset.frame)
+        if crops is None:
             log.debug("window %s..%s: crops no longer held", window.onset.frame, window.offset.frame)
             return None
-        crops, intensity = held
         onset = 0
         apex = window.apex.frame - window.onset.frame
         offset = window.offset.frame - window.onset.frame
-        return build_streams(crops, onset, apex, offset, self.options.streams, intensity=intensity,
-                             size=self.options.input_size)
+        return build_streams(crops, onset, apex, offset, self.options.streams, size=self.options.input_size)
+
+    def _displacement(self, first: int, second: int) -> np.ndarray | None:
+        """Region displacement between two held frames (the spotter's rise-and-return check)."""
+        a, b = self.history.get(first), self.history.get(second)
+        if a is None or b is None:
+            return None
+        return self.motion.displacement(a[0], a[1], b[0], b[1])

@@ -10,39 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UserError
 from realtime.events import Record, SummaryRecord
+from realtime.native_stderr import native_stderr_silenced
 
 log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
-    """Hide what native libraries (MediaPipe's glog, TFLite) print straight to fd 2 while they start.
-
-    Only around start-up, on the main thread, before any other thread runs: Python's own errors still
-    reach the terminal afterwards.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def spotter_settings(args: argparse.Namespace) -> object:
@@ -53,9 +30,8 @@ def spotter_settings(args: argparse.Namespace) -> object:
     overrides = {
         "micro_max_s": args.micro_max,
         "min_duration_s": args.min_duration,
-        "max_duration_s": args.max_duration,
-        "lookahead_s": args.lookahead,
-        "threshold_z": args.threshold,
+        "min_score": args.threshold,
+        "min_peak": args.min_peak,
     }
     known = {k: v for k, v in overrides.items() if v is not None and hasattr(settings, k)}
     return replace(settings, **known)
@@ -109,6 +85,7 @@ def run_live(args: argparse.Namespace) -> int:
         stack.callback(tracker.close)
         endpoint = None if args.zmq.lower() == "none" else args.zmq
         publish: Callable[[Record], object] = _discard
+        shown_endpoint = ""  # for the dashboard: the address subscribers connect to
         if endpoint is not None or args.record is not None:
             try:
                 publisher = Publisher(PublisherOptions(endpoint=endpoint, record_path=args.record,
@@ -118,6 +95,8 @@ def run_live(args: argparse.Namespace) -> int:
                 raise UserError(str(exc)) from None
             stack.callback(publisher.close)
             publish = publisher.publish
+            if publisher.endpoint:
+                shown_endpoint = publisher.endpoint + ("  (CURVE)" if args.zmq_curve is not None else "")
 
         options = PipelineOptions(
             fast=args.fast,
@@ -125,7 +104,8 @@ def run_live(args: argparse.Namespace) -> int:
             analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
                                      spotter=spotter_settings(args)),  # type: ignore[arg-type]
         )
-        pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason)
+        pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
+                            endpoint=shown_endpoint)
         log.info("engine %s (%s), model %s, source %s", engine.name, engine.reason, card.name, source.name)
         display = None
         if not args.no_dashboard:

@@ -196,16 +196,26 @@ def _get(data: dict[str, Any], dotted: str) -> Any:
     return cur
 
 
+def _help_texts(doc: str) -> tuple[str, str]:
+    """(description, epilog) for --help from the module docstring: its first line without the command's name,
+    then the rest, both without reStructuredText backticks."""
+    first, _, rest = doc.replace("``", "").partition("\n")
+    first = first.removeprefix("mer-bench: ").strip()
+    return first[:1].upper() + first[1:], rest.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mer-bench", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    description, epilog = _help_texts(__doc__ or "")
+    p = argparse.ArgumentParser(prog="mer-bench", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("--video", type=Path, help="video to measure on (default: a generated synthetic one)")
     p.add_argument("--annotations", type=Path, help="mer-synth annotations.csv for spotting F1 (auto for the default)")
     p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video (default %(default)s)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the generated video (default %(default)s)")
     p.add_argument("--paced-seconds", type=float, default=60.0,  # the target: 60 s at 30 fps, no drops
                    help="how long to run paced at the source fps for the drop count; 0 skips (default %(default)s)")
-    p.add_argument("--engine", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"))
+    p.add_argument("--engine", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                   help="inference backend, as for mer-live (default %(default)s)")
     p.add_argument("--model", help="model to use (default: bundled)")
     p.add_argument("--face-model", help="face_landmarker.task (default: $MER_FACE_MODEL / cache)")
     p.add_argument("--landmark-every", type=int, default=1, metavar="N", help="landmarks every Nth frame")
@@ -215,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["real"]:  # the real-footage spotting benchmark renders with the generator (training)
+        from training.realbench_cli import main as real_main
+
+        return real_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -86,13 +86,28 @@ def build_parser() -> argparse.ArgumentParser:
     spot = p.add_argument_group("spotting (all in seconds, so any frame rate behaves the same)")
     spot.add_argument("--micro-max", type=float, metavar="S",
                       help="longest window still called micro (default 0.5); longer ones are macro")
-    spot.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported")
-    spot.add_argument("--max-duration", type=float, metavar="S", help="longest window before it is split")
-    spot.add_argument("--lookahead", type=float, metavar="S",
-                      help="how long intensity must stay low before a window is closed (the reported delay)")
-    spot.add_argument("--threshold", type=float, metavar="Z",
-                      help="rise above the adaptive baseline, in robust standard deviations, that opens a window")
+    spot.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported (default 0.08)")
+    spot.add_argument("--threshold", type=float, metavar="X",
+                      help="how far a region's movement must stand out: multiples of that region's own recent "
+                           "level (default 4; lower finds fainter expressions and more false ones)")
+    spot.add_argument("--min-peak", type=float, metavar="F",
+                      help="smallest movement spotted, as a fraction of the distance between the eyes "
+                           "(default 0.008)")
+    # `mer-live keys KEYDIR` is a second form of the command (main rewrites it to --create-keys).
+    p.usage = p.format_usage().removeprefix("usage: ").rstrip() + "\n       mer-live keys KEYDIR"
     return p
+
+
+def _check_zmq(args: argparse.Namespace) -> None:
+    """A bad or exposed --zmq is refused before anything slow (model, face tracker) is loaded."""
+    if args.zmq.lower() == "none":
+        return
+    from realtime.publisher import PublisherError, check_exposure
+
+    try:
+        check_exposure(args.zmq, curve=args.zmq_curve is not None, insecure=args.insecure)
+    except PublisherError as exc:
+        raise UserError(str(exc)) from None
 
 
 class _Interrupted(Exception):
@@ -128,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("pick a source: --camera INDEX, --video FILE, or --demo")
         if args.landmark_every < 1:
             parser.error("--landmark-every must be >= 1")
+        _check_zmq(args)
         from realtime.app import run_live
 
         signal.signal(signal.SIGTERM, _on_signal)

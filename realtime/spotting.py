@@ -1,17 +1,24 @@
-"""Streaming spotter: turns the per-frame motion intensity into windows (onset, apex, offset, micro/macro).
+"""Streaming spotter: region displacements → micro-expression windows (onset, apex, offset, micro/macro).
 
-A window opens when the intensity rises above ``median + threshold_z * sigma`` of an adaptive baseline
-(median and MAD-based sigma over the last seconds, without the samples of spotted windows) and closes when
-it falls below the lower, hysteresis threshold. Onset and offset are put where the signal meets the baseline
-edge (``median + edge_z * sigma``) before and after, the apex at the peak. After the fall the spotter waits
-``lookahead_s`` to be sure the movement is over (a new rise within ``merge_gap_s`` continues the same window);
-that wait is the look-ahead cost, reported as ``decided_at`` - ``offset``. Windows shorter than
-``min_duration_s`` or narrower than ``min_width_s`` at half their peak (blink-like bursts) are dropped; one
-still open after ``max_duration_s`` is closed as macro and its level taken into the baseline. Kind: micro up
-to ``micro_max_s`` (onset to offset), else macro. No face (``None``): an open window is dropped, a finished
-one still in look-ahead is decided, and the baseline starts again. Everything is in seconds, so a 30 fps
-webcam and a 200 fps lab camera behave alike; per frame the work is a few comparisons and appends to
-time-pruned deques, with the median/MAD recomputed every ``stats_period_s``.
+A micro-expression moves a patch of skin and brings it back within half a second. For each region the
+spotter therefore asks, for every frame ``s``, how far the skin at ``s`` stands out from *both* the frame a lag
+before and the frame a lag after (:class:`realtime.motion.MotionSample` gives displacements over the lag)::
+
+    contrast_r(s) = min(F_r(s) · u, −F_r(s + lag) · u),   u = the direction of F_r(s) − F_r(s + lag)
+
+where ``F_r(t)`` is the region's displacement from ``t − lag`` to ``t``. A bump that rises and comes back gives
+its own height; a step (a lasting expression, a head turn) or a slow drift gives about zero, because one of the
+two sides did not move. Real faces move all the time at micro-expression size (talking, blinks, gaze,
+conversational brow raises), so each region's contrast is compared with that region's own recent level (its
+``level_quantile`` over the last ``level_window_s``): a talking mouth needs a larger bump than a still brow.
+
+A peak of one region's contrast above both an absolute floor and ``min_score`` × its level is a candidate.
+Its window runs from where the contrast falls below ``edge_fraction`` of the peak before it to where it does
+after it. A candidate is kept only when it is isolated (the same region is quiet just before and after), the
+eyes did not blink, the head did not move, and — when a ``displacement`` probe is given — the region rose
+from the onset face to the apex and came back to it. Overlapping candidates of several regions give one
+window, the best scored. Everything is in seconds, so a 30 fps webcam and a 200 fps lab camera behave alike.
+The decision comes about ``lag + context_after_s`` after the offset: that delay is reported, not hidden.
 """
 
 from __future__ import annotations
@@ -19,65 +26,86 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from realtime.events import TimePoint
+from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATES", "SpottedWindow", "Spotter", "SpotterSettings"]
+__all__ = ["STATES", "Displacement", "SpottedWindow", "Spotter", "SpotterSettings"]
 
-STATES = ("idle", "rising", "active", "confirming", "no-face")
-_MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution -> its standard deviation
+STATES = ("warming-up", "idle", "moving", "no-face")
+
+# (frame a, frame b) → region displacement (R, 2) in IOD units from a to b, or None when either crop is gone.
+Displacement = Callable[[int, int], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
 class SpotterSettings:
-    """Spotting thresholds and timings; times in seconds, thresholds in robust z (sigma = 1.4826 MAD)."""
+    """Spotting thresholds and timings. Times in seconds; displacements in fractions of the IOD."""
 
-    baseline_window_s: float = 3.0  # the baseline statistics look this far back
-    min_baseline_s: float = 1.0  # no window opens before this much baseline was seen (start, face regained)
-    stats_period_s: float = 0.1  # how often the baseline median / MAD are recomputed
-    threshold_z: float = 5.0  # a window opens above median + threshold_z * sigma
-    hysteresis: float = 0.5  # ... and closes below median + hysteresis * threshold_z * sigma
-    edge_z: float = 1.5  # onset / offset: where the signal meets median + edge_z * sigma
-    max_rise_s: float = 1.0  # the onset walk-back looks at most this far before the opening crossing
-    min_spread: float = 1e-6  # floor of sigma (intensity units): a flat baseline is not infinitely strict
-    min_rise: float = 0.0  # floor of the opening threshold above the median (intensity units)
-    min_duration_s: float = 0.15  # shorter windows (onset to offset) are dropped
-    min_width_s: float = 0.08  # ... and so are those narrower at half their peak (blinks: noise at the
-    #                            edges can stretch a burst's onset-offset span, not its half-peak width)
+    min_peak: float = 0.008  # a region's contrast must reach this (0.8 % of the IOD, about 0.4 px at 128 px)
+    max_peak: float = 0.08  # ... and stay below this: larger, faster movements are not micro-expressions
+    min_score: float = 2.0  # ... and be this many times the region's recent level
+    level_window_s: float = 10.0  # a region's level: the level_quantile of its contrast over this long
+    level_quantile: float = 0.9
+    level_floor: float = 0.001  # the level never goes below this (a perfectly still face is not infinitely strict)
+    min_level_s: float = 1.0  # no window opens before this much of the face was seen
+    level_period_s: float = 0.5  # how often the levels are recomputed
+    peak_half_width_s: float = 0.2  # a candidate's apex is the largest contrast within ± this
+    edge_fraction: float = 0.2  # onset / offset: where the contrast falls below this fraction of the peak
+    max_rise_s: float = 0.5  # the onset is at most this long before the apex (and the offset after it)
+    context_before_s: float = 1.0  # the region must be quiet this long before the onset ...
+    context_after_s: float = 0.3  # ... and this long after the offset
+    max_context: float = 0.5  # quiet = the region's contrast there stays below this fraction of the peak
+    max_blink: float = 0.3  # the eyes may close by at most this fraction of their usual opening (a blink
+    #                         closes them by more; cheek raisers and lid tighteners by less) ...
+    max_lid_change: float = 3.5  # ... and the eyelids' unexplained change (motion.MotionSample.change) may
+    #                              reach at most this × its usual level (a lid drawn over the eye, which the
+    #                              landmarks do not always follow, changes far more than moving skin does),
+    #                              or, when the eyes opened wider than usual by ``widened_eyes`` (an upper-lid
+    #                              raise uncovers the eye; the landmarks of a blink seldom look like that), at
+    #                              most ``max_lid_change_widened`` × its usual level
+    widened_eyes: float = 0.06
+    max_lid_change_widened: float = 8.0
+    max_head: float = 0.12  # the head's residual motion (motion.MotionSample.head) must stay below this
+    max_return: float = 0.4  # displacement onset → offset must be below this fraction of onset → apex
+    min_duration_s: float = 0.08  # shorter windows (onset to offset) are dropped
     micro_max_s: float = 0.5  # windows up to this long are micro-expressions, longer ones macro
-    max_duration_s: float = 4.0  # a window still open after this long is closed (macro) and a new one begins
-    lookahead_s: float = 0.15  # wait after the fall before deciding the movement is over
-    merge_gap_s: float = 0.15  # a rise within this long after the fall continues the same window
-    max_gap_s: float = 1.0  # a longer gap between samples (or time going back) restarts the spotter
+    hold_s: float = 0.1  # a kept candidate waits this long for an overlapping, better one
+    max_gap_s: float = 1.0  # a longer gap between frames (or time going back) restarts the spotter
 
     def __post_init__(self) -> None:
-        for name in ("baseline_window_s", "stats_period_s", "threshold_z", "micro_max_s", "max_duration_s"):
-            if getattr(self, name) <= 0:
+        for name in ("min_peak", "min_score", "level_window_s", "level_floor", "level_period_s",
+                     "peak_half_width_s", "max_rise_s", "micro_max_s", "max_gap_s", "max_peak"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("min_baseline_s", "max_rise_s", "min_spread", "min_rise", "min_duration_s", "min_width_s",
-                     "lookahead_s", "merge_gap_s", "edge_z", "max_gap_s"):
+        for name in ("min_level_s", "context_before_s", "context_after_s", "min_duration_s", "hold_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.hysteresis <= 1.0:
-            raise ValueError(f"hysteresis must be in (0, 1], got {self.hysteresis}")
-        if self.edge_z > self.hysteresis * self.threshold_z:
-            raise ValueError(f"edge_z ({self.edge_z}) must not be above the closing threshold "
-                             f"hysteresis * threshold_z ({self.hysteresis * self.threshold_z})")
-        if self.merge_gap_s > self.lookahead_s:
-            raise ValueError(f"merge_gap_s ({self.merge_gap_s}) cannot exceed lookahead_s ({self.lookahead_s}): "
-                             "a window cannot be merged after it was decided")
-        if self.min_baseline_s > self.baseline_window_s:
-            raise ValueError("min_baseline_s cannot exceed baseline_window_s")
+        for name in ("level_quantile", "edge_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be within (0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.max_blink < 1.0:
+            raise ValueError(f"max_blink must be within (0, 1), got {self.max_blink}")
+        for name in ("max_context", "max_head", "max_return", "max_lid_change", "max_lid_change_widened",
+                     "widened_eyes"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_peak <= self.min_peak:
+            raise ValueError(f"max_peak ({self.max_peak}) must exceed min_peak ({self.min_peak})")
+        if self.min_level_s > self.level_window_s:
+            raise ValueError("min_level_s cannot exceed level_window_s")
 
 
 @dataclass(frozen=True)
 class SpottedWindow:
-    """One spotted movement. ``decided_at`` is the frame on which it was emitted (look-ahead included)."""
+    """One spotted movement. ``peak`` is its score (contrast over the region's level); ``region`` the region
+    that moved most; ``decided_at`` the frame on which it was emitted (look-ahead included)."""
 
     onset: TimePoint
     apex: TimePoint
@@ -85,6 +113,8 @@ class SpottedWindow:
     kind: str
     peak: float
     decided_at: TimePoint
+    region: str = ""
+    displacement: float = 0.0  # the region's contrast at the apex, IOD units
 
     @property
     def duration_s(self) -> float:
@@ -96,58 +126,92 @@ class SpottedWindow:
         return self.decided_at.t - self.offset.t
 
 
-_Sample = tuple[int, float, float]  # frame, t, intensity
+@dataclass(slots=True)
+class _Frame:
+    """What the spotter keeps per frame: its motion, and (once the frame a lag later arrived) its contrast."""
+
+    index: int
+    t: float
+    since: int | None
+    displacement: np.ndarray | None
+    head: float
+    eye: float
+    change: np.ndarray | None  # (R,) unexplained change, RMS grey levels
+    contrast: np.ndarray | None = None  # (R,) IOD units
+    level: np.ndarray | None = None  # (R,) the region levels when the contrast was computed
+
+
+@dataclass(slots=True)
+class _Candidate:
+    onset: int  # positions in the spotter's frame deque are unstable: keep frame indices and times
+    onset_t: float
+    apex: int
+    apex_t: float
+    offset: int
+    offset_t: float
+    region: int
+    peak: float  # contrast at the apex
+    score: float
+    ready_t: float  # when it may be emitted (hold_s after it was kept)
+
+
+@dataclass
+class _Levels:
+    """Recent contrasts per region, sampled, and their quantile."""
+
+    values: deque[np.ndarray] = field(default_factory=deque)
+    changes: deque[np.ndarray] = field(default_factory=deque)
+    times: deque[float] = field(default_factory=deque)
+    level: np.ndarray | None = None
+    usual_change: np.ndarray | None = None  # per region, the median unexplained change
+    next_t: float = -math.inf
 
 
 class Spotter:
-    """Streaming spotter: ``update(frame, t, intensity)`` per frame (``None`` = no face), ``flush()`` at the end."""
+    """Streaming spotter: ``update(sample, index=, t=)`` per frame (``None`` = no face), ``flush()`` at the end.
 
-    def __init__(self, settings: SpotterSettings | None = None) -> None:
+    ``displacement`` (optional) measures a region's movement between two frames that are still held; with it
+    the spotter checks that a candidate rose from its onset face and came back to it.
+    """
+
+    def __init__(self, settings: SpotterSettings | None = None, *, displacement: Displacement | None = None) -> None:
         self.settings = settings or SpotterSettings()
-        self._bt: deque[float] = deque()  # baseline sample times
-        self._bx: deque[float] = deque()  # baseline sample values
-        self._recent: deque[_Sample] = deque()  # the last max_rise_s, for the onset walk-back
-        self._win: list[_Sample] = []
+        self._displacement = displacement
+        self._frames: deque[_Frame] = deque()
+        self._levels = _Levels()
+        self._pending: list[_Candidate] = []
+        self._lids = np.array([k for k, name in enumerate(REGION_NAMES) if name.startswith("lid_")])
         self._state = "no-face"
-        self._reset()
+        self._score = 0.0
+        self._reset("no-face")
 
     # --- public state -------------------------------------------------------------------------------------
 
     @property
     def state(self) -> str:
-        """``idle`` / ``rising`` (above the baseline edge) / ``active`` / ``confirming`` (look-ahead) / ``no-face``."""
+        """``warming-up`` / ``idle`` / ``moving`` (a region stands out) / ``no-face``."""
         return self._state
 
     @property
     def ready(self) -> bool:
-        """Enough baseline has been seen for windows to open."""
-        return self._median is not None
+        """Enough of the face has been seen for windows to open."""
+        return self._levels.level is not None
 
     @property
-    def baseline(self) -> float | None:
-        """Current baseline median (None until ready)."""
-        return self._median
-
-    @property
-    def spread(self) -> float | None:
-        """Current baseline sigma (1.4826 MAD, floored; None until ready)."""
-        return self._sigma
+    def score(self) -> float:
+        """The latest frame's score: the largest region contrast over its level (what ``min_score`` gates)."""
+        return self._score
 
     @property
     def threshold(self) -> float | None:
-        """Current opening (high) threshold, for display (None until ready)."""
-        return self._high if self.ready else None
-
-    @property
-    def low_threshold(self) -> float | None:
-        """Current closing (low) threshold (None until ready)."""
-        return self._low if self.ready else None
+        """The score a region must reach (None until ready), for display."""
+        return self.settings.min_score if self.ready else None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget everything (baseline included); an open window is dropped."""
-        self._reset()
+        """Forget everything (levels included); candidates not yet emitted are dropped."""
+        self._reset("no-face")
 
     def close(self) -> None:
         """Nothing to release; present so every component closes the same way."""
@@ -158,206 +222,266 @@ class Spotter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _reset(self, state: str = "no-face") -> None:
-        self._bt.clear()
-        self._bx.clear()
-        self._recent.clear()
-        self._win = []
+    def _reset(self, state: str) -> None:
+        self._frames.clear()
+        self._levels = _Levels()
+        self._pending = []
         self._state = state
+        self._score = 0.0
         self._start_t: float | None = None
-        self._last: _Sample | None = None
-        self._next_stats_t = -math.inf
-        self._median: float | None = None
-        self._sigma: float | None = None
-        self._high = self._low = self._edge = math.inf  # nothing opens until the baseline is ready
-        self._win_done: list[_Sample] = []
-        self._apex_i = 0
-        self._fall_t = 0.0
-        self._fall_i = 0
-        self._floor_frame = -1  # onsets stay after the previous window's offset
+        self._scanned = -1  # frame index up to which peaks were looked for
+        self._floor = -1  # windows start after the last emitted offset
+        self._lag: float | None = None  # the motion lag, as measured between a frame and its reference
 
     # --- per frame ----------------------------------------------------------------------------------------
 
-    def update(self, frame_index: int, t: float, intensity: float | None) -> list[SpottedWindow]:
-        """Feed one frame; returns the windows decided on this frame (usually none)."""
+    def update(self, sample: MotionSample | None, *, index: int, t: float) -> list[SpottedWindow]:
+        """Feed one frame (``sample`` None when no face was found); returns the windows decided on it."""
         s = self.settings
         if not math.isfinite(t):
             raise ValueError(f"frame time must be a finite number of seconds, got {t!r}")
-        if intensity is None or not math.isfinite(intensity):
-            return self._restart(reason="no face", state="no-face", at=(frame_index, t, math.nan))
+        now = TimePoint(int(index), float(t))
+        if sample is None:
+            lost = self._emit_pending(now, force=True)
+            self._reset("no-face")
+            return lost
+        last = self._frames[-1] if self._frames else None
         out: list[SpottedWindow] = []
-        sample = (frame_index, t, float(intensity))
-        last = self._last
-        if last is not None and (t < last[1] or t - last[1] > s.max_gap_s):
-            log.debug("spotter restarted: t jumped from %.3f to %.3f", last[1], t)
-            out = self._restart(reason="time jump", state="idle", at=sample)
-        self._last = sample
+        if last is not None and (t <= last.t or t - last.t > s.max_gap_s):
+            log.debug("spotter restarted: t jumped from %.3f to %.3f", last.t, t)
+            out += self._emit_pending(now, force=True)
+            self._reset("idle")
         if self._start_t is None:
             self._start_t = t
-            self._state = "idle"
-        recent = self._recent
-        recent.append(sample)
-        horizon = t - s.max_rise_s
-        while recent and recent[0][1] < horizon:
-            recent.popleft()
-
-        state = self._state
-        if state in ("idle", "rising"):
-            if t >= self._next_stats_t:
-                self._refresh_stats(t)
-            out += self._idle_step(sample)
-        elif state == "active":
-            self._win.append(sample)
-            if sample[2] > self._win[self._apex_i][2]:
-                self._apex_i = len(self._win) - 1
-            if t - self._win[0][1] >= s.max_duration_s:
-                out += self._force_split(sample)
-            elif sample[2] < self._low:
-                self._state = "confirming"
-                self._fall_t = t
-                self._fall_i = len(self._win) - 1
-        else:  # confirming
-            x = sample[2]
-            if x > self._high and t - self._fall_t <= s.merge_gap_s:
-                self._win.append(sample)  # rose again soon: the same movement goes on
-                if x > self._win[self._apex_i][2]:
-                    self._apex_i = len(self._win) - 1
-                self._state = "active"
-            elif x > self._high:
-                out += self._emit(decided_at=sample)  # a new movement: decide the old window, open here
-                self._state = "idle"
-                out += self._idle_step(sample)
-            else:
-                self._win.append(sample)
-                if t - self._fall_t >= s.lookahead_s:
-                    out += self._emit(decided_at=sample)
-                    self._state = "idle"
+        frame = _Frame(sample.index, sample.t, sample.since, sample.displacement, sample.head, sample.eye_opening,
+                       sample.change)
+        self._frames.append(frame)
+        self._contrast(frame)
+        self._trim(t)
+        self._scan(now)
+        out += self._emit_pending(now, force=False)
+        if not self.ready:
+            self._state = "warming-up"
+        else:
+            self._state = "moving" if self._score >= s.min_score else "idle"
         return out
 
     def flush(self) -> list[SpottedWindow]:
-        """End of stream: decide an open window now (offset = the last frame if it never fell)."""
+        """End of stream: the frames still waiting for their look-ahead are judged with what there is (a
+        movement whose fall was not seen is dropped, never guessed), and every kept candidate is decided."""
+        last = self._frames[-1] if self._frames else None
         out: list[SpottedWindow] = []
-        if self._state in ("active", "confirming") and self._last is not None:
-            out = self._emit(decided_at=self._last, cut=self._state == "active")
-        self._reset(state="idle" if self._last is not None else "no-face")
+        if last is not None:
+            now = TimePoint(last.index, last.t)
+            self._scan(now, final=True)
+            out = self._emit_pending(now, force=True)
+        self._reset("idle" if last is not None else "no-face")
         return out
 
     # --- internals ----------------------------------------------------------------------------------------
 
-    def _restart(self, *, reason: str, state: str, at: _Sample) -> list[SpottedWindow]:
-        """Face lost / time jump: a finished window in look-ahead is still decided; an open one is dropped."""
-        out: list[SpottedWindow] = []
-        if self._state == "confirming":
-            out = self._emit(decided_at=at)
-        elif self._state == "active":
-            log.debug("open window dropped (%s)", reason)
-        self._reset(state=state)
-        return out
+    def _find(self, index: int) -> _Frame | None:
+        frames = self._frames
+        if not frames:
+            return None
+        k = index - frames[0].index
+        if 0 <= k < len(frames) and frames[k].index == index:
+            return frames[k]
+        for f in frames:  # indices are consecutive unless frames were skipped upstream
+            if f.index == index:
+                return f
+        return None
 
-    def _refresh_stats(self, t: float) -> None:
+    def _contrast(self, frame: _Frame) -> None:
+        """The new frame's displacement completes the contrast of the frame it was measured from."""
         s = self.settings
-        bt, bx = self._bt, self._bx
-        horizon = t - s.baseline_window_s
-        while bt and bt[0] < horizon:
-            bt.popleft()
-            bx.popleft()
-        self._next_stats_t = t + s.stats_period_s
-        if self._start_t is None or t - self._start_t < s.min_baseline_s or len(bx) < 5:
+        d = frame.displacement
+        if d is None or frame.since is None:
             return
-        values = np.fromiter(bx, dtype=np.float64, count=len(bx))
-        median = float(np.median(values))
-        sigma = max(_MAD_TO_SIGMA * float(np.median(np.abs(values - median))), s.min_spread)
-        rise = max(s.threshold_z * sigma, s.min_rise)
-        self._median, self._sigma = median, sigma
-        self._high = median + rise
-        self._low = median + s.hysteresis * rise
-        self._edge = median + min(s.edge_z * sigma, s.hysteresis * rise)
+        ref = self._find(frame.since)
+        if ref is None:
+            return
+        self._lag = frame.t - ref.t
+        if ref.displacement is None:
+            return
+        back, ahead = ref.displacement, d  # F(s) and F(s + lag)
+        diff = back - ahead
+        norm = np.sqrt((diff**2).sum(axis=1)) + 1e-9
+        u = diff / norm[:, None]
+        contrast = np.minimum((back * u).sum(axis=1), -(ahead * u).sum(axis=1))
+        ref.contrast = contrast
+        levels = self._levels
+        levels.values.append(contrast)
+        levels.changes.append(ref.change if ref.change is not None else np.zeros_like(contrast))
+        levels.times.append(ref.t)
+        horizon = ref.t - s.level_window_s
+        while levels.times and levels.times[0] < horizon:
+            levels.times.popleft()
+            levels.values.popleft()
+            levels.changes.popleft()
+        seen = ref.t - (self._start_t if self._start_t is not None else ref.t)
+        if ref.t >= levels.next_t and seen >= s.min_level_s and len(levels.values) >= 5:
+            stacked = np.stack(levels.values)
+            levels.level = np.maximum(np.quantile(stacked, s.level_quantile, axis=0), s.level_floor)
+            levels.usual_change = np.median(np.stack(levels.changes), axis=0) + 0.5  # + half a grey level
+            levels.next_t = ref.t + s.level_period_s
+        ref.level = levels.level
+        self._score = float((contrast / levels.level).max()) if levels.level is not None else 0.0
 
-    def _idle_step(self, sample: _Sample) -> list[SpottedWindow]:
-        _, t, x = sample
-        if x > self._high:  # never while warming up (inf)
-            self._open(sample)
-            return []
-        self._state = "rising" if x > self._edge else "idle"
-        self._bt.append(t)
-        self._bx.append(x)
-        return []
+    def _trim(self, t: float) -> None:
+        s = self.settings
+        keep = s.context_before_s + 2 * s.max_rise_s + s.context_after_s + s.peak_half_width_s + 2.0
+        while self._frames and self._frames[0].t < t - keep:
+            self._frames.popleft()
 
-    def _open(self, sample: _Sample) -> None:
-        """Open at ``sample``; the onset is the last sample at or below the edge before it (walk back)."""
-        edge = self._edge
-        recent = self._recent
-        start = len(recent) - 1  # recent[-1] is ``sample``
-        first_t = sample[1] - self.settings.max_rise_s
-        i = start - 1
-        floor = self._floor_frame
-        while i >= 0 and recent[i][0] > floor and recent[i][1] >= first_t and recent[i][2] > edge:
-            i -= 1
-        if i < 0 or recent[i][0] <= floor or recent[i][1] < first_t:
-            i += 1  # ran out of history / rise time, or reached the previous window: start just after
-        self._win = [recent[j] for j in range(i, start + 1)]
-        self._apex_i = max(range(len(self._win)), key=lambda j: self._win[j][2])
-        self._state = "active"
+    def _scan(self, now: TimePoint, *, final: bool = False) -> None:
+        """Look for peaks in frames whose surroundings are now known (``final``: all that are left); keep the
+        candidates that pass."""
+        s = self.settings
+        frames = self._frames
+        newest = next((f.t for f in reversed(frames) if f.contrast is not None), None)
+        if newest is None:
+            return
+        start = max(0, self._scanned + 1 - frames[0].index)
+        while start > 0 and frames[start - 1].index > self._scanned:  # indices skipped upstream
+            start -= 1
+        for pos in range(start, len(frames)):
+            f = frames[pos]
+            # the whole window and its context after must have contrasts before the frame can be judged
+            if f.t + s.max_rise_s + s.context_after_s > newest and not final:
+                break
+            self._scanned = f.index
+            if f.contrast is not None and f.level is not None:
+                self._judge(pos, now)
 
-    def _force_split(self, sample: _Sample) -> list[SpottedWindow]:
-        """A window longer than max_duration_s: decide it now (macro); its level becomes the new normal."""
-        out = self._emit(decided_at=sample, cut=True)
-        for _, t, x in self._win_done:
-            self._bt.append(t)
-            self._bx.append(x)
-        self._next_stats_t = -math.inf
-        self._state = "idle"
+    def _judge(self, pos: int, now: TimePoint) -> None:
+        s = self.settings
+        frames = self._frames
+        f = frames[pos]
+        assert f.contrast is not None and f.level is not None
+        c = f.contrast
+        hits = np.nonzero((c >= s.min_peak) & (c <= s.max_peak) & (c >= s.min_score * f.level))[0]
+        for r in map(int, hits):
+            peak = float(c[r])
+            if not self._is_peak(pos, r, peak):
+                continue
+            cand = self._window(pos, r, peak)
+            if cand is None:
+                continue
+            cand.score = peak / float(f.level[r])
+            cand.ready_t = now.t + s.hold_s
+            self._keep(cand)
+
+    def _is_peak(self, pos: int, r: int, peak: float) -> bool:
+        frames = self._frames
+        t0 = frames[pos].t
+        w = self.settings.peak_half_width_s
+        for f in frames:
+            if abs(f.t - t0) <= w and f.contrast is not None and f.contrast[r] > peak:
+                return False
+        return True
+
+    def _window(self, pos: int, r: int, peak: float) -> _Candidate | None:
+        s = self.settings
+        frames = self._frames
+        apex = frames[pos]
+        edge = s.edge_fraction * peak
+
+        def value(f: _Frame) -> float | None:
+            return None if f.contrast is None else float(f.contrast[r])
+
+        lo = pos
+        while lo > 0 and apex.t - frames[lo].t < s.max_rise_s and (v := value(frames[lo])) is not None and v > edge:
+            lo -= 1
+        hi = pos
+        n = len(frames)
+        while hi < n - 1 and frames[hi].t - apex.t < s.max_rise_s and (v := value(frames[hi])) is not None and v > edge:
+            hi += 1
+        onset, offset = frames[lo], frames[hi]
+        name = REGION_NAMES[r]
+        last = value(offset)
+        cut = last is None or (hi == n - 1 and last > edge)  # the data ended before the movement fell
+
+        def reject(why: str) -> _Candidate | None:
+            log.debug("candidate %d-%d-%d (%s, %.4f) dropped: %s", onset.index, apex.index, offset.index, name,
+                      peak, why)
+            return None
+
+        if cut:
+            return reject("its fall was not seen (end of the data)")
+        if onset.index <= self._floor:
+            return reject("overlaps the last window")
+        if offset.t - onset.t < s.min_duration_s:
+            return reject("too short")
+        # isolated: the same region quiet before and after. Its contrast alone would miss a mouth that talks
+        # at about 1/lag syllables a second (x(t) - x(t - lag) is then near zero), so its own displacement
+        # over the lag must be small too: before the onset, and after the lag that still holds the fall.
+        quiet = s.max_context * peak
+        lag = self._lag or 0.0
+        before = [f for f in frames if onset.t - s.context_before_s <= f.t < onset.t]
+        for f in before:
+            if (f.contrast is not None and f.contrast[r] > quiet) or _size(f, r) > quiet:
+                return reject(f"region not quiet before, at frame {f.index}")
+        for f in frames:
+            if offset.t < f.t <= offset.t + s.context_after_s and f.contrast is not None and f.contrast[r] > quiet:
+                return reject(f"region not quiet after, at frame {f.index}")
+            if offset.t + lag < f.t <= offset.t + lag + s.context_after_s and _size(f, r) > quiet:
+                return reject(f"region moves again at frame {f.index}")
+        inside = [f for f in frames if onset.t <= f.t <= offset.t]
+        # no blink, no head motion inside the window
+        usual_eye = float(np.median([f.eye for f in frames]))
+        if usual_eye > 0 and min(f.eye for f in inside) < (1.0 - s.max_blink) * usual_eye:
+            return reject("blink")
+        if max(f.head for f in inside) > s.max_head:
+            return reject("head motion")
+        usual = self._levels.usual_change
+        widened = max(f.eye for f in inside) > (1.0 + s.widened_eyes) * usual_eye
+        if usual is not None:
+            lids = self._lids
+            worst = max((float((f.change[lids] / usual[lids]).max()) for f in inside if f.change is not None),
+                        default=0.0)
+            if worst > (s.max_lid_change_widened if widened else s.max_lid_change):
+                return reject(f"eyelids changed {worst:.1f}x their usual (a blink)")
+        if self._displacement is not None:
+            before_onset = frames[max(lo - 1, 0)].index
+            after_offset = frames[min(hi + 1, n - 1)].index
+            rise = self._displacement(before_onset, apex.index)
+            back = self._displacement(before_onset, after_offset)
+            if rise is not None and back is not None:
+                up = float(np.hypot(*rise[r]))
+                if float(np.hypot(*back[r])) > s.max_return * max(up, 1e-6):
+                    return reject(f"did not come back ({float(np.hypot(*back[r])):.4f} of {up:.4f})")
+        return _Candidate(onset.index, onset.t, apex.index, apex.t, offset.index, offset.t, int(r), peak, 0.0, 0.0)
+
+    def _keep(self, cand: _Candidate) -> None:
+        """Overlapping candidates compete: the best score stays."""
+        rivals = [p for p in self._pending if cand.onset <= p.offset and cand.offset >= p.onset]
+        if any(p.score >= cand.score for p in rivals):
+            return
+        self._pending = [p for p in self._pending if p not in rivals] + [cand]
+
+    def _emit_pending(self, now: TimePoint, *, force: bool) -> list[SpottedWindow]:
+        s = self.settings
+        out = []
+        keep = []
+        for p in sorted(self._pending, key=lambda p: p.onset):
+            if not force and p.ready_t > now.t:
+                keep.append(p)
+                continue
+            if p.onset <= self._floor:
+                continue
+            self._floor = p.offset
+            duration = p.offset_t - p.onset_t
+            out.append(SpottedWindow(
+                onset=TimePoint(p.onset, p.onset_t), apex=TimePoint(p.apex, p.apex_t),
+                offset=TimePoint(p.offset, p.offset_t), kind="micro" if duration <= s.micro_max_s else "macro",
+                peak=p.score, decided_at=now, region=REGION_NAMES[p.region], displacement=p.peak,
+            ))
+        self._pending = keep
         return out
 
-    def _offset_index(self, win: list[_Sample]) -> int:
-        """From the final fall below the closing threshold (a merged dip stays inside): the first sample at or
-        below the edge, else the fall itself."""
-        fall = min(self._fall_i, len(win) - 1)
-        return next((k for k in range(fall, len(win)) if win[k][2] <= self._edge), fall)
 
-    def _emit(self, *, decided_at: _Sample, cut: bool = False) -> list[SpottedWindow]:
-        """Close the window: offset = first sample at/below the edge after the apex (else the fall / the end)."""
-        s = self.settings
-        win, apex_i = self._win, self._apex_i
-        end = len(win) - 1
-        if not cut:
-            end = self._offset_index(win)
-        self._win_done = win[: end + 1]
-        self._win = []
-        onset, apex, offset = win[0], win[apex_i], win[end]
-        self._floor_frame = offset[0]
-        duration = offset[1] - onset[1]
-        if duration < s.min_duration_s:
-            log.debug("window %d-%d dropped: %.3f s is shorter than min_duration_s", onset[0], offset[0], duration)
-            return []
-        width = _half_peak_width(win, apex_i, self._median if self._median is not None else 0.0)
-        if width < s.min_width_s:
-            log.debug("window %d-%d dropped: %.3f s wide at half peak (min_width_s)", onset[0], offset[0], width)
-            return []
-        return [SpottedWindow(
-            onset=TimePoint(onset[0], onset[1]),
-            apex=TimePoint(apex[0], apex[1]),
-            offset=TimePoint(offset[0], offset[1]),
-            kind="micro" if duration <= s.micro_max_s else "macro",
-            peak=apex[2],
-            decided_at=TimePoint(decided_at[0], decided_at[1]),
-        )]
-
-
-def _half_peak_width(win: list[_Sample], apex_i: int, base: float) -> float:
-    """Seconds the signal stays above half its peak (over ``base``) around the apex, crossings interpolated."""
-    half = base + 0.5 * (win[apex_i][2] - base)
-
-    def crossing(j_out: int, j_in: int) -> float:
-        (_, t0, x0), (_, t1, x1) = win[j_out], win[j_in]
-        return t1 + (t0 - t1) * (x1 - half) / (x1 - x0) if x1 != x0 else t1
-
-    i = apex_i
-    while i > 0 and win[i - 1][2] > half:
-        i -= 1
-    start = crossing(i - 1, i) if i > 0 else win[0][1]
-    j = apex_i
-    while j < len(win) - 1 and win[j + 1][2] > half:
-        j += 1
-    end = crossing(j + 1, j) if j < len(win) - 1 else win[-1][1]
-    return end - start
+def _size(frame: _Frame, r: int) -> float:
+    """Length of region ``r``'s displacement over the lag at ``frame`` (0 when unknown)."""
+    d = frame.displacement
+    return 0.0 if d is None else float(np.hypot(d[r, 0], d[r, 1]))

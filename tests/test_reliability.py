@@ -260,13 +260,17 @@ def test_nothing_is_written_outside_the_record_and_the_user_cache(
 
 
 class _CropTracker:
-    """Stands in for FaceTracker where faces are not the point: the frame's centre is the aligned crop."""
+    """Stands in for FaceTracker where faces are not the point: the frame's centre is the aligned crop, and the
+    face-mesh landmarks are a fixed scatter over it."""
+
+    landmarks = np.random.default_rng(0).uniform(20, 108, (478, 2)).astype(np.float32)
 
     def process(self, frame: np.ndarray, t: float) -> SimpleNamespace:
         gray = frame[..., 0] if frame.ndim == 3 else frame
         h, w = gray.shape
         return SimpleNamespace(crop=np.ascontiguousarray(gray[(h - 128) // 2 : (h + 128) // 2,
-                                                               (w - 128) // 2 : (w + 128) // 2]))
+                                                               (w - 128) // 2 : (w + 128) // 2]),
+                               crop_landmarks=self.landmarks)
 
 
 def _noise_frames(n: int, seed: int = 0) -> list[np.ndarray]:

@@ -24,6 +24,7 @@ __all__ = [
     "PINS",
     "RIGHT_EYE",
     "SCHEMES",
+    "SIDES",
     "TALK_AUS",
     "ActionUnit",
     "AuError",
@@ -207,11 +208,29 @@ class FaceFrame:
         ey = np.array([-ex[1], ex[0]])  # ex rotated +90° in image coordinates (y down): points chin-wards
         return cls(left, right, ex, ey, (left + right) / 2.0, iod)
 
+    def side_of(self, centre: np.ndarray) -> float:
+        """-1 for a point on the image-left half of the face, +1 on the image-right half, 0 on the midline."""
+        side = float((centre - self.mid) @ self.ex)
+        return 0.0 if abs(side) < 0.05 * self.iod else float(np.sign(side))
+
     def push_vector(self, centre: np.ndarray, push: Push) -> np.ndarray:
         """Pixel displacement of ``push`` at full intensity, anchored at ``centre``."""
-        side = float((centre - self.mid) @ self.ex)
-        sign = 0.0 if abs(side) < 0.05 * self.iod else np.sign(side)
-        return self.iod * (push.outward * sign * self.ex - push.up * self.ey)
+        return self.iod * (push.outward * self.side_of(centre) * self.ex - push.up * self.ey)
+
+
+SIDES = ("both", "left", "right")  # which half of the face an AU moves ("left" = image-left)
+_SIDE_SIGN = {"left": -1.0, "right": 1.0}
+
+
+def _side_gain(frame: FaceFrame, centre: np.ndarray, side: str) -> float:
+    """How much of a push anchored at ``centre`` a one-sided AU keeps: all on its side, none on the other,
+    half on the midline (a one-sided brow raise still lifts the glabella a little)."""
+    if side == "both":
+        return 1.0
+    if side not in _SIDE_SIGN:
+        raise AuError(f"unknown side {side!r}; choose one of {SIDES}")
+    s = frame.side_of(centre)
+    return 0.5 if s == 0.0 else float(s == _SIDE_SIGN[side])
 
 
 def _resolve(au: int | ActionUnit) -> ActionUnit:
@@ -225,12 +244,12 @@ def _resolve(au: int | ActionUnit) -> ActionUnit:
 
 def au_field(
     landmarks: np.ndarray, au: int | ActionUnit, *, origin: tuple[float, float], shape: tuple[int, int],
-    frame: FaceFrame | None = None,
+    frame: FaceFrame | None = None, side: str = "both",
 ) -> np.ndarray:
     """The forward displacement field (h, w, 2) float32 of ``au`` at full intensity on a pixel grid.
 
     ``origin`` is the image position (x, y) of grid pixel (0, 0); ``shape`` is (h, w). Content at ``p``
-    moves to ``p + field(p)``.
+    moves to ``p + field(p)``. ``side`` restricts the AU to one half of the face (see :data:`SIDES`).
     """
     unit = _resolve(au)
     lm = np.asarray(landmarks, dtype=np.float64)
@@ -241,7 +260,10 @@ def au_field(
     out = np.zeros((h, w, 2), np.float32)
     for push in unit.pushes:
         c = lm[list(push.landmarks)].mean(0)
-        v = frame.push_vector(c, push).astype(np.float32)
+        gain = _side_gain(frame, c, side)
+        if gain == 0.0:
+            continue
+        v = (gain * frame.push_vector(c, push)).astype(np.float32)
         g = _gauss_grid(xs, ys, c, push.sigma * frame.iod)
         out[..., 0] += v[0] * g
         out[..., 1] += v[1] * g
@@ -261,7 +283,8 @@ def _gauss_points(points: np.ndarray, c: np.ndarray, sigma: float) -> np.ndarray
     return np.exp(-((points - c) ** 2).sum(1) / (2.0 * sigma**2))
 
 
-def au_landmark_shift(landmarks: np.ndarray, au: int | ActionUnit, *, frame: FaceFrame | None = None) -> np.ndarray:
+def au_landmark_shift(landmarks: np.ndarray, au: int | ActionUnit, *, frame: FaceFrame | None = None,
+                      side: str = "both") -> np.ndarray:
     """The same field evaluated at the landmarks themselves: (N, 2) float64 pixel displacements."""
     unit = _resolve(au)
     lm = np.asarray(landmarks, dtype=np.float64)
@@ -269,7 +292,7 @@ def au_landmark_shift(landmarks: np.ndarray, au: int | ActionUnit, *, frame: Fac
     out = np.zeros_like(lm)
     for push in unit.pushes:
         c = lm[list(push.landmarks)].mean(0)
-        v = frame.push_vector(c, push)
+        v = _side_gain(frame, c, side) * frame.push_vector(c, push)
         out += _gauss_points(lm, c, push.sigma * frame.iod)[:, None] * v[None, :]
     for index, sigma, strength in PINS:
         out *= (1.0 - strength * _gauss_points(lm, lm[index], sigma * frame.iod))[:, None]

@@ -42,7 +42,7 @@ from realtime.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_fa
 from realtime.face import anchors_from_landmarks
 from training.aus import ExpressionScheme, format_aus, get_scheme
 from training.synth_faces import Identity
-from training.synth_render import FaceRig, Look
+from training.synth_render import AuKey, FaceRig, Look, au_key
 
 __all__ = [
     "DISTRACTOR_COLUMNS",
@@ -178,6 +178,7 @@ class Expression:
     ease_in_power: float = 2.0
     ease_out: str = "smoothstep"
     ease_out_power: float = 2.0
+    side: str = "both"  # one-sided expressions move only the image-left or image-right half of the face
 
     @property
     def apex_s(self) -> float:
@@ -207,17 +208,22 @@ class Expression:
         dt -= self.hold_s
         return float(ease(self.ease_out, 1.0 - dt / self.fall_s, self.ease_out_power))
 
-    def weights(self, t: float, rig: FaceRig) -> dict[int, float]:
+    @property
+    def keys(self) -> tuple[AuKey, ...]:
+        """The deformation basis keys of its AUs (one side only when ``side`` says so)."""
+        return tuple(au_key(a, self.side) for a in self.aus)
+
+    def weights(self, t: float, rig: FaceRig) -> dict[AuKey, float]:
         """Per-AU field multipliers at time ``t`` on ``rig`` (amplitude normalised on that face)."""
         e = self.envelope(t)
         if e == 0.0:
             return {}
         scale = _scale(rig, self)
-        return {a: e * i * scale for a, i in zip(self.aus, self.intensities, strict=True)}
+        return {k: e * i * scale for k, i in zip(self.keys, self.intensities, strict=True)}
 
 
 def _scale(rig: FaceRig, expr: Expression) -> float:
-    peak = rig.peak_shift(dict(zip(expr.aus, expr.intensities, strict=True)))
+    peak = rig.peak_shift(dict(zip(expr.keys, expr.intensities, strict=True)))
     return expr.amplitude * rig.frame.iod / peak if peak > 0 else 0.0
 
 
@@ -389,9 +395,9 @@ class VideoPlan:
                         "offset": off, "fps": _fps_text(self.fps), "n_frames": self.n_frames})
         return out
 
-    def weights(self, t: float, rig: FaceRig) -> dict[int, float]:
+    def weights(self, t: float, rig: FaceRig) -> dict[AuKey, float]:
         """All AU field multipliers at ``t``: expressions plus talking."""
-        out: dict[int, float] = {}
+        out: dict[AuKey, float] = {}
         for e in self.expressions:
             for a, w in e.weights(t, rig).items():
                 out[a] = out.get(a, 0.0) + w

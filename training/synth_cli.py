@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -12,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from training.aus import SCHEMES, AuError
+from training.cli_help import DefaultsHelpFormatter
 from training.synth_faces import SHARED_FACES_ENV, FaceSourceError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_onto_parser", "build_parser", "main"]
 
 log = logging.getLogger("mer-synth")
 _REPO = Path(__file__).resolve().parents[1]
@@ -69,9 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Generate synthetic micro-expressions on real faces, with known onset/apex/offset. Writes a "
             "recognition set (aligned face-crop clips, one ME each) and/or a spotting set (long webcam-like "
             "videos with MEs, macro-expressions and distractors), plus README.md and manifest.json. "
-            "Deterministic for a given --seed and settings."
+            "Deterministic for a given --seed and settings. `mer-synth onto VIDEO... --out DIR` renders "
+            "micro-expressions onto real video instead (see mer-synth onto --help)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, type=Path, metavar="DIR",
@@ -103,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--classes", choices=sorted(SCHEMES), default="megc3",
                      help="class scheme: megc3 = negative/positive/surprise; casme5 = happiness/disgust/"
                           "repression/surprise/others")
-    gen.add_argument("--micro-amplitude", type=_range(float), default=(0.03, 0.08), metavar="LO,HI",
+    # Defaults as the user would type them; argparse runs them through `type` like a typed value.
+    gen.add_argument("--micro-amplitude", type=_range(float), default="0.03,0.08", metavar="LO,HI",
                      help="ME peak landmark displacement as a fraction of the inter-ocular distance "
                           "(0.03-0.08 = 1.4-3.7 px on a 128-px crop)")
-    gen.add_argument("--macro-amplitude", type=_range(float), default=(0.10, 0.22), metavar="LO,HI",
+    gen.add_argument("--macro-amplitude", type=_range(float), default="0.10,0.22", metavar="LO,HI",
                      help="macro-expression peak displacement, fraction of the inter-ocular distance")
 
     rec = p.add_argument_group("recognition set")
@@ -118,29 +120,165 @@ def build_parser() -> argparse.ArgumentParser:
     spot.add_argument("--videos", type=_positive_int, default=6, metavar="N", help="number of videos")
     spot.add_argument("--video-seconds", type=float, default=30.0, metavar="S",
                       help="length of each video (20-60 s is typical; 5-600 accepted)")
-    spot.add_argument("--video-size", type=_size, default=(640, 360), metavar="WxH", help="video frame size")
-    spot.add_argument("--mes-per-video", type=_range(int), default=(4, 8), metavar="LO-HI",
+    spot.add_argument("--video-size", type=_size, default="640x360", metavar="WxH", help="video frame size")
+    spot.add_argument("--mes-per-video", type=_range(int), default="4-8", metavar="LO-HI",
                       help="micro-expressions per video (fewer if they do not fit with gaps of --me-gap)")
-    spot.add_argument("--macros-per-video", type=_range(int), default=(1, 2), metavar="LO-HI",
+    spot.add_argument("--macros-per-video", type=_range(int), default="1-2", metavar="LO-HI",
                       help="macro-expressions (0.6-3 s) per video")
     spot.add_argument("--me-gap", type=float, default=1.5, metavar="S",
                       help="least gap between annotated intervals in a video")
     spot.add_argument("--blinks-per-minute", type=float, default=15.0, metavar="R", help="mean blink rate")
 
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log progress details, and show MediaPipe's own log lines")
     return p
 
 
 def _face_model(explicit: Path | None) -> Path | None:
+    from realtime.face import face_model_from_env
+
     if explicit is not None:
         return explicit
-    if os.environ.get("MER_FACE_MODEL", "").strip():
-        return Path(os.environ["MER_FACE_MODEL"])
+    env = face_model_from_env()  # absolute, whatever folder it was set relative to
+    if env is not None:
+        return env
     return _SHARED_MODEL if _SHARED_MODEL.is_file() else None  # None: realtime.face looks in the user cache
 
 
+def _sets(which: str) -> tuple[str, ...]:
+    return ("recognition", "spotting") if which == "both" else (which,)
+
+
+def check_out(out: Path, sets: Sequence[str], *, force: bool) -> str | None:
+    """Why writing ``sets`` into ``out`` would be refused (the rule of ``training.synth.write_dataset``), or
+    None. Checked before faces are loaded, so a mistake is reported at once, not after the slow part."""
+    for name in sets:
+        path = out / name
+        if path.exists() and not path.is_dir():
+            return f"{path} exists and is not a folder"
+        if path.is_dir() and any(path.iterdir()) and not force:
+            return f"{path} exists and is not empty; pass --force to replace it"
+    return None
+
+
+def build_onto_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mer-synth onto",
+        description=(
+            "Render synthetic micro-expressions onto real video: the face is tracked in every frame and the "
+            "generator's Action-Unit warps are applied to it, riding on the video's own head motion, blinks, "
+            "talking, lighting and noise. Writes the videos (re-encoded as a camera would), annotations.csv in "
+            "the spotting-set format plus amplitude, side and source columns, README.md and manifest.json. "
+            "Deterministic for a given --seed and settings."
+        ),
+        formatter_class=DefaultsHelpFormatter,
+    )
+    p.add_argument("videos", nargs="+", type=Path, metavar="VIDEO", help="source video files (a face in view)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--force", action="store_true", help="write into a non-empty DIR (files of the same name "
+                                                         "are replaced)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed + settings = same data")
+    p.add_argument("--variants", type=_at_least_one, default=1, metavar="N",
+                   help="renderings per source video, each with its own expressions (named STEM_vK)")
+    p.add_argument("--face-model", type=Path, metavar="FILE", default=None,
+                   help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, else "
+                        "../shared/models/face_landmarker.task beside the repository, else the user cache)")
+    e = p.add_argument_group("expressions")
+    e.add_argument("--classes", choices=sorted(SCHEMES), default="megc3", help="class scheme")
+    e.add_argument("--amplitude", type=_range(float), default="0.02,0.06", metavar="LO,HI",
+                   help="micro-expression apex displacement (largest landmark movement) as a fraction of the "
+                        "inter-ocular distance; one value for a fixed amplitude (real MEs: about 0.01-0.04)")
+    e.add_argument("--duration", type=_range(float), default="0.2,0.5", metavar="LO,HI",
+                   help="micro-expression length, onset to offset, seconds (phases drawn around CASME-II's)")
+    e.add_argument("--per-minute", type=float, default=6.0, metavar="R",
+                   help="micro-expressions per minute of video with a visible face")
+    e.add_argument("--single-au", type=float, default=0.3, metavar="P",
+                   help="fraction of micro-expressions that use one Action Unit of their recipe")
+    e.add_argument("--one-sided", type=float, default=0.25, metavar="P",
+                   help="fraction of micro-expressions that move one side of the face only")
+    e.add_argument("--macro-per-minute", type=float, default=1.0, metavar="R",
+                   help="macro-expressions (0.6-3 s, larger) per minute, as distractors; annotated as macro")
+    e.add_argument("--gap", type=float, default=1.5, metavar="S", help="least gap between annotated expressions")
+    e.add_argument("--calm", action="store_true",
+                   help="place micro-expressions only where the face is calm (no talking, head still, judged "
+                        "from the tracked landmarks); default: anywhere the face is visible")
+    o = p.add_argument_group("encoding")
+    o.add_argument("--codec", choices=("MJPG", "mp4v"), default="MJPG",
+                   help="MJPG .avi (what webcams send) or mp4v .mp4")
+    o.add_argument("--quality", type=int, default=90, metavar="Q", help="JPEG quality of MJPG (1-100)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log progress details, and show MediaPipe's own log lines")
+    return p
+
+
+def _onto(argv: Sequence[str]) -> int:
+    args = build_onto_parser().parse_args(argv)
+    missing = [str(v) for v in args.videos if not v.is_file()]
+    if missing:
+        print(f"mer-synth onto: no such video file: {missing[0]}", file=sys.stderr)
+        return 2
+    if args.out.exists() and (not args.out.is_dir() or (any(args.out.iterdir()) and not args.force)):
+        why = "is not a folder" if not args.out.is_dir() else "exists and is not empty; pass --force to write into it"
+        print(f"mer-synth onto: {args.out} {why}", file=sys.stderr)
+        return 2
+    from rich.console import Console
+    from rich.logging import RichHandler
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from realtime.face import FaceTrackerOptions
+    from realtime.native_stderr import native_stderr_silenced
+    from training.synth_onto import OntoSettings, write_onto
+
+    console = Console(stderr=True)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("frames"), TimeElapsedColumn(), console=console)
+    tasks: dict[str, TaskID] = {}
+    current = {"video": ""}
+
+    def report(stage: str, advance: int, total: int) -> None:
+        key = f"{stage} {current['video']}"
+        if advance == 0 or key not in tasks:
+            tasks[key] = progress.add_task(key, total=total or None)
+        progress.update(tasks[key], advance=advance)
+
+    try:
+        settings = OntoSettings(
+            seed=args.seed, scheme=args.classes, amplitude=args.amplitude, micro_per_minute=args.per_minute,
+            micro_duration_s=args.duration, single_au=args.single_au, one_sided=args.one_sided,
+            macro_per_minute=args.macro_per_minute, gap_s=args.gap, calm=args.calm, codec=args.codec,
+            quality=args.quality,
+        )
+        start = time.monotonic()
+        with native_stderr_silenced(not args.verbose, keep_python=True), progress:
+            summary = write_onto(args.videos, args.out, settings, variants=args.variants,
+                                 tracker=FaceTrackerOptions(model_path=_face_model(args.face_model)),
+                                 force=True, progress=report, on_video=lambda v: current.update(video=v))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:  # SynthError, SourceError, FaceModelError: one line
+        console.print(f"[red]mer-synth onto: {exc}[/]")
+        return 2
+    table = Table(title=f"mer-synth onto → {args.out}", show_header=False)
+    table.add_row("videos", ", ".join(summary.videos))
+    table.add_row("expressions", f"{summary.micro} micro, {summary.macro} macro over {summary.minutes:.1f} min")
+    table.add_row("time", f"{time.monotonic() - start:.1f} s")
+    console.print(table)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["onto"]:
+        return _onto(argv[1:])
     args = build_parser().parse_args(argv)
+    problem = check_out(args.out, _sets(args.which), force=args.force)
+    if problem is not None:
+        print(f"mer-synth: {problem}", file=sys.stderr)
+        return 2
     from rich.console import Console
     from rich.logging import RichHandler
 
@@ -170,6 +308,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     )
     from rich.table import Table
 
+    from realtime.native_stderr import native_stderr_silenced
     from training.synth import SynthGenerator, SynthSettings, write_dataset
     from training.synth_faces import load_identities
 
@@ -181,9 +320,10 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         mes_per_video=args.mes_per_video, macros_per_video=args.macros_per_video, me_gap_s=args.me_gap,
         blinks_per_minute=args.blinks_per_minute,
     )
-    sets = ("recognition", "spotting") if args.which == "both" else (args.which,)
+    sets = _sets(args.which)
     start = time.monotonic()
-    with console.status("finding faces ..."):
+    # MediaPipe's native log lines would land in the progress output: hidden unless --verbose.
+    with native_stderr_silenced(not args.verbose, keep_python=True), console.status("finding faces ..."):
         identities = load_identities(
             shared_faces=args.shared_faces, user_faces=args.faces, builtin=not args.no_builtin_faces,
             model_path=_face_model(args.face_model), limit=args.subjects,

@@ -18,7 +18,20 @@ import numpy as np
 
 from training.aus import ACTION_UNITS, LEFT_EYE, RIGHT_EYE, EyeIndices, FaceFrame, au_field, au_landmark_shift
 
-__all__ = ["WORK_IOD", "FaceRig", "Look", "RenderedFace", "combine_shift"]
+__all__ = ["WORK_IOD", "AuKey", "FaceRig", "Look", "RenderedFace", "au_key", "combine_shift"]
+
+# A deformation basis element: an Action Unit on both sides of the face (plain int), or (AU, side) for one
+# side only ("left" / "right" = image-left / image-right; see training.aus.SIDES).
+AuKey = int | tuple[int, str]
+
+
+def au_key(au: int, side: str = "both") -> AuKey:
+    """The basis key of ``au`` moved on ``side`` of the face."""
+    return int(au) if side == "both" else (int(au), side)
+
+
+def _split(key: AuKey) -> tuple[int, str]:
+    return (key, "both") if isinstance(key, int) else key
 
 WORK_IOD = 64.0  # pixels between the eye centres in every face scene
 _ROI_MARGIN = 0.8  # deformation region: landmark box + this many IOD on every side
@@ -107,7 +120,7 @@ class _Eye:
     lower: tuple[int, ...]
 
 
-def combine_shift(shifts: Mapping[int, np.ndarray], weights: Mapping[int, float]) -> np.ndarray | None:
+def combine_shift(shifts: Mapping[AuKey, np.ndarray], weights: Mapping[AuKey, float]) -> np.ndarray | None:
     """Σ weight · landmark shift over the AUs with a non-zero weight (None when all are zero)."""
     out = None
     for au, w in weights.items():
@@ -135,12 +148,12 @@ class FaceRig:
         x1 -= (x1 - x0) % _FIELD_STEP
         y1 -= (y1 - y0) % _FIELD_STEP
         self.roi = (x0, y0, x1, y1)
-        self._fields: dict[int, np.ndarray] = {}
-        self._shifts: dict[int, np.ndarray] = {}
+        self._fields: dict[AuKey, np.ndarray] = {}
+        self._shifts: dict[AuKey, np.ndarray] = {}
         self._taper = self._make_taper()
         gx, gy = np.meshgrid(np.arange(x1 - x0, dtype=np.float32), np.arange(y1 - y0, dtype=np.float32))
         self._grid = np.stack([gx, gy], axis=-1)
-        self._eyes = tuple(self._make_eye(e) for e in (RIGHT_EYE, LEFT_EYE))
+        self._eye_cache: tuple[_Eye, ...] | None = None  # built on the first blink (inpainting costs)
 
     # --- precomputation -------------------------------------------------------------------------------
 
@@ -162,10 +175,18 @@ class FaceRig:
 
         return np.outer(edge(hs), edge(ws)).astype(np.float32)[..., None]
 
-    def field(self, au: int) -> np.ndarray:
-        """Half-resolution forward displacement field of ``au`` at full intensity over the region (pixels)."""
-        f = self._fields.get(au)
+    @property
+    def _eyes(self) -> tuple[_Eye, ...]:
+        if self._eye_cache is None:
+            self._eye_cache = tuple(self._make_eye(e) for e in (RIGHT_EYE, LEFT_EYE))
+        return self._eye_cache
+
+    def field(self, key: AuKey) -> np.ndarray:
+        """Half-resolution forward displacement field of an AU (:data:`AuKey`) at full intensity over the
+        region (pixels)."""
+        f = self._fields.get(key)
         if f is None:
+            au, side = _split(key)
             x0, y0, _, _ = self.roi
             h, w = self.roi_shape
             origin = (x0 + (_FIELD_STEP - 1) / 2.0, y0 + (_FIELD_STEP - 1) / 2.0)
@@ -173,20 +194,21 @@ class FaceRig:
             small = au_field(self.landmarks / _FIELD_STEP, ACTION_UNITS[au],
                              origin=(origin[0] / _FIELD_STEP, origin[1] / _FIELD_STEP),
                              shape=(h // _FIELD_STEP, w // _FIELD_STEP),
-                             frame=_scaled_frame(self.frame, 1.0 / _FIELD_STEP))
+                             frame=_scaled_frame(self.frame, 1.0 / _FIELD_STEP), side=side)
             f = small * np.float32(_FIELD_STEP) * self._taper
-            self._fields[au] = f
+            self._fields[key] = f
         return f
 
-    def shift(self, au: int) -> np.ndarray:
-        """(478, 2) landmark displacement of ``au`` at full intensity (pixels)."""
-        s = self._shifts.get(au)
+    def shift(self, key: AuKey) -> np.ndarray:
+        """(478, 2) landmark displacement of an AU (:data:`AuKey`) at full intensity (pixels)."""
+        s = self._shifts.get(key)
         if s is None:
-            s = au_landmark_shift(self.landmarks, ACTION_UNITS[au], frame=self.frame)
-            self._shifts[au] = s
+            au, side = _split(key)
+            s = au_landmark_shift(self.landmarks, ACTION_UNITS[au], frame=self.frame, side=side)
+            self._shifts[key] = s
         return s
 
-    def peak_shift(self, intensities: Mapping[int, float]) -> float:
+    def peak_shift(self, intensities: Mapping[AuKey, float]) -> float:
         """Largest landmark displacement (pixels) of an AU combination at the given intensities."""
         total = combine_shift({a: self.shift(a) for a in intensities}, intensities)
         return 0.0 if total is None else float(np.hypot(total[:, 0], total[:, 1]).max())
@@ -259,7 +281,7 @@ class FaceRig:
     def render(
         self,
         region: np.ndarray,
-        weights: Mapping[int, float],
+        weights: Mapping[AuKey, float],
         *,
         blink: float = 0.0,
         closed: tuple[np.ndarray, ...] | None = None,

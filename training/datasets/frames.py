@@ -11,8 +11,8 @@ Alignment modes (``FrameOptions.alignment``):
 
 Samples marked ``aligned`` (the synthetic set) are already template crops and are only resized.
 Frames are then converted to the card's channels (1 = grey, as live), and the motion intensity per frame
-comes from ``realtime.motion.MotionMeter`` — the same meter the live spotter uses — for MIDI and for a
-missing apex (apex = intensity peak between onset and offset).
+comes from ``realtime.dynamic_image.motion_intensity`` — the same one the live DI builder uses — for MIDI and
+for a missing apex (apex = intensity peak between onset and offset).
 """
 
 from __future__ import annotations
@@ -178,22 +178,12 @@ def _align(images: list[np.ndarray], sample: Sample, onset_index: int, options: 
 
 
 def motion_intensity(crops: np.ndarray, fps: float) -> np.ndarray:
-    """Per-frame motion intensity of aligned crops by the live ``MotionMeter`` (default options, as live).
+    """Per-frame motion intensity of a clip's aligned crops (clip starts at its onset): the one definition
+    the live DI builder uses too (:func:`realtime.dynamic_image.motion_intensity`). ``fps`` is unused: the
+    measure is a difference to the onset frame, independent of the frame rate."""
+    from realtime.dynamic_image import motion_intensity as intensity_of
 
-    Live, the meter's reference is the quiet face just before an ME; a clip starts at its onset, so the
-    meter is first run over the onset frame held still for its warm-up time. Its reference is then the
-    onset face, and the clip's frames are measured against it exactly as in live use.
-    """
-    from realtime.motion import MotionMeter, MotionOptions
-
-    options = MotionOptions()
-    dt = 1.0 / fps
-    with MotionMeter(options) as meter:
-        onset = np.ascontiguousarray(crops[0])
-        for t in np.linspace(-(options.warmup_s + dt), -dt, 10):
-            meter.update(onset, float(t))
-        values = [float(meter.update(np.ascontiguousarray(crop), i * dt).intensity) for i, crop in enumerate(crops)]
-    out = np.asarray(values, dtype=np.float64)
+    out = np.asarray(intensity_of(np.asarray(crops), 0), dtype=np.float64)
     return np.where(np.isfinite(out), out, 0.0)
 
 

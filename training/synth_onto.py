@@ -1,0 +1,459 @@
+"""Micro-expressions rendered onto real video (``mer-synth onto``): real footage with known ground truth.
+
+The face is tracked in every source frame (:class:`realtime.face.FaceTracker`, the live tracker), then the
+generator's Action-Unit fields (:mod:`training.aus`) are anchored on *that frame's* landmarks and warped into
+it. The source keeps everything a real camera gives: head motion, blinks, talking, lighting, noise and its
+compression; the expression rides on top with the face's own motion. Amplitude is the largest landmark
+displacement at apex as a fraction of the inter-ocular distance (IOD) of the frame, so it follows the face
+as it comes closer or moves away. Durations follow the generator's (CASME-II-like) phase distributions;
+some expressions use a single AU of their recipe or move one side of the face only, as real ones often do.
+
+Two passes per video: :func:`track_video` (MediaPipe on every frame, the slow part, reusable for many
+renderings) and :func:`render_onto` (decode, warp the frames inside expressions, re-encode as a camera
+would: MJPG by default). :func:`write_onto` does both for many videos and writes ``annotations.csv`` in the
+spotting-set format (plus ``amplitude``, ``side`` and ``source`` columns), ``manifest.json`` and a README.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.sources import open_source
+from training.aus import SIDES, format_aus, get_scheme
+from training.synth import SPOTTING_COLUMNS, Expression, SynthError, SynthSettings, _frames, draw_expression
+from training.synth_render import FaceRig
+
+__all__ = [
+    "ONTO_COLUMNS",
+    "OntoPlan",
+    "OntoSettings",
+    "SourceTrack",
+    "plan_onto",
+    "render_onto",
+    "track_video",
+    "write_onto",
+]
+
+log = logging.getLogger(__name__)
+
+ONTO_COLUMNS = (*SPOTTING_COLUMNS, "amplitude", "side", "source")
+CODECS = ("MJPG", "mp4v")
+Range = tuple[float, float]
+Progress = Callable[[str, int, int], None]  # (stage, advance, total)
+
+
+@dataclass(frozen=True)
+class OntoSettings:
+    """What is rendered onto a video. Times in seconds, amplitudes as fractions of the IOD."""
+
+    seed: int = 0
+    scheme: str = "megc3"
+    amplitude: Range = (0.02, 0.06)  # micro-expression apex displacement × IOD (real MEs: ~0.01-0.04)
+    micro_per_minute: float = 6.0  # micro-expressions per minute of video with a visible face
+    micro_duration_s: Range = (0.2, 0.5)  # onset → offset (CASME-II: median about 0.3 s)
+    phase_median_s: float = 0.15  # median onset→apex and apex→offset
+    phase_spread: float = 0.35
+    single_au: float = 0.3  # fraction of MEs reduced to one AU of their recipe
+    one_sided: float = 0.25  # fraction of MEs that move one half of the face only
+    macro_per_minute: float = 1.0  # macro-expressions (distractors, annotated as macro)
+    macro_amplitude: Range = (0.10, 0.22)
+    macro_duration_s: Range = (0.6, 3.0)
+    gap_s: float = 1.5  # least gap between annotated intervals
+    margin_s: float = 0.5  # the face is tracked for this long before onset and after offset
+    lead_s: float = 1.0  # nothing starts in the first second (a tracker and a spotter warm up)
+    calm: bool = False  # place expressions only where the face is calm (no talking, head still)
+    calm_quantile: float = 0.5  # ... calm = facial activity below this quantile of the video's
+    codec: str = "MJPG"  # MJPG (.avi, what webcams send) or mp4v (.mp4)
+    quality: int = 90  # JPEG quality of MJPG
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> SynthError:
+            return SynthError(f"invalid setting: {msg}")
+
+        get_scheme(self.scheme)
+        for name in ("amplitude", "micro_duration_s", "macro_amplitude", "macro_duration_s"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise bad(f"{name} must be a range 0 <= lo <= hi, got {(lo, hi)}")
+        if self.micro_duration_s[1] > 0.5:
+            raise bad(f"micro-expressions last at most 0.5 s, got {self.micro_duration_s}")
+        for name in ("single_au", "one_sided", "calm_quantile"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(f"{name} must be within 0..1, got {getattr(self, name)}")
+        for name in ("micro_per_minute", "macro_per_minute", "gap_s", "margin_s", "lead_s"):
+            if not getattr(self, name) >= 0:
+                raise bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.codec not in CODECS:
+            raise bad(f"codec must be one of {CODECS}, got {self.codec!r}")
+        if not 1 <= self.quality <= 100:
+            raise bad(f"quality must be 1..100, got {self.quality}")
+
+    def expression_settings(self, fps: float) -> SynthSettings:
+        """The generator's settings that :func:`training.synth.draw_expression` reads, at ``fps``."""
+        lo = max(self.micro_duration_s[0], 2.0 / fps)
+        return SynthSettings(
+            fps=fps, scheme=self.scheme, micro_amplitude=self.amplitude,
+            micro_duration_s=(lo, max(lo, self.micro_duration_s[1])), phase_median_s=self.phase_median_s,
+            phase_spread=self.phase_spread, macro_amplitude=self.macro_amplitude,
+            macro_duration_s=self.macro_duration_s,
+        )
+
+
+# --- tracking ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceTrack:
+    """A source video and its face landmarks in every frame (NaN where no face was found)."""
+
+    path: Path
+    fps: float
+    size: tuple[int, int]  # width, height
+    landmarks: np.ndarray  # (n_frames, 478, 2) float32, frame pixels
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.landmarks)
+
+    @property
+    def face(self) -> np.ndarray:
+        """(n_frames,) bool: a face was tracked in the frame."""
+        return ~np.isnan(self.landmarks[:, 0, 0])
+
+    def iod(self) -> np.ndarray:
+        """Inter-ocular distance per frame (pixels; NaN without a face), from the eye corners."""
+        lm = self.landmarks
+        right, left = lm[:, [33, 133]].mean(1), lm[:, [263, 362]].mean(1)
+        return np.hypot(*(left - right).T)
+
+    def activity(self, smooth_s: float = 0.2) -> np.ndarray:
+        """Per frame, how much the face moves (IOD per second): the head's speed plus the fastest facial part
+        (brows, eyelids, mouth, jaw) relative to the head, averaged over ``smooth_s``. High while talking,
+        blinking or turning; NaN without a face."""
+        lm = self.landmarks.astype(np.float64)
+        iod = self.iod()
+        anchors = lm[:, [33, 133, 263, 362, 1]]
+        centre = anchors.mean(1)
+        rel = (lm - centre[:, None]) / iod[:, None, None]
+        head = np.hypot(*np.diff(centre, axis=0).T) / iod[1:]
+        step = np.hypot(*np.moveaxis(np.diff(rel, axis=0), -1, 0))  # (n-1, 478) per-landmark steps
+        parts = np.stack([step[:, list(ids)].mean(1) for ids in _ACTIVITY_PARTS], axis=1).max(1)
+        speed = np.full(len(lm), np.nan)
+        speed[1:] = (head + parts) * self.fps
+        speed[0] = speed[1] if len(lm) > 1 else np.nan
+        width = max(1, int(round(smooth_s * self.fps)))
+        if width > 1:
+            kernel = np.ones(width) / width
+            filled = np.nan_to_num(speed, nan=np.inf)
+            speed = np.convolve(filled, kernel, mode="same")
+            speed[~np.isfinite(speed)] = np.nan
+        return speed
+
+
+# Facial parts whose own motion makes a face "busy" (MediaPipe indices): brows, eyelids, mouth, jaw.
+_ACTIVITY_PARTS: tuple[tuple[int, ...], ...] = (
+    (46, 53, 52, 65, 55, 70, 63, 105, 66, 107), (276, 283, 282, 295, 285, 300, 293, 334, 296, 336),
+    (159, 145, 158, 153, 160, 144), (386, 374, 385, 380, 387, 373),
+    (61, 291, 0, 17, 13, 14, 78, 308, 40, 270, 91, 321), (152, 175, 199, 200, 18, 32, 262),
+)
+
+
+def track_video(path: str | Path, *, tracker: FaceTrackerOptions | None = None,
+                progress: Progress | None = None) -> SourceTrack:
+    """Run the live face tracker over every frame of ``path``."""
+    path = Path(path)
+    source = open_source(path)
+    if source.is_live:
+        source.close()
+        raise SynthError(f"{path}: onto needs a video file, not a live source")
+    total = source.frame_count or 0
+    if progress:
+        progress("track", 0, total)
+    rows: list[np.ndarray] = []
+    size: tuple[int, int] | None = None
+    nan = np.full((478, 2), np.nan, np.float32)
+    with source, FaceTracker(tracker or FaceTrackerOptions()) as face_tracker:
+        fps = float(source.fps)
+        while (frame := source.read()) is not None:
+            size = (frame.shape[1], frame.shape[0])
+            face = face_tracker.process(frame, len(rows) / fps)
+            rows.append(nan if face is None else face.landmarks.astype(np.float32))
+            if progress and len(rows) % 25 == 0:
+                progress("track", 25, total)
+        if source.error:
+            raise SynthError(f"{path}: {source.error}")
+    if progress and len(rows) % 25:
+        progress("track", len(rows) % 25, total)
+    if not rows or size is None:
+        raise SynthError(f"{path}: no frames could be read")
+    track = SourceTrack(path, fps, size, np.stack(rows))
+    if not track.face.any():
+        raise SynthError(f"{path}: no face found in any frame; onto needs a visible face")
+    return track
+
+
+# --- planning ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OntoPlan:
+    """The expressions to render onto one tracked video (times on the source clock, frame-aligned)."""
+
+    video: str
+    source: str
+    fps: float
+    n_frames: int
+    expressions: tuple[Expression, ...]
+    seed: tuple[int, ...]
+
+    def rows(self) -> list[dict[str, object]]:
+        out = []
+        for e in self.expressions:
+            on, ap, off = _frames(e, self.fps, self.n_frames)
+            out.append({"video": self.video, "subject": self.video, "onset": on, "apex": ap, "offset": off,
+                        "kind": e.kind, "label": e.label, "aus": format_aus(e.aus), "fps": f"{self.fps:g}",
+                        "n_frames": self.n_frames, "amplitude": f"{e.amplitude:.4f}", "side": e.side,
+                        "source": self.source})
+        return out
+
+
+def _allowed_starts(track: SourceTrack, settings: OntoSettings) -> np.ndarray:
+    """(n_frames,) bool: an expression may cover this frame (face tracked around it; calm if asked)."""
+    ok = track.face.copy()
+    ok[: int(math.ceil(settings.lead_s * track.fps))] = False
+    # widen every gap by the margin: the whole margin around an expression must be allowed too
+    m = int(math.ceil(settings.margin_s * track.fps))
+    if m > 0:
+        bad = (~ok).astype(np.uint8)
+        bad = cv2.dilate(bad[None, :], np.ones((1, 2 * m + 1), np.uint8))[0].astype(bool)
+        ok = ~bad
+    return ok
+
+
+class _Calm:
+    """Is the face calm around an interval? Its mean activity over the interval and the margins is at most
+    the ``calm_quantile`` of the same mean over every such stretch of the video."""
+
+    def __init__(self, track: SourceTrack, settings: OntoSettings, span: int) -> None:
+        activity = np.nan_to_num(track.activity(), nan=0.0)
+        self.margin = int(math.ceil(settings.margin_s * track.fps))
+        self.cum = np.concatenate([[0.0], np.cumsum(activity)])
+        width = span + 2 * self.margin
+        means = (self.cum[width:] - self.cum[:-width]) / width if len(activity) > width else activity
+        self.limit = float(np.quantile(means, settings.calm_quantile))
+
+    def __call__(self, on: int, off: int) -> bool:
+        a, b = max(on - self.margin, 0), min(off + self.margin + 1, len(self.cum) - 1)
+        return (self.cum[b] - self.cum[a]) / max(b - a, 1) <= self.limit
+
+
+def plan_onto(track: SourceTrack, settings: OntoSettings, *, video: str, index: int = 0) -> OntoPlan:
+    """Draw and place micro- (and macro-) expressions on a tracked video; deterministic for (seed, index)."""
+    seed = (int(settings.seed), 3, int(index))
+    rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
+    fps, n = track.fps, track.n_frames
+    ok = _allowed_starts(track, settings)
+    visible_min = float(track.face.sum()) / fps / 60.0
+    st = settings.expression_settings(fps)
+    labels = st.class_scheme.labels
+    taken: list[tuple[int, int]] = []  # annotated frame intervals
+    gap = int(math.ceil(settings.gap_s * fps))
+    placed: list[Expression] = []
+    calm = _Calm(track, settings, int(round(0.35 * fps))) if settings.calm else None
+    for kind, rate in (("macro", settings.macro_per_minute), ("micro", settings.micro_per_minute)):
+        count = int(round(rate * visible_min))
+        missed = 0
+        for _ in range(count):
+            e = draw_expression(rng, st, labels[int(rng.integers(len(labels)))], kind)
+            if kind == "micro":
+                e = _vary(e, rng, settings)
+            span = int(math.ceil(e.duration_s * fps))
+            for _try in range(400):
+                on = int(rng.integers(0, max(n - span - 1, 1)))
+                off = on + span
+                if off >= n or not ok[on : off + 1].all():
+                    continue
+                if calm is not None and kind == "micro" and not calm(on, off):
+                    continue
+                if any(off + gap >= a and on <= b + gap for a, b in taken):
+                    continue
+                placed.append(e.shifted(on / fps))
+                taken.append((on, off))
+                break
+            else:
+                missed += 1
+        if missed:
+            log.info("%s: no room for %d of %d %s-expressions", video, missed, count, kind)
+    placed.sort(key=lambda e: e.onset_s)
+    return OntoPlan(video, str(track.path.name), fps, n, tuple(placed), seed)
+
+
+def _vary(e: Expression, rng: np.random.Generator, settings: OntoSettings) -> Expression:
+    """Single-AU and one-sided variants, as real micro-expressions often are."""
+    if len(e.aus) > 1 and rng.random() < settings.single_au:
+        k = int(rng.integers(len(e.aus)))
+        e = replace(e, aus=(e.aus[k],), intensities=(e.intensities[k],))
+    if rng.random() < settings.one_sided:
+        e = replace(e, side=SIDES[1 + int(rng.integers(2))])
+    return e
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def _writer(path: Path, settings: OntoSettings, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*settings.codec), fps, size)
+    if not writer.isOpened():
+        raise SynthError(f"cannot open a {settings.codec} video writer for {path}")
+    if settings.codec == "MJPG":
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, float(settings.quality))
+    return writer
+
+
+def video_suffix(settings: OntoSettings) -> str:
+    return ".avi" if settings.codec == "MJPG" else ".mp4"
+
+
+def render_frame(frame: np.ndarray, landmarks: np.ndarray, expressions: Sequence[Expression], t: float
+                 ) -> np.ndarray | None:
+    """``frame`` with every expression active at ``t`` warped onto the face at ``landmarks`` (a new array),
+    or None when none is active. Amplitudes are normalised on this frame's face."""
+    active = [e for e in expressions if e.onset_s < t < e.offset_s]
+    if not active or np.isnan(landmarks[0, 0]):
+        return None
+    rig = FaceRig(frame, landmarks)
+    weights: dict = {}
+    for e in active:
+        for key, w in e.weights(t, rig).items():
+            weights[key] = weights.get(key, 0.0) + w
+    out = frame.copy()
+    rig.region(out)[...] = rig.render(rig.region(frame), weights).image
+    return out
+
+
+def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settings: OntoSettings, *,
+                progress: Progress | None = None) -> Path:
+    """Decode the source, warp the planned expressions in, re-encode to ``out_path``."""
+    out_path = Path(out_path)
+    source = open_source(track.path)
+    writer = _writer(out_path, settings, track.fps, track.size)
+    if progress:
+        progress("render", 0, track.n_frames)
+    k = 0
+    try:
+        with source:
+            while k < track.n_frames and (frame := source.read()) is not None:
+                rendered = render_frame(frame, track.landmarks[k], plan.expressions, k / track.fps)
+                writer.write(frame if rendered is None else rendered)
+                k += 1
+                if progress and k % 25 == 0:
+                    progress("render", 25, track.n_frames)
+    finally:
+        writer.release()
+    if progress and k % 25:
+        progress("render", k % 25, track.n_frames)
+    if k != track.n_frames:
+        raise SynthError(f"{track.path}: read {k} frames on the second pass, {track.n_frames} on the first")
+    return out_path
+
+
+# --- many videos -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OntoSummary:
+    """What :func:`write_onto` wrote."""
+
+    videos: list[str] = field(default_factory=list)
+    frames: int = 0
+    micro: int = 0
+    macro: int = 0
+    minutes: float = 0.0
+
+
+def video_ids(paths: Sequence[Path], variants: int) -> list[tuple[Path, int, str]]:
+    """(source, variant, output id) per rendering; ids are the source stems, made unique."""
+    seen: dict[str, int] = {}
+    out = []
+    for path in paths:
+        stem = path.stem
+        seen[stem] = seen.get(stem, 0) + 1
+        base = stem if seen[stem] == 1 else f"{stem}_{seen[stem]}"
+        for v in range(variants):
+            out.append((path, v, base if variants == 1 else f"{base}_v{v + 1}"))
+    return out
+
+
+def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSettings, *, variants: int = 1,
+               tracker: FaceTrackerOptions | None = None, force: bool = False,
+               progress: Progress | None = None, on_video: Callable[[str], object] | None = None) -> OntoSummary:
+    """Render ``settings`` onto each video (``variants`` different draws each) into ``out``. ``on_video`` is
+    told each source's name before it is tracked and each output's name before it is rendered."""
+    root = Path(out)
+    paths = [Path(v) for v in videos]
+    for p in paths:
+        if not p.is_file():
+            raise SynthError(f"no such video file: {p}")
+    if root.exists() and any(root.iterdir()) and not force:
+        raise SynthError(f"{root} exists and is not empty; pass --force to replace its contents")
+    root.mkdir(parents=True, exist_ok=True)
+    summary = OntoSummary()
+    rows: list[dict[str, object]] = []
+    suffix = video_suffix(settings)
+    index = 0
+    tracks: dict[Path, SourceTrack] = {}
+    for path, _variant, vid in video_ids(paths, variants):
+        track = tracks.get(path)
+        if track is None:
+            if on_video:
+                on_video(path.name)
+            track = tracks[path] = track_video(path, tracker=tracker, progress=progress)
+        if on_video:
+            on_video(vid)
+        plan = plan_onto(track, settings, video=vid, index=index)
+        index += 1
+        render_onto(track, plan, root / f"{vid}{suffix}", settings, progress=progress)
+        rows += plan.rows()
+        summary.videos.append(vid + suffix)
+        summary.frames += track.n_frames
+        summary.minutes += track.n_frames / track.fps / 60.0
+        summary.micro += sum(e.kind == "micro" for e in plan.expressions)
+        summary.macro += sum(e.kind == "macro" for e in plan.expressions)
+    with (root / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(ONTO_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    manifest = {"generator": "mer-synth onto", "format": 1, "settings": asdict(settings), "variants": variants,
+                "sources": [str(p) for p in paths], "videos": summary.videos,
+                "counts": {"micro": summary.micro, "macro": summary.macro, "frames": summary.frames}}
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (root / "README.md").write_text(_readme(settings, summary), encoding="utf-8")
+    return summary
+
+
+def _readme(settings: OntoSettings, summary: OntoSummary) -> str:
+    lo, hi = settings.amplitude
+    return "\n".join([
+        "# Micro-expressions rendered onto real video (mer-synth onto)\n",
+        f"{len(summary.videos)} videos ({summary.minutes:.1f} min, {summary.frames} frames): {summary.micro} micro- "
+        f"and {summary.macro} macro-expressions warped onto the tracked face of real footage, amplitude "
+        f"{lo:g}-{hi:g} of the inter-ocular distance (largest landmark displacement at apex). Everything else is",
+        "the source's own: head motion, blinks, talking, lighting, noise. Settings: `manifest.json`.\n",
+        "`annotations.csv` — one row per expression, frame indices 0-based and inclusive:\n",
+        "| column | meaning |", "|---|---|",
+        "| video | output file name without suffix |", "| subject | the same (one source video = one subject) |",
+        "| onset, apex, offset | frames of the rendered video |", "| kind | `micro` or `macro` |",
+        "| label | class |", "| aus | Action Units, e.g. `12+6` |", "| fps, n_frames | of the video |",
+        "| amplitude | apex displacement × IOD |", "| side | `both`, or `left` / `right` (image side) for "
+        "one-sided expressions |", "| source | the source video's file name |", "",
+    ]) + "\n"
