@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from engines.backends.base import EngineError
+from engines.backends.base import EngineError, require_torch
 from engines.card import CardError
 from engines.onnx_io import DEFAULT_OPSET, ExportError
 from engines.triton import TritonError
@@ -85,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace, console: Console) -> int:
+    require_torch("mer-export")
     if not (args.onnx or args.tensorrt or args.triton):
         raise ExportError("nothing to do: give --onnx OUT.onnx, --tensorrt OUT.plan and/or --triton DIR")
     if args.max_batch < 1:

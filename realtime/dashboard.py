@@ -41,6 +41,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 BLOCKS = "▁▂▃▄▅▆▇█"  # 1/8 .. 8/8 of a cell
+# The stage panel always lists these rows (in pipeline order), so it keeps its height between refreshes;
+# a stage without samples in the last second shows "-". Other stages (mer-bench's decode) come first.
+STAGES = ("face", "motion", "spotting", "di", "classify", "publish")
 _PARTIAL = " ▏▎▍▌▋▊▉"  # horizontal eighths for probability bars
 MAX_REFRESH_HZ = 10.0
 
@@ -56,6 +59,7 @@ class DashboardSnapshot:
     """
 
     source: str = ""  # e.g. "camera:0", "file:clip.mp4"
+    endpoint: str = ""  # where records are published, e.g. "tcp://127.0.0.1:5556"; "" = no ZMQ
     engine: str | None = None  # e.g. "onnxruntime-cpu"
     engine_reason: str = ""  # why this engine, e.g. "TensorRT not installed; no CUDA"
     model: str | None = None  # model name/version from the card
@@ -168,6 +172,7 @@ def _header(s: DashboardSnapshot) -> Table:
     face = Text("● yes" if s.face else "○ no", style="bold green" if s.face else "bold yellow")
     face.append(f"   ({s.face_frames} frames with a face)", style="dim")
     grid.add_row("face", face)
+    grid.add_row("zmq", Text(s.endpoint, style="bold") if s.endpoint else Text("off", style="dim"))
     spot = Text(s.spotting, style="bold magenta" if s.spotting not in ("idle", "") else "")
     counts = "  ".join(f"{kind} {n}" for kind, n in s.event_counts.items())
     if counts:
@@ -220,14 +225,18 @@ def _probs(event: EventRecord | None, width: int = 18) -> RenderableType:
 
 
 def _stages(stage_ms: Mapping[str, Mapping[str, float]]) -> RenderableType:
-    if not stage_ms:
-        return Text("no timings yet", style="dim")
+    """Every stage in :data:`STAGES` on its own row, always ("-" without samples), so the height is fixed."""
     table = Table(box=None, padding=(0, 1), header_style="bold", expand=True)
     table.add_column("stage", no_wrap=True)
     table.add_column("p50", justify="right")
     table.add_column("p95", justify="right")
-    for stage, st in stage_ms.items():
-        table.add_row(stage, f"{st.get('p50', 0.0):.1f}", f"{st.get('p95', 0.0):.1f}")
+    extra = [stage for stage in stage_ms if stage not in STAGES]
+    for stage in (*extra, *STAGES):
+        st = stage_ms.get(stage)
+        if st is None:
+            table.add_row(stage, "-", "-", style="dim")
+        else:
+            table.add_row(stage, f"{st.get('p50', 0.0):.1f}", f"{st.get('p95', 0.0):.1f}")
     return table
 
 

@@ -134,6 +134,16 @@ def _download(url: str, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> N
         tmp.unlink(missing_ok=True)
 
 
+def face_model_from_env() -> Path | None:
+    """``$MER_FACE_MODEL`` as an absolute path (None when unset or blank).
+
+    Made absolute when read, relative to the current folder, so a relative setting such as
+    ``../shared/models/face_landmarker.task`` still names the same file in a process started elsewhere.
+    """
+    env = os.environ.get(FACE_MODEL_ENV, "").strip()
+    return Path(os.path.abspath(Path(env).expanduser())) if env else None
+
+
 def resolve_face_model(explicit: str | Path | None = None, *, download: bool = True) -> Path:
     """Find the face landmark model: explicit path → ``$MER_FACE_MODEL`` → user cache → download.
 
@@ -144,9 +154,9 @@ def resolve_face_model(explicit: str | Path | None = None, *, download: bool = T
     cache = default_cache_path()
     if explicit is not None and str(explicit) != "":
         return _checked(Path(explicit).expanduser(), "explicit path", cache)
-    env = os.environ.get(FACE_MODEL_ENV, "").strip()
-    if env:
-        return _checked(Path(env).expanduser(), f"${FACE_MODEL_ENV}", cache)
+    env = face_model_from_env()
+    if env is not None:
+        return _checked(env, f"${FACE_MODEL_ENV}", cache)
     if cache.is_file():
         try:
             if _hash_ok(cache):

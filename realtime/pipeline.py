@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
+from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult, WindowJob
 from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
@@ -42,6 +42,9 @@ class PipelineOptions:
     sparkline_len: int = 120  # intensity samples kept for the dashboard
     recent_events: int = 8
     keep_stage_samples: bool = False  # keep every stage timing for the run (mer-bench), not just the last second
+    # called on the analyser thread with every frame's result, before its windows go to the classifier
+    # (mer-analyze writes per-frame CSV rows and keeps the crops of spotted windows from it)
+    on_frame: Callable[[FrameResult], None] | None = None
     analyzer: AnalyzerOptions = field(default_factory=AnalyzerOptions)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
     clock: Callable[[], float] = field(default=time.monotonic)
@@ -59,12 +62,14 @@ class Pipeline:
         options: PipelineOptions | None = None,
         *,
         engine_reason: str = "",
+        endpoint: str = "",
     ) -> None:
         self.options = opts = options or PipelineOptions()
         self.source = source
         self._publish = publish
         self._clock = opts.clock
         self.engine_reason = engine_reason
+        self.endpoint = endpoint  # where records are published (shown on the dashboard); "" = no ZMQ
         blocking = opts.fast and not source.is_live
         policy = Policy.BLOCK if blocking else Policy.OVERWRITE
         capacity = opts.fast_ring_capacity if blocking else opts.ring_capacity
@@ -108,6 +113,7 @@ class Pipeline:
     # --- the analyser thread ------------------------------------------------------------------------
     def _analyse(self) -> None:
         limit = self.options.duration_s
+        last_index: int | None = None  # the last frame analysed
         try:
             while not self._stop.is_set():
                 packet = self._reader.read(timeout=0.1)
@@ -118,11 +124,14 @@ class Pipeline:
                 if limit is not None and packet.t > limit:
                     break
                 result = self.analyzer.process(packet.frame, packet.index, packet.t)
+                last_index = packet.index
                 if self.first_frame_at is None:
                     self.first_frame_at = self._clock()
                     log.info("first frame analysed at monotonic %.6f", self.first_frame_at)
                 self._after_frame(result)
             for job in self.analyzer.flush():
+                if _cut_by_the_end(job, last_index):
+                    continue
                 self.classifier.submit(job)
         except BaseException as exc:  # surfaced by run(); the summary is still written
             self.error = exc
@@ -133,6 +142,8 @@ class Pipeline:
             self._analysis_done.set()
 
     def _after_frame(self, result: FrameResult) -> None:
+        if self.options.on_frame is not None:
+            self.options.on_frame(result)
         self._intensity.append(result.intensity if result.intensity is not None else float("nan"))
         for job in result.jobs:
             self.classifier.submit(job)
@@ -230,6 +241,7 @@ class Pipeline:
         fps = self.source.fps or 30.0
         return DashboardSnapshot(
             source=self.source.name,
+            endpoint=self.endpoint,
             engine=self.classifier.engine_name,
             engine_reason=self.engine_reason,
             model=self.classifier.model_name,
@@ -250,3 +262,16 @@ class Pipeline:
             stage_ms=self.stages.snapshot(now),
             message=message or ("finished" if self._analysis_done.is_set() else ""),
         )
+
+
+def _cut_by_the_end(job: WindowJob, last_index: int | None) -> bool:
+    """A window still open when the source (or ``--duration``) ended reaches the last frame analysed: its
+    offset was never seen, so neither its duration nor its kind is known. A cut macro-expression would
+    otherwise be published as a short micro one; it is dropped instead (logged), as the spotter drops an
+    open window when the face is lost."""
+    window = job.window
+    if last_index is None or window.offset.frame < last_index:
+        return False
+    log.info("window %d-%d dropped: cut by the end of the source, its offset was never seen",
+             window.onset.frame, window.offset.frame)
+    return True

@@ -35,6 +35,7 @@ __all__ = [
     "PublisherOptions",
     "PublisherStats",
     "check_endpoint",
+    "check_exposure",
     "is_loopback",
 ]
 
@@ -104,6 +105,19 @@ def _host(endpoint: str) -> str | None:
     return match["host"] if match else None
 
 
+def check_exposure(endpoint: str, *, curve: bool, insecure: bool) -> None:
+    """Refuse (:class:`PublisherError`) a bind beyond loopback without CURVE keys or an explicit ``insecure``.
+
+    Pure and cheap, so ``mer-live`` checks it before loading anything; ``Publisher`` checks it again.
+    """
+    host = _host(check_endpoint(endpoint))
+    if host is not None and not is_loopback(host) and not curve and not insecure:
+        raise PublisherError(
+            f"{endpoint} is reachable from other machines: encrypt with --zmq-curve KEYDIR (create keys "
+            "with `mer-live keys KEYDIR`), or pass --insecure to publish unencrypted"
+        )
+
+
 class Publisher:
     """Publishes ``mer/1`` records over ZMQ PUB and/or to a JSONL file from its own thread.
 
@@ -116,7 +130,6 @@ class Publisher:
         self.options = opts = options or PublisherOptions()
         self._bind_to = check_endpoint(opts.endpoint) if opts.endpoint is not None else None
         self._curve: tuple[bytes, bytes] | None = None
-        host = _host(self._bind_to) if self._bind_to else None
         if opts.curve_keydir is not None:
             from realtime.curve import CurveError, load_server_keys
 
@@ -124,11 +137,8 @@ class Publisher:
                 self._curve = load_server_keys(opts.curve_keydir)
             except CurveError as exc:
                 raise PublisherError(str(exc)) from None
-        elif host is not None and not is_loopback(host) and not opts.insecure:
-            raise PublisherError(
-                f"{opts.endpoint} is reachable from other machines: encrypt with --zmq-curve KEYDIR (create keys "
-                "with `mer-live keys KEYDIR`), or pass --insecure to publish unencrypted"
-            )
+        elif opts.endpoint is not None:
+            check_exposure(opts.endpoint, curve=False, insecure=opts.insecure)
         if self._bind_to is None and opts.record_path is None:
             raise PublisherError("nothing to publish to: give a ZMQ endpoint or a recording path")
         self.endpoint: str | None = None  # set once bound

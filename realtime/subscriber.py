@@ -1,6 +1,6 @@
 """Receiving ``mer/1`` records: :class:`Subscriber`, the :func:`subscribe` generator, and ``mer-subscribe``.
 
-    for record in subscribe("tcp://127.0.0.1:5556", topics=("event",)):
+    for record in subscribe("tcp://127.0.0.1:5556", topics=("event",)):  # ends with mer-live's summary
         print(record.kind, record.label, record.confidence)
 
 Malformed messages are skipped with a warning. A subscriber only receives what is published after it has
@@ -149,17 +149,27 @@ def subscribe(
     topics: Iterable[str] = TOPICS,
     timeout_s: float | None = None,
     curve_server_key: str | bytes | os.PathLike[str] | None = None,
+    keep_going: bool = False,
 ) -> Iterator[Record]:
-    """Yield records as they arrive; ends after ``timeout_s`` without any (None = never).
+    """Yield records as they arrive, until the publisher's ``summary`` (the end of its run) or ``timeout_s``
+    seconds without any record (None = no limit).
 
-    The socket is created on the first ``next()`` and closed when the generator finishes or is closed.
+    The summary is yielded when ``topics`` include it, and ends the loop either way (it is received for
+    that even when not asked for). ``keep_going=True`` carries on past it, e.g. across several runs of a
+    publisher on the same endpoint. The socket is created on the first ``next()`` and closed when the
+    generator finishes or is closed.
     """
-    with Subscriber(endpoint, topics=topics, curve_server_key=curve_server_key) as sub:
+    wanted = _topics(topics)
+    listen = wanted if keep_going else (*wanted, "mer.summary")
+    with Subscriber(endpoint, topics=listen, curve_server_key=curve_server_key) as sub:
         while True:
-            record = sub.recv(timeout_s)
-            if record is None:
+            message = sub.recv_message(timeout_s)
+            if message is None:
                 return
-            yield record
+            if message.topic in wanted:
+                yield message.record
+            if not keep_going and message.record.type == "summary":
+                return
 
 
 # --- mer-subscribe ----------------------------------------------------------------------------------
@@ -213,12 +223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     shown = 0
+    waiting: Any = None  # the "waiting for ENDPOINT" spinner on a terminal, until the first message
     try:
         with Subscriber(
             args.endpoint, topics=args.topic or TOPICS, curve_server_key=args.curve_server_key
         ) as sub:
+            waiting = _say_waiting(args.endpoint)
             while args.count is None or shown < args.count:
                 message = sub.recv_message(args.timeout)
+                if waiting is not None:
+                    waiting.stop()
+                    waiting = None
                 if message is None:
                     break
                 if args.json:
@@ -236,7 +251,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        if waiting is not None:
+            waiting.stop()
     return 0 if args.count is None or shown >= args.count else 1
+
+
+def _say_waiting(endpoint: str) -> Any:
+    """Say on stderr that nothing has arrived yet: a spinner on a terminal (returned, to stop at the first
+    message), else one line (None returned). Records go to stdout, so ``--json`` output stays clean."""
+    text = f"waiting for {endpoint} ..."
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        status = Console(stderr=True).status(f"{text} (start mer-live there; Ctrl-C to stop)")
+        status.start()
+        return status
+    print(f"mer-subscribe: {text}", file=sys.stderr, flush=True)
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

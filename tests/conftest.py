@@ -14,9 +14,9 @@ SHARED = REPO.parent / "shared"
 
 
 def _face_model() -> Path | None:
-    env = os.environ.get("MER_FACE_MODEL")
+    env = os.environ.get("MER_FACE_MODEL", "").strip()
     if env and Path(env).is_file():
-        return Path(env)
+        return Path(os.path.abspath(env))  # absolute: tests run commands from other folders
     candidate = SHARED / "models" / "face_landmarker.task"
     return candidate if candidate.is_file() else None
 

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from realtime.dashboard import (
     BLOCKS,
+    STAGES,
     Dashboard,
     DashboardSnapshot,
     PlainLog,
@@ -96,6 +97,27 @@ def test_render_text_shows_the_key_fields() -> None:
     assert any(block in text for block in BLOCKS[1:])  # the sparkline is drawn
     assert "┄" in text  # the threshold is marked
     assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_the_header_shows_where_records_are_published() -> None:
+    assert "tcp://127.0.0.1:5556" in render_text(snapshot(endpoint="tcp://127.0.0.1:5556"), width=100)
+    off = [line for line in render_text(snapshot(endpoint=""), width=100).splitlines() if "zmq" in line]
+    assert len(off) == 1 and "off" in off[0]
+
+
+def test_the_stage_panel_keeps_its_height_and_lists_every_stage() -> None:
+    timings = {"p50": 1.0, "p95": 2.0}
+    some = {"face": timings, "classify": timings}
+    every = {stage: timings for stage in STAGES}
+    texts = [render_text(snapshot(stage_ms=stage_ms), width=100) for stage_ms in ({}, some, every)]
+    assert len({len(text.splitlines()) for text in texts}) == 1  # the same height whatever was timed
+    for text, timed in zip(texts, ({}, some, every), strict=True):
+        panel = text.split("stage ms")[1].splitlines()  # the stage panel is the last one
+        cells = [line.split("│")[-2].split() for line in panel if line.endswith("│")]
+        rows = {row[0]: row[1:] for row in cells if row and row[0] in STAGES}
+        assert set(rows) == set(STAGES)
+        for stage in STAGES:
+            assert rows[stage] == (["1.0", "2.0"] if stage in timed else ["-", "-"]), stage
 
 
 def test_render_empty_snapshot_does_not_fail() -> None:

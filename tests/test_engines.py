@@ -23,6 +23,7 @@ from engines.backends import (
     ModelNotFoundError,
     PlanMeta,
     PlanMismatchError,
+    TorchMissingError,
     check_plan,
     choose_backend,
     load_engine,
@@ -166,6 +167,39 @@ def test_missing_and_unknown_files(tmp_path: Path) -> None:
         load_engine(tmp_path / "model.tflite")
     with pytest.raises(ModelNotFoundError, match="no model in"):
         load_engine(tmp_path)
+
+
+def test_a_file_that_is_no_model_says_what_is_accepted(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"  # e.g. --model /etc/passwd
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ModelFileError) as exc:
+        load_engine(passwd)
+    message = str(exc.value)
+    assert str(passwd) in message and "not a model file" in message and "no file extension" in message
+    for accepted in (".pt", ".onnx", ".plan", "folder"):
+        assert accepted in message
+
+
+NO_TORCH = dataclasses.replace(CPU_ONLY, has_torch=False)
+
+
+def test_torch_backend_without_torch_names_the_extra(model_dir: Path) -> None:
+    with pytest.raises(TorchMissingError, match=r"pip install 'mer-live\[train\]'"):
+        load_engine(model_dir, "torch", environment=NO_TORCH)
+    with load_engine(model_dir, environment=NO_TORCH) as engine:  # its .onnx runs without torch
+        assert engine.name == "onnxruntime"
+
+
+def test_a_checkpoint_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = save_checkpoint(_model(), tmp_path / "with_card" / "net.pt")  # card JSON beside it
+    with pytest.raises(TorchMissingError, match=r"net.pt is a torch checkpoint.*mer-live\[train\]"):
+        load_engine(checkpoint, environment=NO_TORCH)
+    alone = tmp_path / "alone" / "net.pt"
+    alone.parent.mkdir()
+    alone.write_bytes(checkpoint.read_bytes())  # no card beside it: reading it needs torch itself
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(TorchMissingError, match=r"reading the checkpoint net.pt needs torch.*mer-live\[train\]"):
+        load_engine(alone, environment=NO_TORCH)
 
 
 def test_directory_with_auto_on_a_cpu_machine(model_dir: Path) -> None:

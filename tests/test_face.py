@@ -84,6 +84,21 @@ def test_resolution_order(fake_model_env: dict[str, Path], monkeypatch: pytest.M
     assert resolve_face_model() == p["cache"]
 
 
+def test_a_relative_mer_face_model_is_resolved_when_read(
+    fake_model_env: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export MER_FACE_MODEL=../shared/...`` then a command started in another folder: the same file."""
+    p = fake_model_env
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setenv("MER_FACE_MODEL", f"../{p['env'].name}")
+    assert face.face_model_from_env() == p["env"]
+    assert resolve_face_model() == p["env"] and resolve_face_model().is_absolute()
+    monkeypatch.setenv("MER_FACE_MODEL", "../missing.task")
+    with pytest.raises(FaceModelError, match=str(tmp_path / "missing.task")):  # the absolute path in the message
+        resolve_face_model()
+
+
 def test_wrong_hash_is_refused_not_skipped(
     fake_model_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

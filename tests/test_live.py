@@ -168,6 +168,28 @@ def test_non_loopback_needs_curve_or_insecure(video: tuple[Path, Path], model_di
     _one_line_error(proc, "--zmq-curve")
 
 
+def test_an_exposed_endpoint_is_refused_before_anything_is_loaded(tmp_path: Path) -> None:
+    """The refusal comes first: here the video, the model and the face model are all missing too."""
+    env = {**os.environ, "MER_CACHE_DIR": str(tmp_path / "cache"), "MER_FACE_MODEL": str(tmp_path / "no.task")}
+    proc = _mer_live("--video", str(tmp_path / "missing.mp4"), "--model", str(tmp_path / "no-model"),
+                     "--zmq", f"tcp://0.0.0.0:{free_port()}", "--no-dashboard", env=env)
+    _one_line_error(proc, "--zmq-curve", "--insecure")
+    assert "missing.mp4" not in proc.stderr
+
+
+def test_the_demo_runs_without_torch(face_model_path: Path, tmp_path: Path) -> None:
+    """Live use needs no torch: the demo clip is generated and played with torch made unimportable."""
+    no_torch = "import sys; sys.modules['torch'] = None; from realtime.live_cli import main; sys.exit(main())"
+    env = {**os.environ, "MER_FACE_MODEL": str(face_model_path), "MER_CACHE_DIR": str(tmp_path / "cache")}
+    record = tmp_path / "demo.jsonl"
+    proc = subprocess.run([sys.executable, "-c", no_torch, "--demo", "--fast", "--duration", "3", "--no-dashboard",
+                           "--zmq", "none", "--record", str(record)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    records = _records(record)
+    assert isinstance(records[-1], SummaryRecord) and records[-1].frames > 0
+
+
 def test_face_model_missing_offline_says_where_to_put_it(
     video: tuple[Path, Path], model_dir: Path, env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -253,6 +253,77 @@ def test_subscribe_generator_ends_on_timeout() -> None:
         assert list(gen) == []
 
 
+class OneRun:
+    """From its own thread: ``warmup`` records until the subscriber says it is connected, then an event and
+    the summary (the end of a run), then ``after`` records until stopped — what a second run would send."""
+
+    def __init__(self, pub: Publisher, warmup: Callable[[], Record], after: Callable[[], Record]) -> None:
+        self.pub, self.warmup, self.after = pub, warmup, after
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        while not self.connected.wait(0.005):
+            self.pub.publish(self.warmup())
+        self.pub.publish(event(1))
+        self.pub.publish(summary())
+        while not self._stop.wait(0.005):
+            self.pub.publish(self.after())
+
+    def __enter__(self) -> OneRun:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connected.set()
+        self._stop.set()
+        self._thread.join(5.0)
+
+
+def _take(records: Iterator[Record], run: OneRun, limit: int = 2000) -> list[Record]:
+    """Records from the generator until it ends (at most ``limit``, so a generator that never ends fails)."""
+    got: list[Record] = []
+    for record in records:
+        got.append(record)
+        run.connected.set()
+        if len(got) >= limit:
+            break
+    return got
+
+
+def test_subscribe_ends_after_the_summary(publisher: Publisher) -> None:
+    assert publisher.endpoint is not None
+    with OneRun(publisher, warmup=lambda: status(1), after=lambda: status(99)) as run:
+        got = _take(subscribe(publisher.endpoint, timeout_s=10), run)
+    assert isinstance(got[-1], SummaryRecord)
+    assert any(isinstance(r, EventRecord) for r in got)
+    assert not any(isinstance(r, StatusRecord) and r.frames == 99 for r in got)  # nothing after the summary
+
+
+def test_subscribe_to_events_only_still_ends_with_the_run(publisher: Publisher) -> None:
+    assert publisher.endpoint is not None
+    with OneRun(publisher, warmup=lambda: event(0), after=lambda: event(7)) as run:
+        got = _take(subscribe(publisher.endpoint, topics=("event",), timeout_s=10), run)
+    assert got and all(isinstance(r, EventRecord) for r in got)  # the summary ends it, unseen
+    assert [r.onset.frame for r in got if isinstance(r, EventRecord)][-1] == 100  # event(1), nothing after
+
+
+def test_subscribe_keep_going_carries_on_past_the_summary(publisher: Publisher) -> None:
+    assert publisher.endpoint is not None
+    got: list[Record] = []
+    with OneRun(publisher, warmup=lambda: status(1), after=lambda: status(99)) as run:
+        records = subscribe(publisher.endpoint, timeout_s=10, keep_going=True)
+        for record in records:
+            got.append(record)
+            run.connected.set()
+            if isinstance(record, StatusRecord) and record.frames == 99 or len(got) >= 2000:
+                break
+        records.close()
+    kinds = [type(r) for r in got]
+    assert SummaryRecord in kinds and isinstance(got[-1], StatusRecord) and got[-1].frames == 99
+
+
 class Repeater:
     """Publishes a status record every few ms from its own thread until stopped (for CLI tests)."""
 
@@ -304,6 +375,17 @@ def test_mer_subscribe_timeout_without_publisher(capsys: pytest.CaptureFixture[s
         code = main([raw.getsockopt_string(zmq.LAST_ENDPOINT), "--count", "1", "--timeout", "0.05"])
     assert code == 1
     assert capsys.readouterr().out == ""
+
+
+def test_mer_subscribe_says_what_it_waits_for(capsys: pytest.CaptureFixture[str]) -> None:
+    ctx = zmq.Context.instance()
+    with ctx.socket(zmq.PUB) as raw:
+        raw.bind("tcp://127.0.0.1:*")
+        endpoint = raw.getsockopt_string(zmq.LAST_ENDPOINT)
+        main([endpoint, "--json", "--count", "1", "--timeout", "0.05"])
+    captured = capsys.readouterr()
+    assert f"waiting for {endpoint}" in captured.err
+    assert captured.out == ""  # stdout carries records only (--json stays machine-readable)
 
 
 def test_mer_subscribe_ctrl_c_exits_cleanly(

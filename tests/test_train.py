@@ -293,3 +293,19 @@ def test_pretraining_options_are_checked_in_one_line(synth_root: Path, cache_dir
     assert main([*base, "--model", "single", "--out", str(tmp_path / "c")]) == 0  # no pretraining by default
     settings = json.loads((tmp_path / "c" / "settings.json").read_text())
     assert "pretrain_epochs" not in settings["identity"]
+
+
+def test_progress_on_a_terminal_logs_without_source_locations(
+    synth_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    import training.train_cli
+
+    monkeypatch.setattr(training.train_cli, "_interactive", lambda: True)  # the Rich progress view
+    argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
+            "--batch-size", "8", "--threads", "1", "--cache", str(cache_dir), "--folds", "1",
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "synth: 18 samples" in out and "fold01-s01 done" in out  # the stage and fold lines
+    assert ".py:" not in out  # Rich's default "train_cli.py:123" location column is off

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from training.cli_help import DefaultsHelpFormatter
+
 __all__ = ["main"]
 
 log = logging.getLogger("training.train_cli")
@@ -28,25 +30,36 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mer-train",
         description="Train and cross-validate a micro-expression recognizer (LOSO or subject-disjoint k-fold). "
+        "Cross-validation measures how well the recipe works; add --final to also get the model to use "
+        "(RUN_DIR/final/model.pt, for mer-live --model and mer-export). "
         "Use 'mer-train merge RUN_DIR... [--out DIR]' to pool folds run separately.",
+        formatter_class=DefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
-    data.add_argument("--data", required=True, type=Path, help="dataset folder (for synth: ROOT or ROOT/recognition)")
-    data.add_argument("--dataset", required=True, choices=DATASETS)
+    data.add_argument("--data", required=True, type=Path, metavar="DIR",
+                      help="dataset folder (for synth: ROOT or ROOT/recognition)")
+    data.add_argument("--dataset", required=True, choices=DATASETS,
+                      help="which reader: synth (mer-synth output), casme2, samm or mmew")
     data.add_argument("--scheme", default="megc3", choices=("megc3", "casme5"),
-                      help="class scheme; emotions outside it are dropped and counted (default megc3)")
-    data.add_argument("--target-fps", type=float, default=None,
-                      help="resample faster clips to this rate, nearest frame by time (e.g. 30 to match a webcam)")
+                      help="class scheme: megc3 = negative/positive/surprise, casme5 = happiness/disgust/"
+                      "repression/surprise/others; emotions outside it are dropped and counted")
+    data.add_argument("--target-fps", type=float, default=None, metavar="FPS",
+                      help="resample faster clips to this rate, nearest frame by time (e.g. 30 to match a "
+                      "webcam; default: keep each clip's rate)")
     data.add_argument("--alignment", default="auto", choices=("auto", "none", "onset", "each"),
-                      help="face alignment of real datasets: onset = landmarks of the onset frame for the whole clip; "
-                      "none = resize only; auto = onset when a face model is known, else none (default)")
-    data.add_argument("--face-model", default=None, help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL)")
-    data.add_argument("--cache", type=Path, default=None, help="DI cache folder (default: di/ in the user cache, $MER_CACHE_DIR or ~/.cache/mer-live)")
+                      help="face alignment of real datasets: onset = landmarks of the onset frame for the whole "
+                      "clip; each = landmarks of every frame; none = resize only; auto = onset when a face model "
+                      "is known, else none")
+    data.add_argument("--face-model", default=None, metavar="FILE",
+                      help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL)")
+    data.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                      help="DI cache folder (default: di/ in the user cache, $MER_CACHE_DIR or ~/.cache/mer-live)")
     data.add_argument("--no-cache", action="store_true", help="do not read or write cached DIs")
 
     model = p.add_argument_group("model")
-    model.add_argument("--model", default="dual-phase", help="registered model name (default dual-phase)")
-    model.add_argument("--backbone", default="fast", help="fast (default) | resnet18")
+    model.add_argument("--model", default="dual-phase", metavar="NAME",
+                       help="registered model: single, dual-phase, afn, dual-phase-concat, afn-concat")
+    model.add_argument("--backbone", default="fast", metavar="NAME", help="CNN backbone: fast or resnet18")
     model.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
                        help="the model averages its answer for the DIs and their mirror image (default on; "
                             "same as --model-setting flip_average=true)")
@@ -55,23 +68,29 @@ def _train_parser() -> argparse.ArgumentParser:
                        "see engines.network.ModelSettings")
 
     cv = p.add_argument_group("evaluation")
-    cv.add_argument("--protocol", default="loso", choices=("loso", "kfold"))
+    cv.add_argument("--protocol", default="loso", choices=("loso", "kfold"),
+                    help="loso = leave one subject out; kfold = --k subject-disjoint folds")
     cv.add_argument("--k", type=int, default=5, help="folds for --protocol kfold (subject-disjoint)")
-    cv.add_argument("--folds", default=None, help="run only these folds: '1,3,5', '2-4', fold names or subjects")
-    cv.add_argument("--val-fraction", type=float, default=0.0,
+    cv.add_argument("--folds", default=None, metavar="SPEC",
+                    help="run only these folds: '1,3,5', '2-4', fold names or subjects (default: all)")
+    cv.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
                     help="early-stop on this fraction of the training subjects (default 0: fixed schedule, last epoch)")
-    cv.add_argument("--patience", type=int, default=10, help="epochs without validation improvement before stopping")
+    cv.add_argument("--patience", type=int, default=10, metavar="N",
+                    help="epochs without validation improvement before stopping (with --val-fraction)")
     cv.add_argument("--average-epochs", type=int, default=None, metavar="N",
                     help="final weights = mean of the last N epochs' weights (SWA; BatchNorm recomputed); "
                          "0 = the last epoch's (default: a third of --epochs, or 0 with --val-fraction)")
-    cv.add_argument("--final", action="store_true", help="after CV, train on all subjects -> RUN_DIR/final/model.pt")
+    cv.add_argument("--final", action="store_true",
+                    help="after cross-validation, train on every subject and write the model to use: "
+                    "RUN_DIR/final/model.pt + model.card.json, for mer-live --model and mer-export (without it "
+                    "you get the evaluation and per-fold models only)")
 
     train = p.add_argument_group("training")
-    train.add_argument("--epochs", type=int, default=40)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=int, default=40, metavar="N", help="training epochs per fold")
+    train.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per training step")
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW)")
+    train.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
+    train.add_argument("--seed", type=int, default=0, help="random seed; same seed + settings = same folds and runs")
     train.add_argument("--augment-phases", action=argparse.BooleanOptionalAction, default=True,
                        help="single-stream models: add each phase DI as an extra training sample (default on)")
     train.add_argument("--pretrain-epochs", type=int, default=None, metavar="N",
@@ -83,20 +102,22 @@ def _train_parser() -> argparse.ArgumentParser:
     train.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=True,
                        help="inverse-frequency weighted cross-entropy (default on)")
     train.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    train.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: all cores)")
 
     run = p.add_argument_group("run")
-    run.add_argument("--out", required=True, type=Path, help="run folder")
+    run.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",
+                     help="run folder: report.md / report.json, folds/, fold_models/, final/ with --final")
     run.add_argument("--resume", action="store_true", help="continue a run: done folds are skipped, a torn fold resumes")
-    run.add_argument("-v", "--verbose", action="store_true", help="log more")
+    run.add_argument("-v", "--verbose", action="store_true", help="log more, and show MediaPipe's own log lines")
     return p
 
 
 def _merge_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mer-train merge", description="Pool fold results of run folders into one report.")
-    p.add_argument("run_dirs", nargs="+", type=Path)
+    p = argparse.ArgumentParser(prog="mer-train merge", description="Pool fold results of run folders into one report.",
+                                formatter_class=DefaultsHelpFormatter)
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders made with --folds")
     p.add_argument("--out", type=Path, default=None, help="where report.json/.md go (default: the first run folder)")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
     return p
 
 
@@ -112,7 +133,9 @@ def _configure_logging(verbose: bool, console: Any = None) -> None:
         handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        from realtime.native_stderr import StderrHandler
+
+        handler = StderrHandler()  # follows sys.stderr, which native_stderr_silenced(keep_python=True) keeps
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -204,7 +227,10 @@ def _progress_classes() -> tuple[type, type]:
 
 
 def _resolve_alignment(args: argparse.Namespace) -> tuple[str, str | None]:
-    face_model = args.face_model or os.environ.get("MER_FACE_MODEL") or None
+    from realtime.face import face_model_from_env
+
+    env = face_model_from_env()  # absolute, whatever folder it was set relative to
+    face_model = args.face_model or (str(env) if env is not None else None)
     if args.alignment != "auto":
         return args.alignment, face_model
     if args.dataset == "synth":
@@ -254,7 +280,15 @@ def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tu
     return tuple(sorted(out.items()))
 
 
+def _console(**kwargs: Any) -> Any:
+    """The progress console: log lines without the source location Rich adds by default (file.py:123)."""
+    from rich.console import Console
+
+    return Console(log_path=False, **kwargs)
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    from realtime.native_stderr import native_stderr_silenced
     from training.cache import DICache, default_cache_dir
     from training.datasets import load_dataset
     from training.datasets.frames import FrameOptions
@@ -263,9 +297,7 @@ def _run_train(args: argparse.Namespace) -> int:
     interactive = _interactive()
     console = None
     if interactive:
-        from rich.console import Console
-
-        console = Console()
+        console = _console()
     _configure_logging(args.verbose, console)
     settings = TrainSettings(
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
@@ -284,6 +316,9 @@ def _run_train(args: argparse.Namespace) -> int:
                f"(scheme {index.scheme}); skipped rows: {index.skipped_counts() or 'none'}; "
                f"dropped by the scheme: {dict(index.dropped) or 'none'}; alignment {alignment}")
     plain_cls, rich_cls = _progress_classes()
+    # MediaPipe (face alignment of real datasets) prints its native log lines into the progress output:
+    # hidden unless --verbose; our own messages still reach stderr.
+    quiet = native_stderr_silenced(not args.verbose, keep_python=True)
     if interactive:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -291,13 +326,15 @@ def _run_train(args: argparse.Namespace) -> int:
                       console=console) as bar:
             progress = rich_cls(bar)
             progress.stage(summary)
-            outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
-                                   resume=args.resume, final=args.final, progress=progress)
+            with quiet:
+                outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
+                                       resume=args.resume, final=args.final, progress=progress)
     else:
         progress = plain_cls()
         progress.stage(summary)
-        outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
-                               resume=args.resume, final=args.final, progress=progress)
+        with quiet:
+            outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
+                                   resume=args.resume, final=args.final, progress=progress)
     report = outcome.report or {}
     pooled = report.get("pooled", {})
     print(f"mer-train: {report.get('folds_done')}/{report.get('folds_total')} folds; pooled n={pooled.get('n')} "
@@ -330,16 +367,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _merge_parser() if merging else _train_parser()
     args = parser.parse_args(argv[1:] if merging else argv)
     prog = "mer-train merge" if merging else "mer-train"
+    from engines.backends.base import TorchMissingError, require_torch
     from engines.card import CardError
     from training.datasets.base import DatasetError
     from training.datasets.classes import SchemeError
     from training.datasets.frames import FrameError
     from training.report import ReportError
-    from training.train import TrainError
 
+    user_errors: tuple[type[Exception], ...] = (DatasetError, SchemeError, FrameError, ReportError, CardError)
+    if not merging:  # merging pools results and needs no torch; training does
+        try:
+            require_torch("training")
+        except TorchMissingError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        from training.train import TrainError
+
+        user_errors += (TrainError,)
     try:
         return _run_merge(args) if merging else _run_train(args)
-    except (TrainError, DatasetError, SchemeError, FrameError, ReportError, CardError) as exc:
+    except user_errors as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

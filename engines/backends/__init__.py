@@ -16,6 +16,7 @@ from engines.backends.base import (
     ModelFileError,
     ModelNotFoundError,
     PlanMismatchError,
+    TorchMissingError,
     cache_root,
     default_threads,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "ModelNotFoundError",
     "PlanMeta",
     "PlanMismatchError",
+    "TorchMissingError",
     "cache_root",
     "check_plan",
     "choose_backend",

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.backends.base import ModelFileError, ModelNotFoundError
+from engines.backends.base import ModelFileError, ModelNotFoundError, require_torch
 from engines.backends.select import CHECKPOINT, ONNX, PLAN
 from engines.card import CardError, ModelCard
 
@@ -73,8 +73,10 @@ def resolve_artefacts(model: str | Path | None = None, *, default_dir: Path | No
         raise ModelNotFoundError(f"model not found: {path}")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
-        raise ModelFileError(f"{path.name}: unknown model file type {path.suffix!r}; give a .pt checkpoint, an "
-                             ".onnx file, a .plan TensorRT plan, or a directory containing model.*")
+        what = f"'{path.suffix}'" if path.suffix else "no file extension"
+        raise ModelFileError(f"{path} is not a model file (unknown model file type: {what}); --model takes a .pt "
+                             "checkpoint, an .onnx file, a TensorRT .plan / .engine, or a folder holding model.pt, "
+                             "model.onnx and/or model.plan with model.card.json")
     files = {kind: path}
     return Artefacts(card=_card_for(files, card_beside(path)), source=path, **_fields(files))
 
@@ -123,6 +125,7 @@ def _checkpoint_card(path: Path) -> ModelCard:
 
 def load_checkpoint_checked(path: Path, card: ModelCard | None = None):  # type: ignore[no-untyped-def]
     """``engines.checkpoint.load_checkpoint`` with corrupt files and card mismatches as clear errors."""
+    require_torch(f"reading the checkpoint {path.name}")
     from engines.checkpoint import load_checkpoint
 
     try:

@@ -7,6 +7,7 @@ warms itself up on creation, checks every batch against ``card.input_shape`` and
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -43,6 +44,28 @@ class EngineError(RuntimeError):
 
 class BackendUnavailableError(EngineError):
     """The requested backend (or device) is not usable on this machine."""
+
+
+class TorchMissingError(BackendUnavailableError):
+    """Something needs torch (training, export, the torch backend, a .pt model) and it is not installed."""
+
+
+# torch is an optional extra: live use runs on ONNX Runtime without it.
+TRAIN_EXTRA = "pip install 'mer-live[train]'"
+
+
+def torch_installed() -> bool:
+    """Whether ``import torch`` can work, found without importing it."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require_torch(what: str) -> None:
+    """Raise :class:`TorchMissingError` naming the extra to install when torch is missing; ``what`` needs it."""
+    if not torch_installed():
+        raise TorchMissingError(f"{what} needs torch, which is not installed: {TRAIN_EXTRA}")
 
 
 class ModelNotFoundError(EngineError, FileNotFoundError):

@@ -16,16 +16,24 @@ from pathlib import Path
 
 from engines.backends.artefacts import Artefacts, resolve_artefacts
 from engines.backends.base import (
+    TRAIN_EXTRA,
     BackendUnavailableError,
     Engine,
     EngineOptions,
     ModelFileError,
     PlanMismatchError,
+    TorchMissingError,
     cache_root,
     parse_device,
 )
 from engines.backends.plan_meta import PlanMeta, check_plan, file_sha256
-from engines.backends.select import Environment, choose_backend, probe_environment, tensorrt_blocker
+from engines.backends.select import (
+    CHECKPOINT,
+    Environment,
+    choose_backend,
+    probe_environment,
+    tensorrt_blocker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,9 @@ def load_engine(model: str | Path | None = None, backend: str = "auto", *, devic
             kinds.discard("plan")
             log.warning("%s", exc)
 
+    if opts.backend == "auto" and kinds == {CHECKPOINT} and not env.has_torch:
+        raise TorchMissingError(f"{artefacts.source.name} is a torch checkpoint: running it needs torch, which is "
+                                f"not installed: {TRAIN_EXTRA} (or give the model's .onnx, made by mer-export)")
     if opts.backend == "auto":
         name, reason = choose_backend(env, kinds, plan_problem=plan_problem, build_plan=opts.build_plan)
     else:
@@ -87,6 +98,9 @@ def _create(name: str, artefacts: Artefacts, env: Environment, opts: EngineOptio
     card = artefacts.card
     cache = opts.cache_dir or cache_root()
     if name == "torch":
+        if not env.has_torch:
+            raise TorchMissingError(f"the torch backend needs torch, which is not installed: {TRAIN_EXTRA} "
+                                    "(or use --engine onnxruntime)")
         if artefacts.checkpoint is None:
             raise ModelFileError(f"the torch backend needs a .pt checkpoint; {artefacts.source.name} offers "
                                  f"{artefacts.describe()} (use backend 'onnxruntime' or 'auto')")

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import metadata
 
-from engines.backends.base import BackendUnavailableError, import_onnxruntime
+from engines.backends.base import TRAIN_EXTRA, BackendUnavailableError, import_onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def choose_backend(env: Environment, available_artefacts: Collection[str], *,
     if ONNX in kinds and not env.has_onnxruntime:
         hints.append("onnxruntime is not installed")
     if CHECKPOINT in kinds and not env.has_torch:
-        hints.append("torch is not installed")
+        hints.append(f"torch is not installed ({TRAIN_EXTRA})")
     hints.append("give the model's .onnx or .pt (mer-export makes an ONNX from a checkpoint)")
     raise BackendUnavailableError(
         f"no backend can run this model here (model offers: {offered}; machine: {env.describe()}): "

@@ -1,0 +1,275 @@
+"""``report.html``: one self-contained page per analysed video, for a person to read in a browser.
+
+The page holds an overview line, the spotting score over the whole video (matplotlib, Agg, no pyplot) with
+the spotter's threshold, the spotted windows shaded and the frames without a face greyed, then one card per
+event (aligned onset / apex / offset crops, the two phase DIs, label and probability bars, times), and the
+run's summary. Every image is embedded as a base64 PNG, so the file can be mailed or archived on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from realtime.events import KINDS, EventRecord
+from realtime.paths import atomic_write
+
+if TYPE_CHECKING:
+    from realtime.analyze import AnalyzeSettings, VideoResult, WindowImages
+
+__all__ = ["ReportInputs", "render_report", "write_report"]
+
+KIND_COLOURS = {"micro": "#d62728", "macro": "#1f77b4"}
+MAX_NUMBERED = 60  # more events than this: markers without numbers (they would overlap)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything a report shows; ``t``/``score``/``threshold``/``face`` have one entry per frame."""
+
+    result: VideoResult
+    labels: tuple[str, ...]
+    engine_reason: str
+    settings: AnalyzeSettings
+    t: np.ndarray
+    score: np.ndarray  # NaN without a face
+    threshold: np.ndarray  # NaN while the spotter warms up
+    face: np.ndarray
+    events: list[EventRecord]
+    windows: dict[tuple[int, int, int], WindowImages | None]
+
+
+def write_report(path: Path, inputs: ReportInputs) -> None:
+    """Render and write the page atomically."""
+    atomic_write(path, render_report(inputs).encode("utf-8"))
+
+
+# --- images --------------------------------------------------------------------------------------------
+
+
+def _png_uri(image: np.ndarray) -> str:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image
+        raise ValueError("PNG encoding failed")
+    return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode("ascii")
+
+
+def _matplotlib_figure(width_in: float, height_in: float) -> Any:
+    """A Figure on the Agg canvas, without pyplot (no global backend, no GUI); config in the user cache."""
+    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
+        from realtime.paths import user_cache_dir
+
+        os.environ["MPLCONFIGDIR"] = str(user_cache_dir() / "matplotlib")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of every run of True in ``mask``."""
+    if mask.size == 0:
+        return []
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), (np.flatnonzero(edges == -1) - 1).tolist(), strict=True))
+
+
+def curve_png(inputs: ReportInputs) -> str:
+    """The score over the whole video as a data URI: threshold dashed, windows shaded, faceless frames grey."""
+    t, score, threshold = inputs.t, inputs.score, inputs.threshold
+    fig = _matplotlib_figure(12.0, 3.4)
+    ax = fig.add_subplot(1, 1, 1)
+    step = float(np.median(np.diff(t))) if t.size > 1 else 1.0 / 30.0
+    for first, last in _spans(~inputs.face):
+        ax.axvspan(t[first], t[last] + step, color="#bbbbbb", alpha=0.5, lw=0)
+    for e in inputs.events:
+        ax.axvspan(e.onset.t, e.offset.t + step, color=KIND_COLOURS.get(e.kind, "#999999"), alpha=0.25, lw=0)
+    ax.plot(t, score, color="#222222", lw=0.8, label="score")
+    if np.isfinite(threshold).any():
+        ax.plot(t, threshold, color="#ff7f0e", lw=1.2, ls="--", label="threshold")
+    finite = score[np.isfinite(score)]
+    top = float(finite.max()) if finite.size else 1.0
+    thr = threshold[np.isfinite(threshold)]
+    if thr.size:
+        top = max(top, float(thr.max()) * 1.2)
+    top = top if top > 0 else 1.0
+    ax.set_ylim(0.0, top * 1.1)
+    # a numbered marker above each window, so that narrow windows in a long video stay visible
+    for number, e in enumerate(inputs.events, start=1):
+        colour = KIND_COLOURS.get(e.kind, "#999999")
+        ax.plot([e.apex.t], [top * 1.05], marker="v", ms=5, color=colour, lw=0)
+        if len(inputs.events) <= MAX_NUMBERED:
+            ax.annotate(str(number), (e.apex.t, top * 1.05), xytext=(4, 0), textcoords="offset points",
+                        ha="left", va="center", fontsize=7, color=colour)
+    ax.set_xlim(float(t[0]) if t.size else 0.0, float(t[-1]) + step if t.size else 1.0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("score (× recent level)")
+    from matplotlib.patches import Patch
+
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Patch(color=KIND_COLOURS[k], alpha=0.35, label=f"{k} window") for k in KINDS]
+    handles.append(Patch(color="#bbbbbb", alpha=0.6, label="no face"))
+    ax.legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), fontsize=8, ncol=len(handles),
+              frameon=False, borderaxespad=0.2)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# --- page ------------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:1240px;
+     color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px}
+.sub{color:#555;margin:0 0 12px;word-break:break-all}
+.status{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:13px}
+.status.ok{background:#2ca02c} .status.bad{background:#d62728}
+.overview{font-size:15px;margin:8px 0 16px}
+img.curve{width:100%;border:1px solid #ddd}
+.event{border:1px solid #ccc;border-radius:8px;padding:10px 14px;margin:12px 0;page-break-inside:avoid}
+.event h3{margin:0 0 6px;font-size:16px}
+.kind{display:inline-block;padding:0 7px;border-radius:8px;color:#fff;font-size:13px}
+.times{color:#444;font-size:13px;margin:0 0 8px}
+.row{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+figure{margin:0;text-align:center;font-size:12px;color:#555}
+figure img{width:128px;height:128px;image-rendering:pixelated;border:1px solid #ddd;display:block}
+.missing{width:128px;height:128px;display:flex;align-items:center;justify-content:center;background:#f3f3f3;
+         color:#888;font-size:12px;border:1px solid #ddd}
+table.probs{border-collapse:collapse;margin-left:12px;font-size:13px}
+table.probs td{padding:2px 6px}
+.bar{height:12px;background:#4c78a8;border-radius:2px}
+.barbox{width:180px;background:#eee;border-radius:2px}
+table.summary{border-collapse:collapse;font-size:14px}
+table.summary th{text-align:left;padding:3px 14px 3px 0;color:#555;font-weight:normal;vertical-align:top}
+table.summary td{padding:3px 0}
+.none{color:#666}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{unit}"
+
+
+def _figure(image: np.ndarray | None, caption: str) -> str:
+    body = (f'<img alt="{_e(caption)}" src="{_png_uri(image)}">' if image is not None
+            else '<div class="missing">not held</div>')
+    return f"<figure>{body}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _probs_table(event: EventRecord, labels: tuple[str, ...]) -> str:
+    if not event.probs:
+        why = "not classified (the model labels micro-expressions only)" if event.kind != "micro" else "not classified"
+        return f'<p class="none">{_e(why)}</p>'
+    rows = []
+    for label in labels or tuple(event.probs):
+        p = event.probs.get(label)
+        if p is None:
+            continue
+        weight = " style=\"font-weight:600\"" if label == event.label else ""
+        rows.append(f'<tr><td{weight}>{_e(label)}</td><td><div class="barbox"><div class="bar" '
+                    f'style="width:{100.0 * p:.1f}%"></div></div></td><td>{p:.2f}</td></tr>')
+    return '<table class="probs">' + "".join(rows) + "</table>"
+
+
+def _card(number: int, event: EventRecord, images: WindowImages | None, labels: tuple[str, ...]) -> str:
+    colour = KIND_COLOURS.get(event.kind, "#777")
+    label = event.label if event.label is not None else "unlabelled"
+    conf = f" {event.confidence:.2f}" if event.confidence is not None else ""
+    times = (f"onset {event.onset.t:.3f} s (frame {event.onset.frame}) · apex {event.apex.t:.3f} s "
+             f"(frame {event.apex.frame}) · offset {event.offset.t:.3f} s (frame {event.offset.frame}) · "
+             f"{event.duration_ms:.0f} ms · peak score {event.intensity:.2f}")
+    if images is None:
+        figures = [_figure(None, c) for c in ("onset", "apex", "offset", "DI onset→apex", "DI apex→offset")]
+    else:
+        figures = [_figure(images.onset, "onset"), _figure(images.apex, "apex"), _figure(images.offset, "offset"),
+                   _figure(images.rise, "DI onset→apex"), _figure(images.fall, "DI apex→offset")]
+    return (f'<section class="event" id="event-{number}">'
+            f'<h3>#{number} <span class="kind" style="background:{colour}">{_e(event.kind)}</span> '
+            f"{_e(label)}{_e(conf)}</h3>"
+            f'<p class="times">{_e(times)}</p>'
+            f'<div class="row">{"".join(figures)}{_probs_table(event, labels)}</div></section>')
+
+
+def _summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
+    r = inputs.result
+    s = inputs.settings
+    faces = "–"
+    if r.frames:
+        faces = f"{r.face_frames} of {r.frames} ({100.0 * (r.face_frames or 0) / r.frames:.1f} %)"
+    by_kind = ", ".join(f"{r.events.get(k, 0)} {k}" for k in KINDS)
+    spotter = s.spotter
+    return [
+        ("video", r.path),
+        ("status", r.status + (f": {r.error}" if r.error else "")),
+        ("frames", f"{r.frames if r.frames is not None else '–'} at {_fmt(r.fps, '.3g')} fps, "
+                   f"{_fmt(r.duration_s, '.2f', ' s')}"),
+        ("frames with a face", faces),
+        ("events", by_kind),
+        ("analysis speed", f"{_fmt(r.analysis_fps, '.1f', ' fps')} ({_fmt(r.wall_s, '.1f', ' s')} for this video)"),
+        ("engine", f"{r.engine} ({inputs.engine_reason})"),
+        ("model", r.model + (f" ({s.model})" if s.model else " (bundled)")),
+        ("spotting", f"threshold (min_score) {getattr(spotter, 'min_score', '?')}, min_peak "
+                     f"{getattr(spotter, 'min_peak', '?')}, micro up to {getattr(spotter, 'micro_max_s', '?')} s"),
+        ("face landmarks", f"every {s.landmark_every} frame(s)" + (", blendshapes" if s.blendshapes else "")),
+        ("analysed", r.finished),
+    ]
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The whole page as one HTML string."""
+    r = inputs.result
+    counts = " / ".join(f"{r.events.get(k, 0)} {k}" for k in KINDS)
+    overview = (f"{r.frames} frames · {_fmt(r.duration_s, '.1f', ' s')} · {r.face_frames} with a face · "
+                f"events {counts} · {r.engine} · {r.model}")
+    status_class = "ok" if r.status == "ok" else "bad"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>mer-analyze · {_e(r.name)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f'<h1>{_e(r.name)} <span class="status {status_class}">{_e(r.status)}</span></h1>',
+        f'<p class="sub">{_e(r.path)}</p>',
+        f'<p class="overview">{_e(overview)}</p>',
+    ]
+    if r.error:
+        parts.append(f'<p class="none">{_e(r.error)}</p>')
+    parts.append("<h2>Spotting score over the video</h2>")
+    if inputs.t.size:
+        parts.append(f'<img class="curve" alt="spotting score over time" src="{curve_png(inputs)}">')
+        parts.append('<p class="none">Score: how far the most-moving face region stands out, in multiples of '
+                     "its recent level; it measures the movement that led up to a frame, so it peaks shortly "
+                     "after the window it belongs to. Shaded and marked ▼ (numbered as the cards below): spotted "
+                     "windows, red micro, blue macro; grey: no face.</p>")
+    else:
+        parts.append('<p class="none">no frames analysed</p>')
+    parts.append(f"<h2>Events ({len(inputs.events)})</h2>")
+    if not inputs.events:
+        parts.append('<p class="none">no event was spotted</p>')
+    for number, event in enumerate(inputs.events, start=1):
+        key = (event.onset.frame, event.apex.frame, event.offset.frame)
+        parts.append(_card(number, event, inputs.windows.get(key), inputs.labels))
+    parts.append("<h2>Summary</h2><table class=\"summary\">")
+    parts += [f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in _summary_rows(inputs)]
+    parts.append("</table>")
+    parts.append('<p class="none">Written by mer-analyze. Crops are the aligned faces the model sees; the '
+                 "DIs are shown with the network's normalisation, mid-grey = no change.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

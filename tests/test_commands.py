@@ -1,0 +1,189 @@
+"""The commands' edges: --help texts, checks made before anything slow loads, torch as an optional extra,
+MediaPipe's native log lines kept out of the output, and a relative $MER_FACE_MODEL."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_EXTRA = "pip install 'mer-live[train]'"
+
+
+def _one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+# --- mer-synth ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def faces_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading faces (the slow start of mer-synth) fails the test with a recognisable error."""
+    import training.synth_faces
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("faces were loaded")
+
+    monkeypatch.setattr(training.synth_faces, "load_identities", refuse)
+
+
+@pytest.mark.usefixtures("faces_must_not_load")
+def test_mer_synth_checks_out_before_loading_faces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.synth_cli import main
+
+    (tmp_path / "recognition").mkdir()
+    (tmp_path / "recognition" / "annotations.csv").write_text("old\n")
+    assert main(["--out", str(tmp_path)]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert str(tmp_path / "recognition") in message and "--force" in message
+    assert main(["--out", str(tmp_path), "--set", "recognition"]) == 2
+    (tmp_path / "spotting").write_text("a file where a folder belongs")
+    assert main(["--out", str(tmp_path), "--set", "spotting", "--force"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "spotting").unlink()
+    # allowed: --force, another set, an empty folder; each then goes on to load the faces
+    for args in (["--force"], ["--set", "spotting"]):
+        with pytest.raises(AssertionError, match="faces were loaded"):
+            main(["--out", str(tmp_path), *args])
+    (tmp_path / "empty" / "recognition").mkdir(parents=True)
+    with pytest.raises(AssertionError, match="faces were loaded"):
+        main(["--out", str(tmp_path / "empty")])
+
+
+def test_mer_synth_help_shows_defaults_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.synth_cli import build_parser, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # unwrapped
+    for typed in ("0.03,0.08", "0.10,0.22", "640x360", "4-8", "1-2"):
+        assert f"(default: {typed})" in text, typed
+    assert "(0.03, 0.08)" not in text and "(640, 360)" not in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    args = build_parser().parse_args(["--out", "x"])  # the typed defaults still parse to the values
+    assert args.micro_amplitude == (0.03, 0.08) and args.macro_amplitude == (0.10, 0.22)
+    assert args.video_size == (640, 360) and args.mes_per_video == (4, 8) and args.macros_per_video == (1, 2)
+
+
+def test_mer_synth_keeps_mediapipe_log_lines_out_of_its_output(
+    face_model_path: Path, shared_faces: Path, tmp_path: Path
+) -> None:
+    args = ["--out", str(tmp_path / "out"), "--set", "recognition", "--subjects", "1", "--clips-per-class", "1",
+            "--face-model", str(face_model_path), "--shared-faces", str(shared_faces)]
+    proc = subprocess.run([sys.executable, "-m", "training.synth_cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    output = proc.stdout + proc.stderr
+    for native in ("face_landmarker_graph", "XNNPACK", "InitGoogle", "W0000"):
+        assert native not in output, output
+    assert "1 subjects" in output and "recognition" in output  # its own messages still show
+
+
+def test_a_relative_mer_face_model_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from training.synth_cli import _face_model
+    from training.train_cli import _resolve_alignment
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path / "models")
+    monkeypatch.setenv("MER_FACE_MODEL", "../shared/face_landmarker.task")
+    expected = tmp_path / "shared" / "face_landmarker.task"
+    assert _face_model(None) == expected
+    args = argparse.Namespace(face_model=None, alignment="auto", dataset="casme2")
+    assert _resolve_alignment(args) == ("onset", str(expected))
+
+
+def test_native_lines_are_hidden_while_python_messages_still_show() -> None:
+    """What the commands wrap MediaPipe in: writes straight to fd 2 vanish, Python's stderr does not."""
+    script = """if True:
+        import logging, os, sys
+        from realtime.native_stderr import StderrHandler, native_stderr_silenced
+        logging.getLogger().addHandler(StderrHandler())
+        with native_stderr_silenced(True, keep_python=True):
+            os.write(2, b"W0000 native glog line\\n")
+            print("python line", file=sys.stderr)
+            logging.getLogger("x").warning("logged line")
+        os.write(2, b"native after\\n")
+        with native_stderr_silenced(False, keep_python=True):
+            os.write(2, b"native when verbose\\n")
+    """
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["python line", "logged line", "native after", "native when verbose"]
+
+
+# --- mer-train ------------------------------------------------------------------------------------------
+
+
+def test_mer_train_help_explains_every_option_and_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from training.train_cli import _merge_parser, _train_parser, main
+
+    for parser in (_train_parser(), _merge_parser()):
+        for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
+            assert action.help, action.option_strings or action.dest
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--epochs N training epochs per fold (default: 40)", "(default: 32)", "(default: 0.001)",
+                  "(default: 0.0001)", "(default: loso)", "(default: dual-phase)", "(default: 5)"):
+        assert shown in text, shown
+    final = text.split("--final", 2)[2]  # the option's own help (the first hit is in the usage line)
+    assert "the model to use" in final.split("training:")[0] and "mer-live --model" in final
+    assert "--final to also get the model to use" in text  # the description says so too
+
+
+def test_mer_train_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from training.train_cli import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    assert main(["--data", str(tmp_path), "--dataset", "synth", "--out", str(tmp_path / "run")]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert message.startswith("mer-train: error:") and TRAIN_EXTRA in message
+    assert main(["merge", str(tmp_path)]) == 2  # pooling results needs no torch: its own error, not torch's
+    message = _one_line(capsys.readouterr().err)
+    assert "no fold results" in message and "torch" not in message
+
+
+# --- mer-export, mer-bench, mer-live ----------------------------------------------------------------------
+
+
+def test_mer_export_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from engines.export import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main([str(tmp_path / "model.pt"), "--onnx", str(tmp_path / "model.onnx")]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert message.startswith("mer-export: error:") and TRAIN_EXTRA in message
+
+
+def test_mer_bench_help_says_what_it_does_once_without_markup() -> None:
+    from realtime.bench import build_parser
+
+    text = build_parser().format_help()
+    assert "``" not in text
+    assert text.count("show the figures next to the project's targets") == 1
+    assert "Measure the real pipeline" in text and "classification latency per available engine" in text
+
+
+def test_mer_live_usage_shows_the_keys_form() -> None:
+    proc = subprocess.run([sys.executable, "-m", "realtime.live_cli", "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=60)
+    assert proc.returncode == 0
+    usage = proc.stdout.split("\n\n")[0]
+    assert usage.startswith("usage: mer-live [-h]") and "mer-live keys KEYDIR" in usage
+    keys = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(Path(os.devnull) / "x")],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert keys.returncode == 2 and "Traceback" not in keys.stderr  # the form itself still parses

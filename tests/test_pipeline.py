@@ -1,0 +1,76 @@
+"""The pipeline's own rules, with the analysis chain stubbed: windows cut by the end, the dashboard snapshot."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from realtime.analysis import FrameResult, WindowJob
+from realtime.dashboard import render_text
+from realtime.events import EventRecord, Record, SummaryRecord, TimePoint
+from realtime.pipeline import Pipeline, PipelineOptions
+from realtime.sources import ArraySource
+from realtime.spotting import SpottedWindow
+
+pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
+
+FPS = 30.0
+
+
+def _point(frame: int) -> TimePoint:
+    return TimePoint(frame, frame / FPS)
+
+
+def _job(onset: int, offset: int, decided: int) -> WindowJob:
+    window = SpottedWindow(onset=_point(onset), apex=_point((onset + offset) // 2), offset=_point(offset),
+                           kind="micro", peak=1.0, decided_at=_point(decided))
+    return WindowJob(window, None)
+
+
+class _OpenWindowAtTheEnd:
+    """Stands in for the analysis chain: nothing spotted while frames come; at the end (flush) a finished
+    window still in its look-ahead, and a 433 ms window still open on the last frame seen — a longer
+    expression cut short by the end of the source or --duration."""
+
+    def __init__(self) -> None:
+        self.frames = self.face_frames = 0
+        self.face_now = True
+        self.spotter = SimpleNamespace(state="idle", threshold=None)
+        self.last = -1
+
+    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
+        self.frames += 1
+        self.face_frames += 1
+        self.last = index
+        return FrameResult(index, t, True, 0.0, {}, ())
+
+    def flush(self) -> tuple[WindowJob, ...]:
+        return _job(2, 8, self.last), _job(self.last - 13, self.last, self.last)
+
+
+def _run(options: PipelineOptions, frames: int = 40) -> list[Record]:
+    records: list[Record] = []
+    source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * frames, fps=FPS, name="array:test")
+    pipeline = Pipeline(source, object(), None, records.append, options)
+    pipeline.analyzer = _OpenWindowAtTheEnd()  # type: ignore[assignment]
+    pipeline.run()
+    return records
+
+
+@pytest.mark.parametrize("duration_s", [None, 0.8], ids=["end-of-source", "duration"])
+def test_a_window_cut_by_the_end_is_not_published_as_micro(duration_s: float | None) -> None:
+    records = _run(PipelineOptions(fast=True, duration_s=duration_s))
+    events = [r for r in records if isinstance(r, EventRecord)]
+    assert [(e.onset.frame, e.offset.frame) for e in events] == [(2, 8)]  # the finished one only
+    summary = records[-1]
+    assert isinstance(summary, SummaryRecord) and summary.events == {"micro": 1, "macro": 0}
+
+
+def test_the_snapshot_carries_the_endpoint() -> None:
+    source = ArraySource([np.zeros((48, 48, 3), np.uint8)], fps=FPS, name="array:test")
+    pipeline = Pipeline(source, object(), None, lambda record: None, endpoint="tcp://127.0.0.1:5556")
+    snapshot = pipeline.snapshot()
+    assert snapshot.endpoint == "tcp://127.0.0.1:5556"
+    assert "tcp://127.0.0.1:5556" in render_text(snapshot, width=100)
