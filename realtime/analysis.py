@@ -37,6 +37,7 @@ class AnalyzerOptions:
     streams: tuple[str, ...] = ("onset_apex", "apex_offset")  # the model card's streams
     history_s: float = 5.0  # crops kept for building DIs: context + longest window + look-ahead + margin
     max_fps: float = 240.0  # sizes the crop history (a 200 fps lab camera fits)
+    history_frames: int = 0  # ... and at least this many crops are held (mer-live --windows: the longest window)
     motion: MotionOptions = field(default_factory=MotionOptions)
     spotter: SpotterSettings = field(default_factory=SpotterSettings)
 
@@ -110,7 +111,7 @@ class Analyzer:
         self.tracker = tracker  # realtime.face.FaceTracker (or anything with process(frame, t))
         self.motion = MotionMeter(self.options.motion, max_fps=self.options.max_fps)
         self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
-        capacity = max(8, int(self.options.history_s * self.options.max_fps))
+        capacity = max(8, int(self.options.history_s * self.options.max_fps), self.options.history_frames)
         self.history = CropHistory(capacity, self.options.crop_size)
         self._record = record_stage
         self.frames = 0

@@ -14,10 +14,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UserError
+from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.events import Record, SummaryRecord
 from realtime.native_stderr import native_stderr_silenced
+
+if TYPE_CHECKING:
+    from realtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,9 @@ def run_live(args: argparse.Namespace) -> int:
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.publisher import Publisher, PublisherError, PublisherOptions
     from realtime.sources import SourceError, open_source
+    from realtime.windows import read_windows
 
+    windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
     try:
         spec = _source_spec(args)
         source = open_source(int(spec) if isinstance(spec, str) and spec.isdigit() else spec)
@@ -68,6 +74,10 @@ def run_live(args: argparse.Namespace) -> int:
         source.name = "demo:" + Path(str(spec)).name
     with contextlib.ExitStack() as stack:
         stack.callback(source.close)
+        if windows is not None:
+            if source.is_live:
+                raise UserError(f"--windows needs a recorded video with numbered frames; {source.name} is live")
+            windows.check_length(source.frame_count)
         try:
             engine = load_engine(args.model, backend=args.engine)
         except (EngineError, CardError) as exc:
@@ -101,6 +111,7 @@ def run_live(args: argparse.Namespace) -> int:
         options = PipelineOptions(
             fast=args.fast,
             duration_s=args.duration,
+            windows=windows,
             analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
                                      spotter=spotter_settings(args)),  # type: ignore[arg-type]
         )
@@ -123,13 +134,35 @@ def run_live(args: argparse.Namespace) -> int:
             _print_summary(pipeline.stop("interrupted"), args.record)
             return EXIT_INTERRUPTED
         display.close()
+        scores = pipeline.windows.scores(card.labels) if pipeline.windows is not None else None
+        if scores is not None and scores.foreign:
+            listed = ", ".join(f"{label!r} ({n})" for label, n in sorted(scores.foreign.items()))
+            print(f"mer-live: warning: {args.windows}: labels the model does not know ({', '.join(card.labels)}) "
+                  f"were counted as wrong: {listed}", file=sys.stderr)
         _print_summary(summary, args.record)
         if pipeline.error is not None:
             print(f"mer-live: error: analysis stopped: {pipeline.error}", file=sys.stderr)
             return EXIT_FAILURE
         if source.error:
             print(f"mer-live: warning: {source.error}; processed what could be read", file=sys.stderr)
+        if pipeline.windows is not None and pipeline.windows.missing:
+            print(f"mer-live: error: {_missing_windows(pipeline, args)}", file=sys.stderr)
+            return EXIT_USAGE
         return EXIT_OK
+
+
+def _missing_windows(pipeline: Pipeline, args: argparse.Namespace) -> str:
+    """One line for the rows of --windows whose frames never came (everything else was published)."""
+    assert pipeline.windows is not None
+    missing = pipeline.windows.missing
+    first, more = missing[0], len(missing) - 1
+    read = pipeline.capture.frames_read
+    if pipeline.stopped_by_duration:
+        why = f"frame {first.offset} lies beyond --duration {args.duration:g} s"
+    else:
+        why = f"frame {first.offset} is past the end of the video ({read} frames read, 0..{read - 1})"
+    also = f" (and {more} more line{'s' if more > 1 else ''})" if more else ""
+    return f"{args.windows} line {first.line}: {why}; no event for it{also}"
 
 
 def _discard(record: Record) -> None:
@@ -142,6 +175,8 @@ def _print_summary(s: SummaryRecord, record: Path | None) -> None:
     line = (f"mer-live: {reason}: {s.frames} frames ({s.dropped} dropped, {s.face_frames} with a face), "
             f"{s.events.get('micro', 0)} micro / {s.events.get('macro', 0)} macro events, "
             f"{s.mean_fps:.1f} fps over {s.wall_s:.1f} s")
+    if s.accuracy is not None and s.uf1 is not None:
+        line += f"; accuracy {s.accuracy:.1%}, UF1 {s.uf1:.3f} over {s.scored} labelled windows"
     if record is not None:
         line += f"; recorded to {record}"
     print(line, file=sys.stderr)

@@ -260,6 +260,18 @@ class SummaryRecord(Record):
     wall_s: float = 0.0
     mean_fps: float = 0.0
     reason: str = "end"  # why the run ended: end | interrupted | error
+    # mer-live --windows with a label column: how the predicted labels compare with the file's (rows with a
+    # label that got an event); left out of the record (not null) when not measured
+    scored: int | None = None
+    accuracy: float | None = None
+    uf1: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in ("scored", "accuracy", "uf1"):
+            if out[name] is None:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SummaryRecord:
@@ -275,6 +287,9 @@ class SummaryRecord(Record):
             wall_s=_nonneg("wall_s", _num("wall_s", data.get("wall_s"))),
             mean_fps=_nonneg("mean_fps", _num("mean_fps", data.get("mean_fps"))),
             reason=_str("reason", data.get("reason", "end")),
+            scored=None if data.get("scored") is None else _int("scored", data.get("scored")),
+            accuracy=_num("accuracy", data.get("accuracy"), allow_none=True),
+            uf1=_num("uf1", data.get("uf1"), allow_none=True),
         )
 
 

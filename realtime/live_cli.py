@@ -30,6 +30,7 @@ examples:
   mer-live --demo                                  synthetic clip with micro-expressions, no camera needed
   mer-live --camera 0                              first webcam, dashboard, events on tcp://127.0.0.1:5556
   mer-live --video clip.mp4 --fast --record out.jsonl --no-dashboard
+  mer-live --video clip.mp4 --fast --windows annotations.csv     classify annotated windows, score the labels
   mer-live keys KEYDIR                             create CURVE keys (same as --create-keys KEYDIR)
   mer-subscribe                                    print the events another terminal's mer-live publishes
 """
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read a file as fast as possible and analyse every frame (offline analysis); "
                      "default: play files at their own frame rate like a camera, dropping frames if behind")
     src.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of source time")
+    src.add_argument("--windows", metavar="FILE.csv", type=Path,
+                     help="with --video: classify the windows listed in FILE.csv (header onset,apex,offset, "
+                     "optionally label: 0-based frames, inclusive) instead of spotting; one event per row, in "
+                     "file order; with a label column the summary adds accuracy and UF1")
 
     model = p.add_argument_group("model")
     model.add_argument("--engine", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
@@ -143,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("pick a source: --camera INDEX, --video FILE, or --demo")
         if args.landmark_every < 1:
             parser.error("--landmark-every must be >= 1")
+        if args.windows is not None and not args.video:
+            raise UserError("--windows needs --video FILE: its frame numbers refer to a recorded video (a camera "
+                            "has none in advance; for the demo clip pass its file with --video)")
         _check_zmq(args)
         from realtime.app import run_live
 

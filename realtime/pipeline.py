@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord
 from realtime.ringbuffer import Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
 from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
+from realtime.windows import WindowPlan, WindowsFile
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class PipelineOptions:
     on_frame: Callable[[FrameResult], None] | None = None
     analyzer: AnalyzerOptions = field(default_factory=AnalyzerOptions)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
+    # mer-live --windows: classify these windows (in file order) instead of the spotted ones; the spotter
+    # still runs for the dashboard's score, its windows are not published
+    windows: WindowsFile | None = None
     clock: Callable[[], float] = field(default=time.monotonic)
 
 
@@ -78,11 +82,21 @@ class Pipeline:
         capture = CaptureOptions(pace=not opts.fast, reconnect_s=opts.reconnect_s, clock=self._clock)
         self.capture = CaptureThread(source, self.ring, capture)
         self.stages = StageStats(StageStatsOptions(clock=self._clock))
-        self.analyzer = Analyzer(tracker, opts.analyzer, record_stage=self._record_stage)
+        analyzer_opts, classifier_opts = opts.analyzer, opts.classifier
+        if opts.windows is not None:  # hold the longest window's crops; every window labelled, none overflows
+            analyzer_opts = replace(analyzer_opts, history_frames=max(analyzer_opts.history_frames,
+                                                                      opts.windows.longest))
+            classifier_opts = replace(classifier_opts, classify_macro=True,
+                                      queue_size=max(classifier_opts.queue_size, len(opts.windows.windows) + 1))
+        self.analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
         self.classifier = ClassifierWorker(
             engine, self._emit_event, source=source.name, captured_at=self.capture.captured_at,
-            options=opts.classifier, record_stage=self._record_stage, clock=self._clock,
+            options=classifier_opts, record_stage=self._record_stage, clock=self._clock,
         )
+        self.windows = None if opts.windows is None else WindowPlan(
+            opts.windows, build=self.analyzer.build_inputs, fps=source.fps,
+            micro_max_s=analyzer_opts.spotter.micro_max_s, record_stage=self._record_stage)
+        self.stopped_by_duration = False  # --duration ended the run before the source did
         self._rate_in = RateMeter(RateMeterOptions(clock=self._clock))
         self._rate_proc = RateMeter(RateMeterOptions(clock=self._clock))
         self._intensity: deque[float] = deque(maxlen=opts.sparkline_len)
@@ -109,6 +123,8 @@ class Pipeline:
         self._record_stage("publish", (time.perf_counter() - t0) * 1e3)
         self._events.append(record)
         self._event_counts[record.kind] = self._event_counts.get(record.kind, 0) + 1
+        if self.windows is not None:
+            self.windows.published(record)
 
     # --- the analyser thread ------------------------------------------------------------------------
     def _analyse(self) -> None:
@@ -122,6 +138,7 @@ class Pipeline:
                         break
                     continue
                 if limit is not None and packet.t > limit:
+                    self.stopped_by_duration = True
                     break
                 result = self.analyzer.process(packet.frame, packet.index, packet.t)
                 last_index = packet.index
@@ -129,8 +146,8 @@ class Pipeline:
                     self.first_frame_at = self._clock()
                     log.info("first frame analysed at monotonic %.6f", self.first_frame_at)
                 self._after_frame(result)
-            for job in self.analyzer.flush():
-                if _cut_by_the_end(job, last_index):
+            for job in self.windows.finish() if self.windows is not None else self.analyzer.flush():
+                if self.windows is None and _cut_by_the_end(job, last_index):
                     continue
                 self.classifier.submit(job)
         except BaseException as exc:  # surfaced by run(); the summary is still written
@@ -142,6 +159,8 @@ class Pipeline:
             self._analysis_done.set()
 
     def _after_frame(self, result: FrameResult) -> None:
+        if self.windows is not None:  # the given windows replace the spotted ones
+            result = replace(result, jobs=self.windows.on_frame(result))
         if self.options.on_frame is not None:
             self.options.on_frame(result)
         self._intensity.append(result.intensity if result.intensity is not None else float("nan"))
@@ -218,6 +237,7 @@ class Pipeline:
     def _make_summary(self, reason: str) -> SummaryRecord:
         frames, analysed, dropped = self._counters()
         wall = self._clock() - (self._started_at or self._clock())
+        scores = self.windows.scores(self.classifier.labels) if self.windows is not None else None
         return SummaryRecord(
             source=self.source.name,
             frames=frames,
@@ -227,6 +247,9 @@ class Pipeline:
             wall_s=round(wall, 3),
             mean_fps=round(analysed / wall, 2) if wall > 0 else 0.0,
             reason=reason,
+            scored=scores.scored if scores is not None else None,
+            accuracy=round(scores.accuracy, 6) if scores is not None and scores.accuracy is not None else None,
+            uf1=round(scores.uf1, 6) if scores is not None and scores.uf1 is not None else None,
         )
 
     def snapshot(self, message: str = "") -> DashboardSnapshot:

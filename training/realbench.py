@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from realtime.face import FaceTracker, FaceTrackerOptions
-from realtime.motion import MotionMeter, MotionSample
+from realtime.motion import REGION_NAMES, MotionMeter, MotionSample
 from realtime.sources import open_source
 from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
 from training.metrics import Interval, SpottingScores, match_windows
@@ -139,23 +139,54 @@ def _digest(path: Path, extra: Any) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _cached_motion(path: Path, work: Path, key: str, compute: Callable[[], VideoMotion]) -> VideoMotion:
-    import pickle
+def _save_motion(motion: VideoMotion, file: Path) -> None:
+    """Plain arrays (no pickle): samples become NaN-padded arrays, ``since`` -1 where unknown."""
+    n, regions = motion.frames, len(REGION_NAMES)
+    face = np.array([s is not None for s in motion.samples])
+    since = np.full(n, -1, np.int64)
+    disp = np.full((n, regions, 2), np.nan, np.float32)
+    change = np.full((n, regions), np.nan, np.float32)
+    head, eye = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    for k, s in enumerate(motion.samples):
+        if s is None:
+            continue
+        head[k], eye[k] = s.head, s.eye_opening
+        if s.since is not None and s.displacement is not None:
+            since[k], disp[k] = s.since, s.displacement
+        if s.change is not None:
+            change[k] = s.change
+    tmp = file.with_name(file.name + ".tmp.npz")
+    np.savez(tmp, name=np.array(motion.name), fps=np.array(motion.fps), face=face, since=since, disp=disp,
+             change=change, head=head, eye=eye, crops=motion.crops, landmarks=motion.landmarks)
+    tmp.replace(file)
 
-    file = work / f"motion-{key}.pkl"
+
+def _load_motion(file: Path) -> VideoMotion:
+    z = np.load(file, allow_pickle=False)
+    fps = float(z["fps"])
+    samples: list[MotionSample | None] = []
+    for k, present in enumerate(z["face"]):
+        if not present:
+            samples.append(None)
+            continue
+        since = int(z["since"][k])
+        known = since >= 0
+        change = z["change"][k]
+        samples.append(MotionSample(k, k / fps, since if known else None, z["disp"][k] if known else None,
+                                    float(z["head"][k]), float(z["eye"][k]),
+                                    None if np.isnan(change).all() else change))
+    return VideoMotion(str(z["name"]), fps, len(samples), samples, z["crops"], z["landmarks"])
+
+
+def _cached_motion(work: Path, key: str, compute: Callable[[], VideoMotion]) -> VideoMotion:
+    file = work / f"motion-{key}.npz"
     if file.is_file():
         try:
-            with file.open("rb") as fh:
-                found = pickle.load(fh)
-            if isinstance(found, VideoMotion):
-                return found
-        except (OSError, pickle.PickleError, EOFError, AttributeError):
+            return _load_motion(file)
+        except (OSError, ValueError, KeyError):
             log.info("motion cache %s unreadable; computing again", file)
     motion = compute()
-    tmp = file.with_suffix(".tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(motion, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    tmp.replace(file)
+    _save_motion(motion, file)
     return motion
 
 
@@ -170,7 +201,7 @@ def prepare(videos: Sequence[Path], settings: BenchSettings, work: Path, *, trac
         variants: dict[str, VideoMotion] = {}
         base_key = _digest(path, {"crop": tracker.crop_size})
         variants["original"] = _cached_motion(
-            path, work, base_key, partial(analyse, path, tracker=tracker, progress=progress, name=path.name))
+            work, base_key, partial(analyse, path, tracker=tracker, progress=progress, name=path.name))
         track = None
         for pi, placement in enumerate(settings.placements):
             for ai, amplitude in enumerate(settings.amplitudes):
@@ -179,14 +210,14 @@ def prepare(videos: Sequence[Path], settings: BenchSettings, work: Path, *, trac
                 key = _digest(path, {"onto": asdict(onto), "index": [vi, pi, ai], "crop": tracker.crop_size})
                 rendered = work / f"render-{key}{video_suffix(onto)}"
                 truth_file = work / f"render-{key}.json"
-                motion_file = work / f"motion-{key}.pkl"
+                motion_file = work / f"motion-{key}.npz"
                 if not (rendered.is_file() and truth_file.is_file()) or not motion_file.is_file():
                     if track is None:
                         track = track_video(path, tracker=tracker, progress=progress)
                     plan = plan_onto(track, onto, video=f"{stem}_{placement}_{amplitude:g}", index=vi * 100 + ai)
                     render_onto(track, plan, rendered, onto, progress=progress)
                     truth_file.write_text(json.dumps(plan.rows()), encoding="utf-8")
-                motion = _cached_motion(rendered, work, key, partial(
+                motion = _cached_motion(work, key, partial(
                     analyse, rendered, tracker=tracker, progress=progress, name=f"{stem} {tag}"))
                 motion.truth = json.loads(truth_file.read_text(encoding="utf-8"))
                 variants[tag] = motion

@@ -206,6 +206,9 @@ def build_onto_parser() -> argparse.ArgumentParser:
     o.add_argument("--codec", choices=("MJPG", "mp4v"), default="MJPG",
                    help="MJPG .avi (what webcams send) or mp4v .mp4")
     o.add_argument("--quality", type=int, default=90, metavar="Q", help="JPEG quality of MJPG (1-100)")
+    p.add_argument("--clips", action="store_true",
+                   help="also write the micro-expressions as a recognition set (DIR/recognition: aligned crops "
+                        "as the live tracker sees them, one subject per source video) for mer-train")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log progress details, and show MediaPipe's own log lines")
     return p
@@ -255,7 +258,8 @@ def _onto(argv: Sequence[str]) -> int:
         with native_stderr_silenced(not args.verbose, keep_python=True), progress:
             summary = write_onto(args.videos, args.out, settings, variants=args.variants,
                                  tracker=FaceTrackerOptions(model_path=_face_model(args.face_model)),
-                                 force=True, progress=report, on_video=lambda v: current.update(video=v))
+                                 force=True, clips=args.clips, progress=report,
+                                 on_video=lambda v: current.update(video=v))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
@@ -265,6 +269,8 @@ def _onto(argv: Sequence[str]) -> int:
     table = Table(title=f"mer-synth onto → {args.out}", show_header=False)
     table.add_row("videos", ", ".join(summary.videos))
     table.add_row("expressions", f"{summary.micro} micro, {summary.macro} macro over {summary.minutes:.1f} min")
+    if args.clips:
+        table.add_row("recognition", f"{summary.clips} clips in {args.out / 'recognition'}")
     table.add_row("time", f"{time.monotonic() - start:.1f} s")
     console.print(table)
     return 0

@@ -34,6 +34,7 @@ from training.synth import SPOTTING_COLUMNS, Expression, SynthError, SynthSettin
 from training.synth_render import FaceRig
 
 __all__ = [
+    "CLIP_CONTEXT_S",
     "ONTO_COLUMNS",
     "OntoPlan",
     "OntoSettings",
@@ -367,6 +368,62 @@ def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settin
     return out_path
 
 
+# --- recognition clips ---------------------------------------------------------------------------------------
+
+CLIP_CONTEXT_S = 0.25  # neutral face kept before onset and after offset in a recognition clip
+
+
+def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracker: FaceTrackerOptions,
+                progress: Progress | None = None) -> list[dict[str, object]]:
+    """Recognition clips of a rendered video's micro-expressions, as live use sees them: the rendered video is
+    tracked by the live :class:`realtime.face.FaceTracker` and each window (plus ``CLIP_CONTEXT_S`` of context)
+    is written as aligned BGR crops (``root/<subject>/<clip>/000000.png``), the layout of the synthetic
+    recognition set, so ``mer-train --dataset synth`` reads it. Rows for ``recognition/annotations.csv``;
+    a window with a frame where no face was found is skipped (logged)."""
+    wanted: dict[int, list[int]] = {}
+    ctx = int(round(CLIP_CONTEXT_S * plan.fps))
+    windows = []
+    for k, row in enumerate(r for r in plan.rows() if r["kind"] == "micro"):
+        on, ap, off = (int(str(row[c])) for c in ("onset", "apex", "offset"))
+        first, last = max(on - ctx, 0), min(off + ctx, plan.n_frames - 1)
+        clip = f"{subject}/{plan.video}_{k + 1:04d}"
+        windows.append((first, last, clip, {
+            "subject": subject, "clip": clip, "onset": on - first, "apex": ap - first, "offset": off - first,
+            "label": row["label"], "aus": row["aus"], "fps": row["fps"], "n_frames": last - first + 1}))
+        for f in range(first, last + 1):
+            wanted.setdefault(f, []).append(len(windows) - 1)
+    crops: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(windows))}
+    missing: set[int] = set()
+    options = replace(tracker, color=True)
+    source = open_source(video)
+    if progress:
+        progress("clips", 0, plan.n_frames)
+    with source, FaceTracker(options) as face_tracker:
+        k = 0
+        while (frame := source.read()) is not None:
+            face = face_tracker.process(frame, k / plan.fps)  # every frame: the tracker follows the face
+            for i in wanted.get(k, []):
+                if face is None or face.crop_bgr is None:
+                    missing.add(i)
+                else:
+                    crops[i][k] = face.crop_bgr
+            k += 1
+            if progress and k % 25 == 0:
+                progress("clips", 25, plan.n_frames)
+    rows = []
+    for i, (first, last, clip, row) in enumerate(windows):
+        if i in missing or len(crops[i]) != last - first + 1:
+            log.info("%s: clip %s skipped (no face on some of its frames)", video.name, clip)
+            continue
+        folder = root / clip
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, f in enumerate(range(first, last + 1)):
+            if not cv2.imwrite(str(folder / f"{n:06d}.png"), crops[i][f]):
+                raise SynthError(f"cannot write {folder / f'{n:06d}.png'}")
+        rows.append(row)
+    return rows
+
+
 # --- many videos -------------------------------------------------------------------------------------------
 
 
@@ -379,6 +436,7 @@ class OntoSummary:
     micro: int = 0
     macro: int = 0
     minutes: float = 0.0
+    clips: int = 0
 
 
 def video_ids(paths: Sequence[Path], variants: int) -> list[tuple[Path, int, str]]:
@@ -395,10 +453,12 @@ def video_ids(paths: Sequence[Path], variants: int) -> list[tuple[Path, int, str
 
 
 def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSettings, *, variants: int = 1,
-               tracker: FaceTrackerOptions | None = None, force: bool = False,
+               tracker: FaceTrackerOptions | None = None, force: bool = False, clips: bool = False,
                progress: Progress | None = None, on_video: Callable[[str], object] | None = None) -> OntoSummary:
     """Render ``settings`` onto each video (``variants`` different draws each) into ``out``. ``on_video`` is
-    told each source's name before it is tracked and each output's name before it is rendered."""
+    told each source's name before it is tracked and each output's name before it is rendered. With ``clips``
+    the micro-expressions are also written as a recognition set (``out/recognition``, see
+    :func:`write_clips`), one subject per source video."""
     root = Path(out)
     paths = [Path(v) for v in videos]
     for p in paths:
@@ -412,6 +472,8 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
     suffix = video_suffix(settings)
     index = 0
     tracks: dict[Path, SourceTrack] = {}
+    clip_rows: list[dict[str, object]] = []
+    subjects = {p: vid.rsplit("_v", 1)[0] if variants > 1 else vid for p, _, vid in video_ids(paths, variants)}
     for path, _variant, vid in video_ids(paths, variants):
         track = tracks.get(path)
         if track is None:
@@ -424,6 +486,9 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
         index += 1
         render_onto(track, plan, root / f"{vid}{suffix}", settings, progress=progress)
         rows += plan.rows()
+        if clips:
+            clip_rows += write_clips(root / f"{vid}{suffix}", plan, root / "recognition", subject=subjects[path],
+                                     tracker=tracker or FaceTrackerOptions(), progress=progress)
         summary.videos.append(vid + suffix)
         summary.frames += track.n_frames
         summary.minutes += track.n_frames / track.fps / 60.0
@@ -433,6 +498,14 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
         writer = csv.DictWriter(fh, fieldnames=list(ONTO_COLUMNS), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
+    if clips:
+        from training.synth import RECOGNITION_COLUMNS
+
+        with (root / "recognition" / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
+            clip_writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS), lineterminator="\n")
+            clip_writer.writeheader()
+            clip_writer.writerows(clip_rows)
+        summary.clips = len(clip_rows)
     manifest = {"generator": "mer-synth onto", "format": 1, "settings": asdict(settings), "variants": variants,
                 "sources": [str(p) for p in paths], "videos": summary.videos,
                 "counts": {"micro": summary.micro, "macro": summary.macro, "frames": summary.frames}}

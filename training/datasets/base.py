@@ -349,6 +349,42 @@ def make_sample(
     )
 
 
+def merge_indices(indices: Sequence[DatasetIndex]) -> DatasetIndex:
+    """Several read folders of one kind as one index: samples, skips and counts together. A subject that
+    appears in two folders is one subject (its clips stay in the same fold); a clip listed in two folders is
+    an error, since it would be trained and tested twice."""
+    if not indices:
+        raise DatasetError("no dataset folder given")
+    if len(indices) == 1:
+        return indices[0]
+    first = indices[0]
+    for other in indices[1:]:
+        if other.labels != first.labels:
+            raise DatasetError(f"{other.root}: classes {other.labels} differ from {first.root}'s {first.labels}")
+    samples = [s for index in indices for s in index.samples]
+    seen: dict[str, Path] = {}
+    for index in indices:
+        for s in index.samples:
+            if s.clip in seen and seen[s.clip] != index.root:
+                raise DatasetError(f"clip {s.clip} is in both {seen[s.clip]} and {index.root}; rename one set")
+            seen[s.clip] = index.root
+    dropped: Counter[str] = Counter()
+    notes: Counter[str] = Counter()
+    for index in indices:
+        dropped.update(index.dropped)
+        notes.update(index.notes)
+    return DatasetIndex(
+        name="+".join(dict.fromkeys(i.name for i in indices)),
+        root=first.root,
+        samples=tuple(samples),
+        skipped=tuple(s for index in indices for s in index.skipped),
+        dropped=dict(dropped),
+        scheme=first.scheme,
+        labels=first.labels,
+        notes=dict(notes),
+    )
+
+
 def finish_index(
     name: str,
     root: Path,

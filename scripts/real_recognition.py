@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""Recognition on held-out real footage: micro-expressions rendered onto real video, true windows.
+
+    python scripts/real_recognition.py TEST_DIR... [--model PATH | --run RUN_DIR] [--json]
+
+TEST_DIR is ``mer-synth onto VIDEO... --clips --amplitude 0.04 --out TEST_DIR`` output (its ``recognition/`` set:
+aligned crops as the live tracker gives them, one subject per source video). With ``--model`` (default: the
+bundled model) every clip is classified by that model. With ``--run`` (a ``mer-train`` run whose subjects
+include the test videos' subjects), each video is classified by the fold model that never saw it — the
+leave-one-video-out figure. DIs come from the project's one builder (training.cache / realtime.dynamic_image);
+the probabilities from the engines backend (temperature included), as in live use.
+
+Prints accuracy, UF1, per-class recall and F1, per-video accuracy, the mean confidence on wrong answers and
+the expected calibration error (15 bins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines.backends import load_engine  # noqa: E402
+from training.cache import DICache, DISettings  # noqa: E402
+from training.datasets import load_dataset  # noqa: E402
+from training.datasets.base import merge_indices  # noqa: E402
+from training.datasets.frames import FrameOptions  # noqa: E402
+from training.metrics import recognition_scores  # noqa: E402
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > lo) & (confidence <= hi)
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def classify(model: str | None, samples: list, scheme_labels: tuple[str, ...]) -> list[tuple[object, str, np.ndarray]]:
+    engine = load_engine(model, backend="onnxruntime" if model is None or str(model).endswith(".onnx") else "auto")
+    card = engine.card
+    settings = DISettings(streams=card.streams, input_size=card.input_size,
+                          frames=FrameOptions(alignment="none", crop_size=card.crop_size, channels=card.channels))
+    batch = DICache(None).build(samples, settings)
+    out = []
+    with engine:
+        probs = engine.predict(batch.x) if len(batch.x) else np.zeros((0, len(card.labels)))
+    for sample, p in zip(batch.samples, probs, strict=True):
+        out.append((sample, card.labels[int(np.argmax(p))], np.asarray(p)))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("test_dirs", nargs="+", type=Path, metavar="TEST_DIR")
+    p.add_argument("--model", default=None, help="model to use (default: the bundled one)")
+    p.add_argument("--run", type=Path, default=None, help="a mer-train run: each video by the fold that left it out")
+    p.add_argument("--scheme", default="megc3")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    index = merge_indices([load_dataset("synth", d, scheme=args.scheme) for d in args.test_dirs])
+    samples = list(index.samples)
+    results: list[tuple[object, str, np.ndarray]] = []
+    if args.run is not None:
+        by_subject: dict[str, list] = defaultdict(list)
+        for s in samples:
+            by_subject[s.subject].append(s)
+        folds = {}
+        for path in sorted((args.run / "folds").glob("*.json")):
+            info = json.loads(path.read_text(encoding="utf-8"))
+            for subject in info.get("test_subjects", []):
+                folds[subject] = info
+        for subject, group in sorted(by_subject.items()):
+            info = folds.get(subject)
+            if info is None or "checkpoint" not in info:
+                print(f"no fold with a checkpoint left out {subject!r} in {args.run}", file=sys.stderr)
+                return 2
+            results += classify(str(args.run / info["checkpoint"]), group, index.labels)
+    else:
+        results = classify(args.model, samples, index.labels)
+    labels = index.labels
+    y_true = [s.label for s, _, _ in results]
+    y_pred = [pred for _, pred, _ in results]
+    scores = recognition_scores(y_true, y_pred, labels=labels)
+    confidence = np.array([float(pr.max()) for _, _, pr in results])
+    correct = np.array([t == q for t, q in zip(y_true, y_pred, strict=True)])
+    per_video: dict[str, list[bool]] = defaultdict(list)
+    for (s, _, _), ok in zip(results, correct, strict=True):
+        per_video[s.subject].append(bool(ok))
+    report = {
+        "clips": len(results),
+        "accuracy": round(scores.accuracy, 3),
+        "uf1": round(scores.uf1, 3),
+        "uar": round(scores.uar, 3),
+        "recall": {k: round(v, 3) for k, v in scores.per_class_recall.items()},
+        "f1": {k: round(v, 3) for k, v in scores.per_class_f1.items()},
+        "per_video_accuracy": {k: round(float(np.mean(v)), 3) for k, v in sorted(per_video.items())},
+        "per_video_clips": {k: len(v) for k, v in sorted(per_video.items())},
+        "mean_confidence_wrong": round(float(confidence[~correct].mean()), 3) if (~correct).any() else None,
+        "mean_confidence_right": round(float(confidence[correct].mean()), 3) if correct.any() else None,
+        "ece": round(expected_calibration_error(confidence, correct), 3),
+        "confusion": {"labels": list(scores.labels), "matrix": scores.confusion.tolist()},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for k, v in report.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
