@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ class ModelCard:
     settings: dict[str, Any] = field(default_factory=dict)  # extra build_model(**settings)
     trained_on: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
+    # Softmax temperature: every backend returns softmax(logits / temperature). Fitted on held-out training
+    # subjects by mer-train (engines.calibration); 1.0 = as trained (and for cards written before the field).
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.labels:
@@ -48,6 +52,14 @@ class ModelCard:
             raise CardError(f"model card '{self.name}': channels must be 1 or 3, got {self.channels}")
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "streams", tuple(self.streams))
+        t = self.temperature
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+            raise CardError(f"model card '{self.name}': temperature must be a positive number, got {t!r}")
+        object.__setattr__(self, "temperature", float(t))
+
+    def with_temperature(self, temperature: float) -> ModelCard:
+        """This card with another softmax temperature (checked like every card field)."""
+        return replace(self, temperature=temperature)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -64,10 +76,15 @@ class ModelCard:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def sha256(self) -> str:
-        """Hash of what decides the model's inputs and outputs (not its evaluation figures)."""
+        """Hash of what decides the model's inputs and outputs (not its evaluation figures).
+
+        The temperature changes the outputs, so it is part of the hash, but only when it is not 1: cards
+        and artefacts made before the field existed keep their hash."""
         data = self.to_dict()
         identity = {k: data[k] for k in ("architecture", "labels", "streams", "backbone", "crop_size",
                                           "input_size", "channels", "normalization", "settings")}
+        if self.temperature != 1.0:
+            identity["temperature"] = self.temperature
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     @classmethod

@@ -140,6 +140,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         stored = ModelCard.from_dict(payload.get("card") or {})
     except CardError as exc:
         raise CardError(f"checkpoint {path}: the card stored inside is unusable ({exc})") from None
+    if stored.sha256() != card.sha256() and stored.with_temperature(card.temperature).sha256() == card.sha256():
+        raise CardError(
+            f"model card {card_file.name} gives temperature {card.temperature:g} but checkpoint {path.name} was "
+            f"saved with {stored.temperature:g}; change it with engines.calibration.recalibrate_checkpoint, which "
+            "rewrites both files"
+        )
     if stored.sha256() != card.sha256():
         raise CardError(
             f"model card {card_file.name} does not belong to checkpoint {path.name} (its architecture, labels, "

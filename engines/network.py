@@ -85,7 +85,8 @@ class ModelSettings:
 class MERModel(nn.Module):
     """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
 
-    Input: normalised DIs (``realtime.dynamic_image.build_streams``) in ``card.streams`` order.
+    Input: normalised DIs (``realtime.dynamic_image.build_streams``) in ``card.streams`` order. In eval
+    mode the logits are divided by ``card.temperature`` (calibration; 1 = as trained); training sees them raw.
     """
 
     def __init__(self, card: ModelCard, fusion: str, settings: ModelSettings) -> None:
@@ -146,15 +147,27 @@ class MERModel(nn.Module):
             return list(maps.unbind(1))
         return [encoder(x[:, i]) for i, encoder in enumerate(self.encoders)]
 
+    @property
+    def temperature(self) -> float:
+        """The softmax temperature of the card; eval-mode outputs are the logits divided by it."""
+        return self.card.temperature
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if self.flip_average and not self.training:
+        if self.training:
+            return self.head(self.fusion(self.features(x)))
+        if self.flip_average:
             # Faces are near-symmetric and training flips DIs, so the mirror image is a second, independent
             # look at the same expression. Two passes rather than one batch of 2B, so the exported graph keeps
             # a static class dimension.
             mirrored = self.head(self.fusion(self.features(torch.flip(x, dims=[-1]))))
-            return 0.5 * (self.head(self.fusion(self.features(x))) + mirrored)
-        return self.head(self.fusion(self.features(x)))
+            logits = 0.5 * (self.head(self.fusion(self.features(x))) + mirrored)
+        else:
+            logits = self.head(self.fusion(self.features(x)))
+        # Calibration: the temperature lives in the card and is read here, so the torch backend's softmax,
+        # the ONNX graph (a constant, traced at export) and TensorRT plans built from it all include it.
+        temperature = self.card.temperature
+        return logits if temperature == 1.0 else logits / temperature
 
 
 def create_model(

@@ -2,8 +2,9 @@
 
 Exported graphs have one input ``dis`` (B, S, C, H, W) float32 with a dynamic batch, and one output
 ``probs`` (B, n_classes) float32 — the softmax is inside the graph, so ONNX Runtime, TensorRT and Triton
-all return probabilities. The card JSON is stored in ``metadata_props`` (key ``mer_card``) with its hash
-(``mer_card_sha256``), so an ONNX file moved alone still says what it expects. ``--fp16`` graphs keep
+all return probabilities (of the logits divided by the card's ``temperature``, a constant of the graph).
+The card JSON is stored in ``metadata_props`` (key ``mer_card``) with its hash (``mer_card_sha256``), so
+an ONNX file moved alone still says what it expects. ``--fp16`` graphs keep
 float32 I/O and cast inside, so callers never change; TensorRT 11 (strongly typed) takes its precision
 from these casts. torch is imported only by the export functions.
 """

@@ -88,7 +88,7 @@ def build_from_card(card: ModelCard) -> MERModel:
     except (ModelError, TypeError) as exc:
         raise CardError(f"model card '{card.name}' cannot be built: {exc}") from None
     built = model.card
-    if built.sha256() != card.sha256():
+    if built.sha256() != card.with_temperature(built.temperature).sha256():  # a fitted temperature is no mismatch
         diffs = [
             k
             for k in (

@@ -3,7 +3,8 @@
 Rich-style: the pipeline never pushes to the screen. It offers ``get_snapshot()`` (cheap: copy a few
 counters and references into a :class:`DashboardSnapshot`); :class:`Dashboard` calls it at ≤ 10 Hz from its
 own thread and draws :func:`render_dashboard` of it with ``rich.live.Live``. When stdout is no terminal,
-:class:`PlainLog` prints one line per new event (and a status line now and then) instead.
+:class:`PlainLog` prints one line per new event (and a status line now and then) instead. Both show a
+label less confident than ``DashboardSnapshot.uncertain_below`` (default 0.5) as ``label?``, dimmed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from realtime.events import EventRecord
-from realtime.recordtext import format_record
+from realtime.recordtext import UNCERTAIN_BELOW, format_record, is_uncertain, label_text
 
 __all__ = [
     "Dashboard",
@@ -79,6 +80,7 @@ class DashboardSnapshot:
     event_counts: Mapping[str, int] = field(default_factory=dict)  # totals by kind, e.g. {"micro": 2}
     stage_ms: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     message: str = ""  # one line of news: "ended: end of file", a warning, ...
+    uncertain_below: float = UNCERTAIN_BELOW  # labels less confident than this show as "label?", dimmed
 
 
 # --- pure rendering ---------------------------------------------------------------------------------
@@ -183,7 +185,7 @@ def _header(s: DashboardSnapshot) -> Table:
     return grid
 
 
-def _events_table(events: Sequence[EventRecord]) -> RenderableType:
+def _events_table(events: Sequence[EventRecord], uncertain_below: float = UNCERTAIN_BELOW) -> RenderableType:
     if not events:
         return Text("no events yet", style="dim")
     table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
@@ -197,18 +199,19 @@ def _events_table(events: Sequence[EventRecord]) -> RenderableType:
     ):
         table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for e in reversed(list(events)[-8:]):
+        unsure = "dim" if e.label and is_uncertain(e.confidence, uncertain_below) else ""
         table.add_row(
             f"{e.onset.t:.2f}",
             Text(e.kind, style="bold magenta" if e.kind == "micro" else "cyan"),
             f"{e.duration_ms:.0f}",
-            e.label or "-",
-            _fmt(e.confidence, ".2f"),
+            Text(label_text(e.label, e.confidence, uncertain_below), style=unsure),
+            Text(_fmt(e.confidence, ".2f"), style=unsure),
             f"{e.latency_ms:.0f}",
         )
     return table
 
 
-def _probs(event: EventRecord | None, width: int = 18) -> RenderableType:
+def _probs(event: EventRecord | None, width: int = 18, uncertain_below: float = UNCERTAIN_BELOW) -> RenderableType:
     if event is None or not event.probs:
         return Text("no classified event yet", style="dim")
     grid = Table.grid(padding=(0, 1))
@@ -216,11 +219,12 @@ def _probs(event: EventRecord | None, width: int = 18) -> RenderableType:
     grid.add_column(no_wrap=True)
     grid.add_column(justify="right", no_wrap=True)
     best = max(event.probs, key=lambda k: event.probs[k])
+    unsure = is_uncertain(event.probs[best], uncertain_below)
     for label, p in sorted(event.probs.items(), key=lambda kv: -kv[1]):
-        style = "bold magenta" if label == best else "blue"
-        grid.add_row(
-            Text(label, style="bold" if label == best else ""), Text(_bar(p, width), style=style), f"{p:.2f}"
-        )
+        style = ("dim magenta" if unsure else "bold magenta") if label == best else "blue"
+        name = Text(label_text(label, p, uncertain_below) if label == best else label,
+                    style=("dim" if unsure else "bold") if label == best else "")
+        grid.add_row(name, Text(_bar(p, width), style=style), f"{p:.2f}")
     return grid
 
 
@@ -261,11 +265,13 @@ def render_dashboard(snapshot: DashboardSnapshot) -> RenderableType:
     lower = Table.grid(expand=True, padding=(0, 1))
     lower.add_column(ratio=3)
     lower.add_column(ratio=2)
-    prob_title = "last event" + (f" · {latest.label}" if latest is not None and latest.label else "")
+    prob_title = "last event" + (
+        f" · {label_text(latest.label, latest.confidence, s.uncertain_below)}"
+        if latest is not None and latest.label else "")
     lower.add_row(
-        Panel(_events_table(s.events), title="events (newest first)", title_align="left"),
+        Panel(_events_table(s.events, s.uncertain_below), title="events (newest first)", title_align="left"),
         Group(
-            Panel(_probs(latest), title=prob_title, title_align="left"),
+            Panel(_probs(latest, uncertain_below=s.uncertain_below), title=prob_title, title_align="left"),
             Panel(_stages(s.stage_ms), title="stage ms (last 1 s)", title_align="left"),
         ),
     )
@@ -419,7 +425,7 @@ class PlainLog(_Poller):
         for event in snapshot.events:
             if event.onset.frame > self._last_onset:
                 self._last_onset = event.onset.frame
-                out.append(format_record(event))
+                out.append(format_record(event, uncertain_below=snapshot.uncertain_below))
         now = self._clock()
         if self.status_every_s > 0 and (
             self._last_status is None or now - self._last_status >= self.status_every_s

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     spot.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported (default 0.08)")
     spot.add_argument("--threshold", type=float, metavar="X",
                       help="how far a region's movement must stand out: multiples of that region's own recent "
-                           "level (default 4; lower finds fainter expressions and more false ones)")
+                           "level (default 2; lower finds fainter expressions and more false ones)")
     spot.add_argument("--min-peak", type=float, metavar="F",
                       help="smallest movement spotted, as a fraction of the distance between the eyes "
                            "(default 0.008)")

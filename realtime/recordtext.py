@@ -1,4 +1,9 @@
-"""One readable line per ``mer/1`` record: shared by ``mer-subscribe`` and the plain (non-terminal) log."""
+"""One readable line per ``mer/1`` record: shared by ``mer-subscribe`` and the plain (non-terminal) log.
+
+A label whose confidence is below :data:`UNCERTAIN_BELOW` is shown with a question mark (``positive?``): the
+model's best guess, which it is not sure of. Confidences are calibrated when the model carries a fitted
+temperature (``mer-train`` fits one), so "below 0.5" means "wrong about half the time or more".
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ from datetime import datetime
 
 from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord
 
-__all__ = ["clock_time", "format_record"]
+__all__ = ["UNCERTAIN_BELOW", "clock_time", "format_record", "is_uncertain", "label_text"]
+
+# A label is marked uncertain below this confidence: less likely than all the other classes together.
+UNCERTAIN_BELOW = 0.5
 
 
 def clock_time(iso: str) -> str:
@@ -24,13 +32,27 @@ def _prob(value: float | None) -> str:
     return "   -" if value is None else f"{value:4.2f}"
 
 
-def format_record(record: Record) -> str:
-    """A compact one-line summary; events show when, kind, duration, label, confidence and latency."""
+def is_uncertain(confidence: float | None, uncertain_below: float = UNCERTAIN_BELOW) -> bool:
+    """Whether a label with this confidence is shown as uncertain (never for an unlabelled event)."""
+    return confidence is not None and confidence < uncertain_below
+
+
+def label_text(label: str | None, confidence: float | None, uncertain_below: float = UNCERTAIN_BELOW) -> str:
+    """``label``, ``label?`` when uncertain, ``-`` when there is none."""
+    if not label:
+        return "-"
+    return f"{label}?" if is_uncertain(confidence, uncertain_below) else label
+
+
+def format_record(record: Record, *, uncertain_below: float = UNCERTAIN_BELOW) -> str:
+    """A compact one-line summary; events show when, kind, duration, label, confidence and latency.
+    A label below ``uncertain_below`` confidence ends in ``?``."""
     when = clock_time(record.time)
     if isinstance(record, EventRecord):
+        label = label_text(record.label, record.confidence, uncertain_below)
         return (
             f"{when}  event   {record.kind:<5}  t={record.onset.t:8.3f}s  {record.duration_ms:4.0f} ms  "
-            f"{(record.label or '-'):<10} {_prob(record.confidence)}  "
+            f"{label:<10} {_prob(record.confidence)}  "
             f"latency {record.latency_ms:.0f} ms  frames {record.onset.frame}-{record.apex.frame}-{record.offset.frame}"
         )
     if isinstance(record, StatusRecord):

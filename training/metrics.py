@@ -8,7 +8,10 @@ be scored in one call.
 Recognition: per-class F1 and recall come from the pooled predictions (all LOSO folds together). UF1 is the
 mean per-class F1 over the classes that occur in the true labels *or* the predictions (a class only ever
 predicted scores F1 = 0 and counts; a class in neither is left out). UAR is the mean per-class recall over
-the classes that occur in the true labels (recall is undefined without a true sample). Pure numpy.
+the classes that occur in the true labels (recall is undefined without a true sample).
+
+Calibration: the expected calibration error (ECE; Naeini et al. 2015, Guo et al. 2017) over 15 equal-width
+confidence bins, and the mean confidence on wrong answers. Pure numpy.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ __all__ = [
     "Interval",
     "RecognitionScores",
     "SpottingScores",
+    "expected_calibration_error",
     "frame_iou",
     "match_windows",
     "recognition_scores",
     "spotting_report",
     "spotting_scores",
     "to_interval",
+    "wrong_confidence",
 ]
 
 KINDS = ("micro", "macro")
@@ -217,3 +222,41 @@ def recognition_scores(y_true: Sequence[Hashable], y_pred: Sequence[Hashable],
         per_class_recall={label: float(recall[i]) for i, label in enumerate(labels)},
         labels=labels,
     )
+
+
+def _confidence(probs: Any, y_true: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    if p.ndim != 2 or p.shape[0] != y.shape[0]:
+        raise ValueError(f"probabilities must be (N, classes) for N true class indices; got {p.shape} and {y.shape}")
+    if p.shape[0] == 0:
+        return np.zeros(0), np.zeros(0, dtype=bool)
+    return p.max(axis=1), p.argmax(axis=1) == y
+
+
+def expected_calibration_error(probs: Any, y_true: Any, *, n_bins: int = 15) -> float:
+    """ECE = Σ_b |B_b| / N · |accuracy(B_b) − mean confidence(B_b)|.
+
+    ``probs`` (N, K) class probabilities, ``y_true`` (N,) true class indices. A sample's confidence is its
+    top probability and it is right when its top class is the true one; bin ``b`` holds the confidences in
+    ``(b / n_bins, (b + 1) / n_bins]`` (the first also 0). 0 for no samples.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    confidence, correct = _confidence(probs, y_true)
+    if confidence.size == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        members = bins == b
+        total += members.sum() * abs(float(correct[members].mean()) - float(confidence[members].mean()))
+    return float(total / confidence.size)
+
+
+def wrong_confidence(probs: Any, y_true: Any) -> float:
+    """Mean top probability over the wrong answers (0 when there are none): how sure a model is of its mistakes."""
+    confidence, correct = _confidence(probs, y_true)
+    wrong = ~correct
+    return float(confidence[wrong].mean()) if wrong.any() else 0.0

@@ -4,6 +4,10 @@ Figures are computed from the *pooled* predictions of all folds (accuracy, UF1 =
 per-class F1, UAR = unweighted mean of per-class recall, confusion matrix) by
 ``training.metrics.recognition_scores``; per-fold figures are listed beside them for reference. Folds run on
 different machines are pooled with :func:`merge_runs`, which reads ``RUN_DIR/folds/*.json`` from each.
+
+Calibration: the expected calibration error (ECE, 15 bins) and the mean confidence on wrong answers, before
+(the raw logits' softmax) and after (the fold's temperature; what its saved model answers), per fold and over
+the pooled predictions. Folds written before calibration existed count as uncalibrated (before = after).
 """
 
 from __future__ import annotations
@@ -108,6 +112,54 @@ def _check_compatible(results: Sequence[dict[str, Any]]) -> None:
             subjects[subject] = str(result.get("fold"))
 
 
+def _fold_probs(result: dict[str, Any], labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(probabilities before calibration, after, true class indices) of one fold's predictions."""
+    from training.calibration import softmax
+
+    index = {label: i for i, label in enumerate(labels)}
+    preds = result.get("predictions", [])
+    k = len(labels)
+    after = np.asarray([p["probs"] for p in preds], dtype=np.float64).reshape(-1, k)
+    if preds and all("logits" in p for p in preds):
+        before = softmax(np.asarray([p["logits"] for p in preds], dtype=np.float64).reshape(-1, k))
+    else:
+        before = after
+    y = np.asarray([index[p["true"]] for p in preds], dtype=np.int64)
+    return before, after, y
+
+
+def _calibration_summary(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> tuple[dict[str, Any],
+                                                                                            list[dict[str, Any]]]:
+    """Pooled and per-fold calibration figures (see the module docstring)."""
+    from training.calibration import calibration_figures
+
+    per_fold, parts = [], []
+    temperatures = []
+    for r in results:
+        before, after, y = _fold_probs(r, labels)
+        parts.append((before, after, y))
+        found = r.get("calibration")
+        cal: dict[str, Any] = found if isinstance(found, dict) else {}
+        fitted = bool(cal.get("fitted"))
+        if fitted:
+            temperatures.append(float(cal["temperature"]))
+        per_fold.append({"temperature": float(cal.get("temperature", 1.0)) if cal else None, "fitted": fitted,
+                         "calibration_subjects": list(cal.get("subjects", [])) if cal else [],
+                         **calibration_figures(before, after, y)})
+    k = len(labels)
+    before = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k))
+    after = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k))
+    y = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+    pooled = {
+        "n": int(len(y)),
+        "bins": 15,
+        "folds_calibrated": len(temperatures),
+        "temperature_median": round(float(np.median(temperatures)), 4) if temperatures else None,
+        **calibration_figures(before, after, y),
+    }
+    return pooled, per_fold
+
+
 def pooled_report(results: Sequence[dict[str, Any]], *, dataset: dict[str, Any] | None = None,
                   total_folds: int | None = None) -> dict[str, Any]:
     """The report dict: pooled scores, per-fold scores, dataset account, settings."""
@@ -119,6 +171,7 @@ def pooled_report(results: Sequence[dict[str, Any]], *, dataset: dict[str, Any] 
     y_pred = [p["pred"] for r in results for p in r["predictions"]]
     pooled = scores_dict(y_true, y_pred, labels)
     total = int(total_folds or results[0].get("of") or len(results))
+    calibration, fold_calibration = _calibration_summary(results, labels)
     folds = [
         {
             "fold": r["fold"],
@@ -130,8 +183,9 @@ def pooled_report(results: Sequence[dict[str, Any]], *, dataset: dict[str, Any] 
             "uar": r["scores"]["uar"],
             "epochs_run": r.get("epochs_run"),
             "seconds": r.get("seconds"),
+            "calibration": cal,
         }
-        for r in results
+        for r, cal in zip(results, fold_calibration, strict=True)
     ]
     first = results[0]
     evaluation = {
@@ -143,6 +197,8 @@ def pooled_report(results: Sequence[dict[str, Any]], *, dataset: dict[str, Any] 
         "complete": len(results) == total,
         **{k: pooled[k] for k in ("n", "accuracy", "uf1", "uar", "per_class_f1", "per_class_recall", "confusion")},
         "labels": labels,
+        "calibration": {k: calibration[k] for k in ("folds_calibrated", "temperature_median", "ece_before",
+                                                    "ece_after", "wrong_confidence_before", "wrong_confidence_after")},
     }
     return {
         "schema": REPORT_SCHEMA,
@@ -154,6 +210,7 @@ def pooled_report(results: Sequence[dict[str, Any]], *, dataset: dict[str, Any] 
         "folds_done": len(results),
         "folds_total": total,
         "pooled": pooled,
+        "calibration": calibration,
         "evaluation": evaluation,
         "folds": folds,
         "settings": first.get("settings", {}),
@@ -203,6 +260,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for f in report["folds"]:
         lines.append(f"| {f['fold']} | {', '.join(map(str, f['test_subjects']))} | {f['n']} | {_pct(f['accuracy'])} "
                      f"| {f['uf1']:.4f} | {f['uar']:.4f} | {f.get('epochs_run', '')} |")
+    lines += _calibration_markdown(report)
     data = report.get("data") or {}
     if data:
         lines += ["", "## Data", "",
@@ -223,6 +281,39 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(settings.items())]
     return "\n".join(lines) + "\n"
+
+
+def _calibration_markdown(report: dict[str, Any]) -> list[str]:
+    cal = report.get("calibration")
+    if not cal:
+        return []
+    median = cal.get("temperature_median")
+    lines = [
+        "", "## Calibration", "",
+        "Each fold's softmax temperature T is fitted on clips of training subjects held out of its training "
+        "(never its test subjects); *before* = T 1, *after* = the fold's T. ECE: expected calibration error "
+        f"over {cal.get('bins', 15)} equal-width confidence bins (0 = confidence matches accuracy).",
+        "",
+        f"Folds calibrated: {cal.get('folds_calibrated', 0)} of {report['folds_done']}"
+        + (f"; median T {median:g}" if median is not None else "") + ".",
+        "",
+        "| pooled | ECE | NLL | mean confidence | mean confidence on wrong answers |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for when in ("before", "after"):
+        lines.append(f"| {when} | {cal[f'ece_{when}']:.4f} | {cal[f'nll_{when}']:.4f} "
+                     f"| {cal[f'mean_confidence_{when}']:.3f} | {cal[f'wrong_confidence_{when}']:.3f} |")
+    lines += ["", "| fold | T | calibration subjects | ECE before | ECE after | wrong conf. before | wrong conf. after |",
+              "|---|---:|---|---:|---:|---:|---:|"]
+    for f in report["folds"]:
+        c = f.get("calibration") or {}
+        if not c:
+            continue
+        t = f"{c['temperature']:g}" if c.get("fitted") else "1 (not fitted)"
+        lines.append(f"| {f['fold']} | {t} | {', '.join(map(str, c.get('calibration_subjects', []))) or '-'} "
+                     f"| {c['ece_before']:.4f} | {c['ece_after']:.4f} | {c['wrong_confidence_before']:.3f} "
+                     f"| {c['wrong_confidence_after']:.3f} |")
+    return lines
 
 
 def _write(path: Path, text: str) -> None:

@@ -9,6 +9,12 @@ machines and pooled later with :func:`training.report.merge_runs`. Each fold's m
 ``RUN_DIR/fold_models/<fold>.pt`` (+ card). ``final=True`` then trains one model on
 every subject and saves ``RUN_DIR/final/model.pt`` with its card — the artefact that gets shipped.
 
+Calibration (``calibration_subjects``, default 1): each fold holds that many whole *training* subjects out of
+training, fits the model's softmax temperature on their clips (:mod:`training.calibration`), and evaluates
+the held-out fold with it; the fold JSON records the temperature, the calibration subjects and the expected
+calibration error before and after. The final model, trained on every subject, takes the median of the
+folds' temperatures.
+
 A multi-stream model can have its streams pretrained (``pretrain_epochs``): within each fold, one backbone
 is first trained as the single-stream model with phase augmentation on the same training subjects, and
 every stream of the fused model starts from it (:meth:`_Trainer.pretrain`).
@@ -37,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engines.calibration import set_temperature
 from engines.card import ModelCard
 from engines.checkpoint import save_checkpoint
 from engines.registry import build_model, default_card
@@ -48,6 +55,7 @@ from training.augment import (
     select_streams,
 )
 from training.cache import DIBatch, DICache, DISettings
+from training.calibration import calibration_figures, fit_temperature, softmax, split_calibration
 from training.datasets.base import DatasetIndex
 from training.datasets.frames import FrameOptions
 
@@ -59,6 +67,7 @@ __all__ = [
     "TrainError",
     "TrainSettings",
     "WeightAverage",
+    "final_temperature",
     "make_folds",
     "prepare_data",
     "run_training",
@@ -99,6 +108,7 @@ class TrainSettings:
     average_epochs: int = 0  # > 0: the final weights are the mean of the last N epochs' (SWA), not the last
     pretrain_epochs: int = 0  # > 0 (multi-stream models): first train one backbone as `single` with phase
     #                           augmentation for N epochs, and start every stream's backbone from it
+    calibration_subjects: int = 1  # training subjects each fold holds out to fit the softmax temperature; 0 = off
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
     model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
@@ -119,6 +129,9 @@ class TrainSettings:
             raise TrainError(f"average-epochs must be within 0..epochs ({self.epochs}), got {self.average_epochs}")
         if self.pretrain_epochs < 0:
             raise TrainError(f"pretrain-epochs must be 0 (off) or more, got {self.pretrain_epochs}")
+        if isinstance(self.calibration_subjects, bool) or not isinstance(self.calibration_subjects, int) \
+                or self.calibration_subjects < 0:
+            raise TrainError(f"calibration-subjects must be 0 (off) or more, got {self.calibration_subjects!r}")
         if self.average_epochs and self.val_fraction:
             raise TrainError("--average-epochs and --val-fraction are two ways to pick the final weights; use one")
 
@@ -127,7 +140,7 @@ class TrainSettings:
         data = asdict(self)
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
-        for added in ("model_settings", "average_epochs", "pretrain_epochs"):
+        for added in ("model_settings", "average_epochs", "pretrain_epochs", "calibration_subjects"):
             if not data[added]:
                 data.pop(added)  # runs from before the option existed keep their identity
         if self.protocol == "loso":
@@ -332,6 +345,19 @@ def _predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> 
         for start in range(0, x.shape[0], batch_size):
             out.append(torch.softmax(model(x[start : start + batch_size]), dim=1))
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def _logits(model: Any, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Eval-mode outputs of a model whose temperature is still 1: its raw logits, (N, K) float64."""
+    if model.card.temperature != 1.0:
+        raise TrainError("raw logits are read before the temperature is set")
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            out.append(model(x[start : start + batch_size]).float().cpu())
+    n_classes = len(model.card.labels)
+    return torch.cat(out).double().numpy() if out else np.zeros((0, n_classes))
 
 
 def _scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
@@ -586,6 +612,52 @@ def _split_validation(train_subjects: Sequence[str], fraction: float, seed: int)
     return set(subjects) - val, val
 
 
+def _fold_split(train_subjects: Sequence[str], settings: TrainSettings,
+                seed: int) -> tuple[list[str], set[str], set[str]]:
+    """``(calibration, fit, validation)`` subjects of a fold, all from its training subjects, disjoint.
+
+    Calibration subjects are taken first, leaving at least one subject to train on (two when a validation
+    split is asked for, so it still gets one); the validation split is made of the rest."""
+    keep = 2 if settings.val_fraction > 0 else 1
+    calibration, rest = split_calibration(train_subjects, settings.calibration_subjects, seed, keep=keep)
+    fit, val = _split_validation(rest, settings.val_fraction, seed)
+    return calibration, fit, val
+
+
+def _calibrate(model: Any, data: PreparedData, settings: TrainSettings, subjects: Sequence[str],
+               val_subjects: set[str], device: torch.device) -> dict[str, Any]:
+    """Fit ``model``'s temperature on the clips of ``subjects`` (training subjects it was not trained on),
+    set it, and say what was done; T stays 1 when calibration is off or no subject could be held out."""
+    if not settings.calibration_subjects:
+        return {"fitted": False, "temperature": 1.0, "subjects": [], "note": "calibration off"}
+    source = "training subjects held out of training"
+    chosen = sorted(subjects)
+    if not chosen and val_subjects:
+        chosen, source = sorted(val_subjects), "validation subjects (too few training subjects to hold out more)"
+    if not chosen:
+        return {"fitted": False, "temperature": 1.0, "subjects": [],
+                "note": "not calibrated: too few training subjects to hold one out (T = 1)"}
+    idx = np.flatnonzero(np.isin(data.subjects, chosen))
+    x = select_streams(torch.from_numpy(data.x[idx]), data.batch.streams, data.card.streams).to(device)
+    fit = fit_temperature(_logits(model, x), data.y[idx])
+    set_temperature(model, fit.temperature)
+    return {"fitted": True, "temperature": fit.temperature, "subjects": chosen, "source": source,
+            "calibration_set": fit.to_dict()}
+
+
+def final_temperature(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The final model's temperature: the median of the folds' fitted temperatures (1 when none was fitted).
+
+    The final model is trained on every subject, so none is left to fit it on; the folds' models follow the
+    same recipe on nearly the same data, and the median ignores one fold's odd calibration subject."""
+    fitted = {str(r.get("fold")): float(r["calibration"]["temperature"]) for r in results
+              if isinstance(r.get("calibration"), dict) and r["calibration"].get("fitted")}
+    if not fitted:
+        return {"temperature": 1.0, "folds": 0, "source": "no fold was calibrated: T = 1"}
+    return {"temperature": round(float(np.median(list(fitted.values()))), 4), "folds": len(fitted),
+            "source": f"median of {len(fitted)} folds' fitted temperatures", "fold_temperatures": fitted}
+
+
 def _trained_on(data: PreparedData, subjects: Sequence[str]) -> str:
     idx = data.index
     return (f"{idx.name} ({idx.root}), class scheme {idx.scheme}, {len(subjects)} subjects, "
@@ -610,7 +682,7 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir:
     if not test_mask.any():
         raise TrainError(f"{fold.name}: no samples of {fold.test_subjects}")
     seed = settings.seed + fold.number
-    fit_subjects, val_subjects = _split_validation(train_subjects, settings.val_fraction, seed)
+    cal_subjects, fit_subjects, val_subjects = _fold_split(train_subjects, settings, seed)
     train_idx = np.flatnonzero(np.isin(data.subjects, sorted(fit_subjects)))
     val_idx = np.flatnonzero(np.isin(data.subjects, sorted(val_subjects)))
     test_idx = np.flatnonzero(test_mask)
@@ -618,8 +690,11 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir:
     trainer = _Trainer(data, settings, seed=seed, state_path=state_path)
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
     x_test = select_streams(torch.from_numpy(data.x[test_idx]), data.batch.streams, data.card.streams)
-    probs = _predict(model, x_test.to(trainer.device)).cpu().numpy()
+    logits = _logits(model, x_test.to(trainer.device))
+    calibration = _calibrate(model, data, settings, cal_subjects, val_subjects, trainer.device)
+    probs = softmax(logits, calibration["temperature"])  # what the saved model (T inside) answers
     pred = probs.argmax(1)
+    calibration["test"] = calibration_figures(softmax(logits), probs, data.y[test_idx])
     y_true = [data.labels[i] for i in data.y[test_idx]]
     y_pred = [data.labels[i] for i in pred]
     scores = _scores(y_true, y_pred, data.labels)
@@ -633,23 +708,29 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir:
         "test_subjects": list(fold.test_subjects),
         "train_subjects": sorted(fit_subjects),
         "val_subjects": sorted(val_subjects),
+        "calibration_subjects": list(calibration["subjects"]),
         "dataset": data.index.name,
         "scheme": data.index.scheme,
         "model": settings.model,
         "labels": list(data.labels),
         "settings_id": hashlib.sha256(json.dumps(settings.identity(), sort_keys=True).encode()).hexdigest()[:16],
         "settings": settings.identity(),
-        "predictions": [
-            {"clip": s.clip, "subject": s.subject, "true": t, "pred": p, "probs": [round(float(v), 6) for v in pr]}
-            for s, t, p, pr in zip(samples, y_true, y_pred, probs, strict=True)
+        "predictions": [  # probs: calibrated (the saved model's answer); logits: before the temperature
+            {"clip": s.clip, "subject": s.subject, "true": t, "pred": p, "probs": [round(float(v), 6) for v in pr],
+             "logits": [round(float(v), 6) for v in lg]}
+            for s, t, p, pr, lg in zip(samples, y_true, y_pred, probs, logits, strict=True)
         ],
         "scores": scores,
+        "calibration": calibration,
         "seconds": round(time.monotonic() - t0, 3),
         **info,
     }
     if save_model:
         evaluation = {"protocol": settings.protocol, "fold": fold.name, "test_subjects": list(fold.test_subjects),
-                      **{k: scores[k] for k in ("accuracy", "uf1", "uar")}, "n": len(y_true)}
+                      **{k: scores[k] for k in ("accuracy", "uf1", "uar")}, "n": len(y_true),
+                      "calibration": {"temperature": calibration["temperature"],
+                                      "subjects": list(calibration["subjects"]),
+                                      **{k: calibration["test"][k] for k in ("ece_before", "ece_after")}}}
         _with_card(model, data, settings, trained_on=_trained_on(data, train_subjects), evaluation=evaluation)
         save_checkpoint(model.cpu(), run_dir / "fold_models" / f"{fold.name}.pt",
                         extra={"fold": fold.name, "epochs_run": info["epochs_run"]})
@@ -661,9 +742,12 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir:
 
 
 def train_final(data: PreparedData, settings: TrainSettings, run_dir: Path, *, evaluation: dict[str, Any],
-                progress: NullProgress | None = None) -> Path:
+                temperature: dict[str, Any] | None = None, progress: NullProgress | None = None) -> Path:
     """Train one model on every subject (same schedule; with a validation fraction, early-stopped on a
-    split of them) and save ``RUN_DIR/final/model.pt`` + card carrying the cross-validation figures."""
+    split of them) and save ``RUN_DIR/final/model.pt`` + card carrying the cross-validation figures.
+
+    ``temperature``: :func:`final_temperature` of the folds (its ``temperature`` goes into the card; T = 1
+    without it)."""
     progress = progress or NullProgress()
     subjects = sorted(set(data.subjects.tolist()))
     fold = Fold(0, 0, "final", ())
@@ -674,10 +758,16 @@ def train_final(data: PreparedData, settings: TrainSettings, run_dir: Path, *, e
     final_dir = run_dir / "final"
     trainer = _Trainer(data, settings, seed=seed, state_path=final_dir / "state.pt")
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
-    _with_card(model, data, settings, trained_on=_trained_on(data, subjects), evaluation=copy.deepcopy(evaluation))
+    temperature = dict(temperature or final_temperature(()))
+    set_temperature(model, float(temperature["temperature"]))
+    evaluation = copy.deepcopy(evaluation)
+    if isinstance(evaluation.get("calibration"), dict):
+        evaluation["calibration"]["final_temperature"] = temperature
+    _with_card(model, data, settings, trained_on=_trained_on(data, subjects), evaluation=evaluation)
     path = save_checkpoint(model.cpu(), final_dir / "model.pt", extra={"epochs_run": info["epochs_run"]})
     _atomic_json(final_dir / "training.json", {"subjects": subjects, "val_subjects": sorted(val_subjects),
-                                                "settings": settings.identity(), **info})
+                                                "settings": settings.identity(), "calibration": temperature,
+                                                **info})
     trainer.clear_state()
     progress.fold_end(fold, {"fold": "final", "epochs_run": info["epochs_run"]})
     return path
@@ -767,5 +857,5 @@ def run_training(
         else:
             progress.stage("training the final model on all subjects")
             outcome.final_model = train_final(data, settings, run_dir, evaluation=report.get("evaluation", {}),
-                                              progress=progress)
+                                              temperature=final_temperature(results), progress=progress)
     return outcome

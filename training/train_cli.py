@@ -36,11 +36,14 @@ def _train_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
-    data.add_argument("--data", required=True, type=Path, metavar="DIR",
-                      help="dataset folder (for synth: ROOT or ROOT/recognition)")
+    data.add_argument("--data", required=True, type=Path, metavar="DIR", action="append",
+                      help="dataset folder (for synth: ROOT or ROOT/recognition); give it several times to train "
+                           "on several folders of the same kind together, e.g. still-photo and real-video "
+                           "renderings (mer-synth --out A, mer-synth onto --clips --out B); subjects of all "
+                           "folders share the folds")
     data.add_argument("--dataset", required=True, choices=DATASETS,
                       help="which reader: synth (mer-synth output), casme2, samm or mmew")
-    data.add_argument("--scheme", default="megc3", choices=("megc3", "casme5"),
+    data.add_argument("--scheme", default="megc3", choices=("megc3", "megc3n", "casme5"),
                       help="class scheme: megc3 = negative/positive/surprise, casme5 = happiness/disgust/"
                       "repression/surprise/others; emotions outside it are dropped and counted")
     data.add_argument("--target-fps", type=float, default=None, metavar="FPS",
@@ -80,6 +83,13 @@ def _train_parser() -> argparse.ArgumentParser:
     cv.add_argument("--average-epochs", type=int, default=None, metavar="N",
                     help="final weights = mean of the last N epochs' weights (SWA; BatchNorm recomputed); "
                          "0 = the last epoch's (default: a third of --epochs, or 0 with --val-fraction)")
+    cv.add_argument("--calibration-subjects", type=int, default=1, metavar="N",
+                    help="each fold holds N whole training subjects out of training and fits the model's softmax "
+                         "temperature on their clips (never on the test subjects); the final model takes the "
+                         "median of the folds' temperatures")
+    cv.add_argument("--no-calibration", action="store_true",
+                    help="no temperature fitting: train on every training subject, temperature 1 "
+                         "(same as --calibration-subjects 0)")
     cv.add_argument("--final", action="store_true",
                     help="after cross-validation, train on every subject and write the model to use: "
                     "RUN_DIR/final/model.pt + model.card.json, for mer-live --model and mer-export (without it "
@@ -178,7 +188,7 @@ def _progress_classes() -> tuple[type, type]:
             s = result.get("scores", {})
             state = "already done" if skipped else "done"
             print(f"mer-train: {fold.name} {state}: n={s.get('n')} acc {s.get('accuracy', 0):.3f} "
-                  f"UF1 {s.get('uf1', 0):.3f} UAR {s.get('uar', 0):.3f}", flush=True)
+                  f"UF1 {s.get('uf1', 0):.3f} UAR {s.get('uar', 0):.3f}{_calibration_text(result)}", flush=True)
 
     class RichProgress(NullProgress):
         """Rich bars: DIs, folds, and the epochs of the current fold."""
@@ -216,7 +226,7 @@ def _progress_classes() -> tuple[type, type]:
                 s = result.get("scores", {})
                 state = "already done" if skipped else "done"
                 self.console.log(f"{fold.name} {state}: n={s.get('n')} acc {s.get('accuracy', 0):.3f} "
-                                 f"UF1 {s.get('uf1', 0):.3f} UAR {s.get('uar', 0):.3f}")
+                                 f"UF1 {s.get('uf1', 0):.3f} UAR {s.get('uar', 0):.3f}{_calibration_text(result)}")
                 if self._folds is not None:
                     self.progress.advance(self._folds)
             if self._epochs is not None:
@@ -224,6 +234,16 @@ def _progress_classes() -> tuple[type, type]:
                 self._epochs = None
 
     return PlainProgress, RichProgress
+
+
+def _calibration_text(result: dict[str, Any]) -> str:
+    """`` T 1.84 ECE 0.210→0.061`` for a calibrated fold's result, else ``""``."""
+    cal = result.get("calibration")
+    if not isinstance(cal, dict) or not cal.get("fitted"):
+        return ""
+    test = cal.get("test") or {}
+    ece = f" ECE {test['ece_before']:.3f}→{test['ece_after']:.3f}" if "ece_before" in test else ""
+    return f" T {cal['temperature']:g}{ece}"
 
 
 def _resolve_alignment(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -291,6 +311,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from realtime.native_stderr import native_stderr_silenced
     from training.cache import DICache, default_cache_dir
     from training.datasets import load_dataset
+    from training.datasets.base import merge_indices
     from training.datasets.frames import FrameOptions
     from training.train import TrainSettings, run_training
 
@@ -305,13 +326,14 @@ def _run_train(args: argparse.Namespace) -> int:
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
         val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
         pretrain_epochs=_pretrain_epochs(args),
+        calibration_subjects=0 if args.no_calibration else args.calibration_subjects,
         device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),
     )
     alignment, face_model = _resolve_alignment(args)
     frames = FrameOptions(alignment=alignment, target_fps=args.target_fps, face_model=face_model)
     cache = DICache(None if args.no_cache else (args.cache or default_cache_dir()))
-    index = load_dataset(args.dataset, args.data, scheme=args.scheme)
+    index = merge_indices([load_dataset(args.dataset, root, scheme=args.scheme) for root in args.data])
     summary = (f"{index.name}: {len(index.samples)} samples from {len(index.subjects)} subjects "
                f"(scheme {index.scheme}); skipped rows: {index.skipped_counts() or 'none'}; "
                f"dropped by the scheme: {dict(index.dropped) or 'none'}; alignment {alignment}")
@@ -340,6 +362,11 @@ def _run_train(args: argparse.Namespace) -> int:
     print(f"mer-train: {report.get('folds_done')}/{report.get('folds_total')} folds; pooled n={pooled.get('n')} "
           f"accuracy {100 * pooled.get('accuracy', 0):.2f} % UF1 {pooled.get('uf1', 0):.4f} "
           f"UAR {pooled.get('uar', 0):.4f}")
+    cal = report.get("calibration") or {}
+    if cal.get("folds_calibrated"):
+        print(f"mer-train: calibration: median temperature {cal['temperature_median']:g}; pooled ECE "
+              f"{cal['ece_before']:.4f} → {cal['ece_after']:.4f}; mean confidence on wrong answers "
+              f"{cal['wrong_confidence_before']:.3f} → {cal['wrong_confidence_after']:.3f}")
     for path in outcome.report_paths:
         print(f"mer-train: wrote {path}")
     if outcome.final_model:

@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 class TorchEngine(Engine):
-    """Runs an ``nn.Module`` returning logits; the softmax is applied here, in float32."""
+    """Runs an ``nn.Module`` returning logits (already divided by the card's temperature, in eval mode); the
+    softmax is applied here, in float32."""
 
     name = "torch"
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SCHEMES", "ClassScheme", "SchemeError", "get_scheme", "normalize_emotion"]
+__all__ = ["NONE_LABEL", "SCHEMES", "ClassScheme", "SchemeError", "get_scheme", "normalize_emotion"]
+
+NONE_LABEL = "none"  # the class of windows that are not micro-expressions (scheme megc3n)
 
 
 class SchemeError(ValueError):
@@ -73,6 +75,18 @@ SCHEMES: dict[str, ClassScheme] = {
             ("surprise", ("surprise",)),
         ),
     ),
+    # megc3 plus "none": windows that are not micro-expressions (talking, blinks, head turns the spotter
+    # found in real footage), so a model can veto a false window instead of naming an emotion for it.
+    "megc3n": ClassScheme(
+        name="megc3n",
+        labels=("negative", "positive", "surprise", "none"),
+        members=(
+            ("negative", ("negative", "disgust", "repression", "anger", "contempt", "fear", "sadness")),
+            ("positive", ("positive", "happiness")),
+            ("surprise", ("surprise",)),
+            ("none", ("none",)),
+        ),
+    ),
     # CASME-II 5-class scheme (fear and sadness, too rare in CASME-II, are dropped).
     "casme5": ClassScheme(
         name="casme5",
@@ -89,7 +103,7 @@ SCHEMES: dict[str, ClassScheme] = {
 
 
 def get_scheme(scheme: str | ClassScheme) -> ClassScheme:
-    """A scheme by name (``megc3``, ``casme5``) or the scheme itself."""
+    """A scheme by name (``megc3``, ``megc3n``, ``casme5``) or the scheme itself."""
     if isinstance(scheme, ClassScheme):
         return scheme
     try:
