@@ -17,6 +17,9 @@ CARD_SCHEMA = "mer-card/1"
 NORMALIZATION = "per-image-standardize"  # realtime.dynamic_image.normalize_di
 
 
+NONE_LABEL = "none"  # a label that means "not a micro-expression": a model with it can veto a false window
+
+
 class CardError(ValueError):
     """A model card is missing, unreadable, or does not match its artefact."""
 

@@ -13,6 +13,7 @@ from engines.network import MERModel, create_model
 from engines.registry import register_model
 
 PHASE_STREAMS = ("onset_apex", "apex_offset")
+FLOW_STREAMS = ("flow_u", "flow_v")  # realtime.dynamic_image.FLOW_STREAMS: onset→apex optical flow
 AFN_STREAMS = ("trdi", "midi")
 
 
@@ -48,3 +49,10 @@ def afn(*, labels: Sequence[str], **settings: Any) -> MERModel:
 def afn_concat(*, labels: Sequence[str], **settings: Any) -> MERModel:
     """Ablation of ``afn``: TRDI and MIDI pooled features concatenated."""
     return create_model("afn-concat", labels=labels, streams=AFN_STREAMS, fusion="concat", **settings)
+
+
+@register_model
+def flow(*, labels: Sequence[str], **settings: Any) -> MERModel:
+    """Optical flow onset→apex (its two components, one CNN each, concatenated): how far and which way the
+    skin moved, the same for an Action Unit on any face, where a DI depends on the face's texture."""
+    return create_model("flow", labels=labels, streams=FLOW_STREAMS, fusion="concat", **settings)

@@ -19,7 +19,9 @@ from engines.backbones import BACKBONES, DEFAULT_WIDTHS, build_backbone
 from engines.card import ModelCard
 from engines.fusion import FUSIONS, build_fusion
 
-__all__ = ["MERModel", "ModelError", "ModelSettings", "create_model"]
+__all__ = ["HORIZONTAL_STREAMS", "MERModel", "ModelError", "ModelSettings", "create_model"]
+
+HORIZONTAL_STREAMS = ("flow_u",)  # streams whose values change sign in a mirror image
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,17 @@ class MERModel(nn.Module):
             nn.Dropout(settings.dropout), nn.Linear(fusion_module.out_features, len(card.labels))
         )
         self.flip_average = settings.flip_average
+        # A mirrored horizontal-flow image points the other way: mirror() negates those streams.
+        signs = [-1.0 if stream in HORIZONTAL_STREAMS else 1.0 for stream in card.streams]
+        self._negates = -1.0 in signs
+        self.register_buffer("mirror_signs", torch.tensor(signs).reshape(1, -1, 1, 1, 1), persistent=False)
+
+    mirror_signs: torch.Tensor  # (1, S, 1, 1, 1): -1 for streams that change sign in a mirror image
+
+    def mirror(self, x: torch.Tensor) -> torch.Tensor:
+        """The mirror image of model inputs (B, S, C, H, W): flipped left-right, horizontal flow negated."""
+        flipped = torch.flip(x, dims=[-1])
+        return flipped * self.mirror_signs if self._negates else flipped
 
     @property
     def shared_backbone(self) -> bool:
@@ -160,7 +173,7 @@ class MERModel(nn.Module):
             # Faces are near-symmetric and training flips DIs, so the mirror image is a second, independent
             # look at the same expression. Two passes rather than one batch of 2B, so the exported graph keeps
             # a static class dimension.
-            mirrored = self.head(self.fusion(self.features(torch.flip(x, dims=[-1]))))
+            mirrored = self.head(self.fusion(self.features(self.mirror(x))))
             logits = 0.5 * (self.head(self.fusion(self.features(x))) + mirrored)
         else:
             logits = self.head(self.fusion(self.features(x)))

@@ -11,11 +11,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from engines.card import ModelCard
 from realtime.dynamic_image import build_streams
-from realtime.face import NUM_LANDMARKS
+from realtime.face import NUM_LANDMARKS, TrackedFace
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
 from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
 
@@ -40,6 +42,12 @@ class AnalyzerOptions:
     history_frames: int = 0  # ... and at least this many crops are held (mer-live --windows: the longest window)
     motion: MotionOptions = field(default_factory=MotionOptions)
     spotter: SpotterSettings = field(default_factory=SpotterSettings)
+
+    @classmethod
+    def for_card(cls, card: ModelCard, **options: Any) -> AnalyzerOptions:
+        """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), plus
+        ``options``."""
+        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +128,20 @@ class Analyzer:
 
     def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
         """Analyse one frame; frames must come in increasing index order."""
+        return self.analyse(self.track(frame, t), index, t)
+
+    def track(self, frame: np.ndarray, t: float) -> TrackedFace | None:
+        """The face stage alone. It may run on another thread than :meth:`analyse`, a few frames ahead (the
+        pipeline overlaps MediaPipe with motion and spotting that way): the result owns its arrays."""
+        t0 = time.perf_counter()
+        face: TrackedFace | None = self.tracker.process(frame, t)  # type: ignore[attr-defined]
+        self._record("face", (time.perf_counter() - t0) * 1e3)
+        return face
+
+    def analyse(self, face: TrackedFace | None, index: int, t: float) -> FrameResult:
+        """Everything after the face stage, for the face :meth:`track` found in frame ``index``."""
         perf = time.perf_counter
-        t0 = perf()
-        face = self.tracker.process(frame, t)  # type: ignore[attr-defined]
         t1 = perf()
-        self._record("face", (t1 - t0) * 1e3)
         self.frames += 1
         intensity: float | None = None
         regions: dict[str, float] = {}

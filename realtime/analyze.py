@@ -362,8 +362,7 @@ def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
         options = PipelineOptions(
             fast=True,
             on_frame=frame_log.add,
-            analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
-                                     spotter=settings.spotter),
+            analyzer=AnalyzerOptions.for_card(card, spotter=settings.spotter),
         )
         pipeline = Pipeline(source, tap if tap is not None else tracker, engine, publisher.publish, options,
                             engine_reason=engine.reason)

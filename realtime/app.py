@@ -112,8 +112,7 @@ def run_live(args: argparse.Namespace) -> int:
             fast=args.fast,
             duration_s=args.duration,
             windows=windows,
-            analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
-                                     spotter=spotter_settings(args)),  # type: ignore[arg-type]
+            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_settings(args)),  # type: ignore[arg-type]
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)

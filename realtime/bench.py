@@ -88,7 +88,7 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
     records: list[Any] = []
     options = PipelineOptions(
         fast=fast, keep_stage_samples=True, duration_s=seconds,
-        analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams),
+        analyzer=AnalyzerOptions.for_card(card),
     )
     tracker = tracker_factory()
     source = open_source(str(video))

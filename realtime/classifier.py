@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engines.card import NONE_LABEL
 from realtime.analysis import WindowJob
 from realtime.events import EventRecord
 
@@ -29,6 +30,7 @@ class ClassifierOptions:
     queue_size: int = 64
     max_batch: int = 8
     classify_macro: bool = False  # the bundled model is trained on micro-expressions only
+    veto_none: bool = True  # a window a model labels "none" (not a micro-expression) is not published
     poll_s: float = 0.1
 
 
@@ -58,6 +60,7 @@ class ClassifierWorker:
         self.overflow = 0
         self.classified = 0
         self.failures = 0
+        self.vetoed = 0  # windows the model called "none", not published
         card = getattr(engine, "card", None)
         self.labels: tuple[str, ...] = tuple(card.labels) if card is not None else ()
         self.model_name: str | None = card.name if card is not None else None
@@ -146,6 +149,11 @@ class ClassifierWorker:
         if probs is not None and self.labels:
             best = int(np.argmax(probs))
             label, confidence = self.labels[best], float(probs[best])
+            if label == NONE_LABEL and self.options.veto_none:
+                self.vetoed += 1
+                log.info("window %d-%d vetoed: the model calls it no micro-expression (%.2f)",
+                         w.onset.frame, w.offset.frame, confidence)
+                return
             prob_map = {name: round(float(p), 6) for name, p in zip(self.labels, probs, strict=True)}
         record = EventRecord(
             source=self._source,

@@ -8,6 +8,7 @@ their network inputs through :func:`build_streams`, so what a model sees live is
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 
@@ -15,7 +16,9 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "FLOW_STREAMS",
     "STREAMS",
+    "apex_flow",
     "apex_offset_di",
     "build_streams",
     "dynamic_image",
@@ -162,6 +165,34 @@ def normalize_di(di: np.ndarray, *, eps: float = 1e-3) -> np.ndarray:
     return (x - mean) / max(std, eps)
 
 
+_FLOW = threading.local()  # one DIS instance per thread (OpenCV's is not thread-safe)
+
+
+def apex_flow(frames: np.ndarray | Sequence[np.ndarray], onset: int, apex: int) -> np.ndarray:
+    """Dense optical flow from the onset frame to the apex frame, (H, W, 2) float32 pixels, minus its median
+    (what alignment left of the head's motion), scaled to unit RMS length so that faces of any contrast and
+    expressions of any amplitude give fields of the same size; the two components keep their ratio.
+
+    Where a DI sums brightness changes (which depend on the face's texture and lighting), the flow says how far
+    and which way the skin moved: the same Action Unit gives the same field on any face, which is what carries
+    a model trained on synthetic expressions over to real footage (DIS, OpenCV's medium preset)."""
+    arr = _as_frames(frames)
+    grey = arr if arr.ndim == 3 else arr.mean(axis=3)
+    a, b = (np.clip(grey[i], 0, 255).astype(np.uint8) for i in (onset, apex))
+    if onset == apex or min(a.shape) < 16:  # no motion to see, or too small for the flow's patches
+        return np.zeros((*a.shape, 2), np.float32)
+    dis = getattr(_FLOW, "dis", None)
+    if dis is None:
+        dis = _FLOW.dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    flow = dis.calc(a, b, np.zeros((*a.shape, 2), np.float32))
+    flow -= np.median(flow.reshape(-1, 2), axis=0)
+    rms = float(np.sqrt((flow**2).sum(axis=2).mean()))
+    return flow / max(rms, 1e-3)
+
+
+FLOW_STREAMS = ("flow_u", "flow_v")  # apex_flow's horizontal and vertical components (a mirror negates u)
+
+
 # Stream name → builder(frames, intensity, onset, apex, offset). Model cards list these names in order.
 StreamBuilder = Callable[[np.ndarray, np.ndarray, int, int, int], np.ndarray]
 STREAMS: dict[str, StreamBuilder] = {
@@ -169,6 +200,8 @@ STREAMS: dict[str, StreamBuilder] = {
     "apex_offset": lambda f, m, on, ap, off: _phase(f, ap, off, -1),
     "trdi": lambda f, m, on, ap, off: _motion_di(f[on : off + 1]),
     "midi": lambda f, m, on, ap, off: midi(f[on : off + 1], m[on : off + 1]),
+    "flow_u": lambda f, m, on, ap, off: apex_flow(f, on, ap)[..., 0],
+    "flow_v": lambda f, m, on, ap, off: apex_flow(f, on, ap)[..., 1],
 }
 
 
@@ -187,6 +220,7 @@ def build_streams(
     ``frames`` are aligned crops (T, H, W) or (T, H, W, C); ``onset/apex/offset`` index into them.
     ``intensity`` (one value per frame) orders frames for ``midi``; without it :func:`motion_intensity`
     (difference to the onset frame) is used, as in training. ``size`` resizes each DI (area interpolation) to the model's input side.
+    The flow streams (:data:`FLOW_STREAMS`, :func:`apex_flow`) come from one flow per window, scaled jointly.
     """
     arr = _as_frames(frames)
     onset, apex, offset = _check_window(arr.shape[0], onset, apex, offset)
@@ -198,12 +232,21 @@ def build_streams(
     values = np.asarray(intensity, dtype=np.float64).reshape(-1)
     if values.shape[0] != arr.shape[0]:
         raise ValueError(f"need one intensity per frame: {values.shape[0]} values for {arr.shape[0]} frames")
+    flow = apex_flow(arr, onset, apex) if any(name in FLOW_STREAMS for name in streams) else None
     images = []
     for name in streams:
-        di = STREAMS[name](arr, values, onset, apex, offset)
+        if name in FLOW_STREAMS:
+            assert flow is not None
+            # already scaled, jointly: normalising each component apart would bend the field's directions
+            di = np.ascontiguousarray(flow[..., FLOW_STREAMS.index(name)])
+            if arr.ndim == 4:
+                di = np.repeat(di[..., None], arr.shape[3], axis=2)
+        else:
+            di = STREAMS[name](arr, values, onset, apex, offset)
         if size is not None and di.shape[0] != size:
             di = cv2.resize(di, (size, size), interpolation=cv2.INTER_AREA)
-        di = normalize_di(di)
+        if name not in FLOW_STREAMS:
+            di = normalize_di(di)
         images.append(di[None] if di.ndim == 2 else np.moveaxis(di, -1, 0))
     return np.stack(images).astype(np.float32, copy=False)
 

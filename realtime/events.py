@@ -265,10 +265,13 @@ class SummaryRecord(Record):
     scored: int | None = None
     accuracy: float | None = None
     uf1: float | None = None
+    # windows the spotter found that the model called "none" (not a micro-expression) and so were not
+    # published; left out when none were
+    vetoed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        for name in ("scored", "accuracy", "uf1"):
+        for name in ("scored", "accuracy", "uf1", "vetoed"):
             if out[name] is None:
                 del out[name]
         return out
@@ -290,6 +293,7 @@ class SummaryRecord(Record):
             scored=None if data.get("scored") is None else _int("scored", data.get("scored")),
             accuracy=_num("accuracy", data.get("accuracy"), allow_none=True),
             uf1=_num("uf1", data.get("uf1"), allow_none=True),
+            vetoed=None if data.get("vetoed") is None else _int("vetoed", data.get("vetoed")),
         )
 
 

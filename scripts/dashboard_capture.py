@@ -38,8 +38,7 @@ def main() -> int:
     source.name = "demo:" + video.name
     with FaceTracker(FaceTrackerOptions(crop_size=card.crop_size)) as tracker:
         options = PipelineOptions(fast=True, duration_s=args.seconds,
-                                  analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size,
-                                                           streams=card.streams))
+                                  analyzer=AnalyzerOptions.for_card(card))
         pipeline = Pipeline(source, tracker, engine, lambda record: None, options, engine_reason=engine.reason)
         pipeline.start()
         # Snapshot while it runs, as the dashboard thread does (the spotter's threshold exists only then).

@@ -150,7 +150,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     options = PipelineOptions(
         fast=True, keep_stage_samples=True,  # the sampler below takes (and so empties) the samples each interval
-        analyzer=AnalyzerOptions(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams),
+        analyzer=AnalyzerOptions.for_card(card),
     )
     pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason)
     samples: list[dict[str, Any]] = []

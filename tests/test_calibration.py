@@ -103,11 +103,14 @@ def test_fitted_temperature_of_overconfident_logits_is_above_one_and_lowers_nll_
     assert (softmax(logits, fit.temperature).argmax(1) == logits.argmax(1)).all()
 
 
-def test_underconfident_logits_get_a_temperature_below_one_within_bounds() -> None:
+def test_calibration_only_softens() -> None:
+    """Underconfident logits, or a calibration set the model gets all right, would want T < 1: the fit stops
+    at 1 (the model must not be made surer of faces it has not seen)."""
     logits, y = _overconfident(scale=0.25)
-    assert fit_temperature(logits, y).temperature < 1.0
+    assert fit_temperature(logits, y).temperature == pytest.approx(1.0)
+    assert fit_temperature(logits, y, bounds=(0.05, 20.0)).temperature < 1.0  # what an unbounded fit would do
     all_right = np.asarray([[5.0, 0.0, 0.0]] * 10)
-    assert fit_temperature(all_right, np.zeros(10, dtype=int)).temperature == pytest.approx(0.05)  # the low end
+    assert fit_temperature(all_right, np.zeros(10, dtype=int)).temperature == pytest.approx(1.0)
     with pytest.raises(ValueError):
         fit_temperature(np.zeros((0, 3)), np.zeros(0))
 

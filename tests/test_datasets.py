@@ -267,3 +267,29 @@ def test_onset_alignment_with_face_model(face_model_path: Path, shared_faces: Pa
                     frames=tuple(paths), frame_numbers=(0, 1, 2, 3))
     clip = load_clip(sample, FrameOptions(alignment="onset", crop_size=64, face_model=str(face_model_path)))
     assert clip.frames.shape == (4, 64, 64)
+
+
+def _synth_set(root: Path, subject: str, labels: list[str]) -> Path:
+    rows = ["subject,clip,onset,apex,offset,label,aus,fps,n_frames"]
+    for k, label in enumerate(labels):
+        clip = f"{subject}/{subject}_{k:04d}"
+        _write_clip(root / "recognition" / clip, range(6), "{:06d}.png", seed=k)
+        rows.append(f"{subject},{clip},0,2,5,{label},12,30,6")
+    (root / "recognition" / "annotations.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_several_data_folders_merge_into_one_index(tmp_path: Path) -> None:
+    from training.datasets.base import merge_indices
+
+    stills = load_dataset("synth", _synth_set(tmp_path / "a", "s01", ["negative", "positive"]), scheme="megc3n")
+    video = load_dataset("synth", _synth_set(tmp_path / "b", "franck", ["surprise", "none", "none"]),
+                         scheme="megc3n")
+    merged = merge_indices([stills, video])
+    assert len(merged.samples) == 5 and merged.subjects == ("franck", "s01")
+    assert merged.labels == ("negative", "positive", "surprise", "none")
+    with pytest.raises(DatasetError, match="is in both"):
+        merge_indices([stills, load_dataset("synth", _synth_set(tmp_path / "c", "s01", ["negative"]),
+                                             scheme="megc3n")])
+    with pytest.raises(DatasetError, match="differ"):
+        merge_indices([stills, load_dataset("synth", tmp_path / "b", scheme="megc3")])

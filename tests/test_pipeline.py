@@ -74,3 +74,44 @@ def test_the_snapshot_carries_the_endpoint() -> None:
     snapshot = pipeline.snapshot()
     assert snapshot.endpoint == "tcp://127.0.0.1:5556"
     assert "tcp://127.0.0.1:5556" in render_text(snapshot, width=100)
+
+
+class _NoneEngine:
+    """Answers "none" (not a micro-expression) for every window, with the megc3n labels."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.card = SimpleNamespace(labels=("negative", "positive", "surprise", "none"), name="fake-megc3n")
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        out = np.full((len(batch), 4), 0.05, np.float32)
+        out[:, 3] = 0.85
+        return out
+
+
+class _TwoWindows(_OpenWindowAtTheEnd):
+    """Two finished micro windows on the way, with model inputs."""
+
+    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
+        result = super().process(frame, index, t)
+        if index in (15, 30):
+            window = SpottedWindow(onset=_point(index - 8), apex=_point(index - 5), offset=_point(index - 2),
+                                   kind="micro", peak=1.0, decided_at=_point(index))
+            return FrameResult(index, t, True, 0.0, {}, (WindowJob(window, np.zeros((1, 1, 8, 8), np.float32)),))
+        return result
+
+    def flush(self) -> tuple[WindowJob, ...]:
+        return ()
+
+
+def test_a_window_the_model_calls_none_is_vetoed_and_counted() -> None:
+    records: list[Record] = []
+    source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * 40, fps=FPS, name="array:test")
+    pipeline = Pipeline(source, object(), _NoneEngine(), records.append, PipelineOptions(fast=True))
+    pipeline.analyzer = _TwoWindows()  # type: ignore[assignment]
+    pipeline.run()
+    events = [r for r in records if isinstance(r, EventRecord)]
+    summary = [r for r in records if isinstance(r, SummaryRecord)][-1]
+    assert events == [] and summary.vetoed == 2 and summary.events == {"micro": 0, "macro": 0}
+    assert SummaryRecord.from_dict(summary.to_dict()).vetoed == 2

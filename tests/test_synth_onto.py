@@ -171,3 +171,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
     assert "garbage.mp4" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["onto", str(garbage), "--out", str(tmp_path / "o3"), "--amplitude", "0.5,0.1"])
+
+
+def test_none_clips_come_from_the_uninjected_video(clip: Path, face_model_path: Path, tmp_path: Path) -> None:
+    from training.datasets import load_dataset
+    from training.synth_onto import write_none_clips
+
+    rows = write_none_clips(clip, tmp_path / "recognition", subject="single_face",
+                            tracker=FaceTrackerOptions(model_path=face_model_path), per_minute=120.0)
+    assert rows and all(r["label"] == "none" and r["subject"] == "single_face" for r in rows)
+    for r in rows:
+        frames = sorted((tmp_path / "recognition" / str(r["clip"])).glob("*.png"))
+        assert len(frames) == r["n_frames"] and 0 <= int(r["onset"]) <= int(r["apex"]) <= int(r["offset"])
+    with (tmp_path / "recognition" / "annotations.csv").open("w", newline="") as fh:
+        from training.synth import RECOGNITION_COLUMNS
+
+        writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert len(load_dataset("synth", tmp_path, scheme="megc3n").samples) == len(rows)
+    assert len(load_dataset("synth", tmp_path, scheme="megc3").samples) == 0  # dropped by the 3-class scheme

@@ -94,8 +94,13 @@ class SpatialAugment:
     random positive field exp(N(0, σ²)) keeps the pattern and varies that contrast region by region.
     """
 
-    def __init__(self, options: AugmentOptions | None = None) -> None:
+    def __init__(self, options: AugmentOptions | None = None, *, vector_streams: tuple[int, int] | None = None
+                 ) -> None:
+        """``vector_streams``: the indices of the horizontal and vertical components of a vector field (the
+        flow streams), whose values are turned with the image: a mirror negates the horizontal component, a
+        rotation mixes the two."""
         self.options = options or AugmentOptions()
+        self.vector_streams = vector_streams
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         o = self.options
@@ -118,6 +123,15 @@ class SpatialAugment:
         flat = x.reshape(b, s * c, h, w)
         grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
         out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.vector_streams is not None:
+            # The output at p shows the input at A p + t, so a movement d of the input appears as A⁻¹ d.
+            iu, iv = self.vector_streams
+            inverse = torch.linalg.inv(theta[:, :, :2].to(torch.float64)).to(x.dtype)  # (b, 2, 2)
+            view = out.reshape(b, s, c, h, w)
+            u, v = view[:, iu].clone(), view[:, iv].clone()
+            view[:, iu] = inverse[:, 0, 0].view(b, 1, 1, 1) * u + inverse[:, 0, 1].view(b, 1, 1, 1) * v
+            view[:, iv] = inverse[:, 1, 0].view(b, 1, 1, 1) * u + inverse[:, 1, 1].view(b, 1, 1, 1) * v
+            out = view.reshape(b, s * c, h, w)
         if o.contrast_field > 0:
             cells = torch.randn(b, 1, o.contrast_cells, o.contrast_cells, generator=generator).to(dev)
             field = F.interpolate(cells * o.contrast_field, size=(h, w), mode="bicubic", align_corners=False)

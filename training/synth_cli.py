@@ -209,6 +209,10 @@ def build_onto_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", action="store_true",
                    help="also write the micro-expressions as a recognition set (DIR/recognition: aligned crops "
                         "as the live tracker sees them, one subject per source video) for mer-train")
+    p.add_argument("--none-per-minute", type=float, default=0.0, metavar="R",
+                   help="with --clips: also this many clips per minute labelled 'none', windows a permissive "
+                        "spotter finds in the un-injected source video (talking, blinks, head turns), for a "
+                        "model that can veto false windows (mer-train --scheme megc3n)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log progress details, and show MediaPipe's own log lines")
     return p
@@ -258,7 +262,8 @@ def _onto(argv: Sequence[str]) -> int:
         with native_stderr_silenced(not args.verbose, keep_python=True), progress:
             summary = write_onto(args.videos, args.out, settings, variants=args.variants,
                                  tracker=FaceTrackerOptions(model_path=_face_model(args.face_model)),
-                                 force=True, clips=args.clips, progress=report,
+                                 force=True, clips=args.clips, none_per_minute=args.none_per_minute,
+                                 progress=report,
                                  on_video=lambda v: current.update(video=v))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -424,6 +424,47 @@ def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracke
     return rows
 
 
+# Spotting settings that find far more than micro-expressions: for harvesting windows that are not one.
+_PERMISSIVE = {"min_score": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
+               "max_lid_change": 1e6, "max_lid_change_widened": 1e6, "max_return": 100.0}
+
+
+def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrackerOptions, per_minute: float,
+                     seed: int = 0, progress: Progress | None = None) -> list[dict[str, object]]:
+    """Clips labelled ``none`` from an un-injected video: windows a permissive version of the live spotter finds
+    there (talking, blinks, gaze, head turns, natural expressions), at most ``per_minute`` per minute, drawn at
+    random. A model trained with them (class scheme ``megc3n``) can veto a false window live."""
+    from engines.card import NONE_LABEL
+    from realtime.motion import MotionMeter
+    from realtime.spotting import Spotter, SpotterSettings
+
+    source = open_source(video)
+    fps = float(source.fps)
+    found = []
+    n = 0
+    with source, FaceTracker(tracker) as face_tracker:
+        meter, spotter = MotionMeter(), Spotter(SpotterSettings(**_PERMISSIVE))
+        if progress:
+            progress("none windows", 0, source.frame_count or 0)
+        while (frame := source.read()) is not None:
+            face = face_tracker.process(frame, n / fps)
+            sample = None if face is None else meter.update(face.crop, face.crop_landmarks, n, n / fps)
+            found += spotter.update(sample, index=n, t=n / fps)
+            n += 1
+            if progress and n % 25 == 0:
+                progress("none windows", 25, source.frame_count or 0)
+        found += spotter.flush()
+    found = [w for w in found if w.kind == "micro"]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 4, len(found)]))
+    keep = int(round(per_minute * n / fps / 60.0))
+    chosen = sorted(rng.choice(len(found), size=min(keep, len(found)), replace=False).tolist()) if found else []
+    expressions = tuple(Expression("micro", NONE_LABEL, (), (), 0.0, found[i].onset.t, found[i].apex.t -
+                                   found[i].onset.t, 0.0, found[i].offset.t - found[i].apex.t) for i in chosen)
+    plan = OntoPlan(f"{video.stem}_none", video.name, fps, n, expressions, (int(seed), 4))
+    log.info("%s: %d windows that are no micro-expression found, %d kept", video.name, len(found), len(chosen))
+    return write_clips(video, plan, root, subject=subject, tracker=tracker, progress=progress)
+
+
 # --- many videos -------------------------------------------------------------------------------------------
 
 
@@ -454,11 +495,13 @@ def video_ids(paths: Sequence[Path], variants: int) -> list[tuple[Path, int, str
 
 def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSettings, *, variants: int = 1,
                tracker: FaceTrackerOptions | None = None, force: bool = False, clips: bool = False,
-               progress: Progress | None = None, on_video: Callable[[str], object] | None = None) -> OntoSummary:
+               none_per_minute: float = 0.0, progress: Progress | None = None,
+               on_video: Callable[[str], object] | None = None) -> OntoSummary:
     """Render ``settings`` onto each video (``variants`` different draws each) into ``out``. ``on_video`` is
     told each source's name before it is tracked and each output's name before it is rendered. With ``clips``
     the micro-expressions are also written as a recognition set (``out/recognition``, see
-    :func:`write_clips`), one subject per source video."""
+    :func:`write_clips`), one subject per source video, plus ``none_per_minute`` clips labelled ``none`` per
+    minute of each *source* video (:func:`write_none_clips`)."""
     root = Path(out)
     paths = [Path(v) for v in videos]
     for p in paths:
@@ -474,7 +517,7 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
     tracks: dict[Path, SourceTrack] = {}
     clip_rows: list[dict[str, object]] = []
     subjects = {p: vid.rsplit("_v", 1)[0] if variants > 1 else vid for p, _, vid in video_ids(paths, variants)}
-    for path, _variant, vid in video_ids(paths, variants):
+    for path, variant, vid in video_ids(paths, variants):
         track = tracks.get(path)
         if track is None:
             if on_video:
@@ -482,6 +525,10 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
             track = tracks[path] = track_video(path, tracker=tracker, progress=progress)
         if on_video:
             on_video(vid)
+        if clips and none_per_minute > 0 and variant == 0:  # once per source video
+            clip_rows += write_none_clips(path, root / "recognition", subject=subjects[path],
+                                          tracker=tracker or FaceTrackerOptions(), per_minute=none_per_minute,
+                                          seed=settings.seed, progress=progress)
         plan = plan_onto(track, settings, video=vid, index=index)
         index += 1
         render_onto(track, plan, root / f"{vid}{suffix}", settings, progress=progress)

@@ -47,6 +47,7 @@ from engines.calibration import set_temperature
 from engines.card import ModelCard
 from engines.checkpoint import save_checkpoint
 from engines.registry import build_model, default_card
+from realtime.dynamic_image import FLOW_STREAMS
 from training.augment import (
     PHASE_STREAMS,
     SpatialAugment,
@@ -109,6 +110,7 @@ class TrainSettings:
     pretrain_epochs: int = 0  # > 0 (multi-stream models): first train one backbone as `single` with phase
     #                           augmentation for N epochs, and start every stream's backbone from it
     calibration_subjects: int = 1  # training subjects each fold holds out to fit the softmax temperature; 0 = off
+    label_smoothing: float = 0.0  # cross-entropy against targets smoothed by this much (0 = off)
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
     model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
@@ -132,6 +134,8 @@ class TrainSettings:
         if isinstance(self.calibration_subjects, bool) or not isinstance(self.calibration_subjects, int) \
                 or self.calibration_subjects < 0:
             raise TrainError(f"calibration-subjects must be 0 (off) or more, got {self.calibration_subjects!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TrainError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.average_epochs and self.val_fraction:
             raise TrainError("--average-epochs and --val-fraction are two ways to pick the final weights; use one")
 
@@ -140,7 +144,7 @@ class TrainSettings:
         data = asdict(self)
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
-        for added in ("model_settings", "average_epochs", "pretrain_epochs", "calibration_subjects"):
+        for added in ("model_settings", "average_epochs", "pretrain_epochs", "calibration_subjects", "label_smoothing"):
             if not data[added]:
                 data.pop(added)  # runs from before the option existed keep their identity
         if self.protocol == "loso":
@@ -267,6 +271,14 @@ def select_folds(folds: Sequence[Fold], spec: str | Sequence[str] | None) -> lis
 
 
 PRETRAIN_MODEL = "single"  # what stream pretraining trains: one backbone on TRDI + the phase DIs
+
+
+def _vector_streams(streams: Sequence[str]) -> tuple[int, int] | None:
+    """Indices of the flow streams (horizontal, vertical) among ``streams``, turned with the image when
+    augmenting; None when the model reads no flow."""
+    if all(name in streams for name in FLOW_STREAMS):
+        return streams.index(FLOW_STREAMS[0]), streams.index(FLOW_STREAMS[1])
+    return None
 
 
 def model_streams_needed(card: ModelCard, augment_phases: bool, *, pretrain: bool = False) -> tuple[str, ...]:
@@ -460,7 +472,7 @@ class _Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs, eta_min=s.lr * 0.01)
         generator = torch.Generator().manual_seed(self.seed)
-        augment = SpatialAugment() if s.spatial_augment else None
+        augment = SpatialAugment(vector_streams=_vector_streams(data.card.streams)) if s.spatial_augment else None
         start = 0
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"score": -1.0, "epoch": 0, "state": None}
@@ -486,7 +498,7 @@ class _Trainer:
                 if augment is not None:
                     xb = augment(xb, generator)
                 logits = model(xb)
-                loss = F.cross_entropy(logits, yb, weight=loss_weights)
+                loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=s.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

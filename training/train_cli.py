@@ -101,6 +101,9 @@ def _train_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW)")
     train.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     train.add_argument("--seed", type=int, default=0, help="random seed; same seed + settings = same folds and runs")
+    train.add_argument("--label-smoothing", type=float, default=0.0, metavar="E",
+                       help="train against targets smoothed by E (e.g. 0.1): a model less sure of itself where "
+                            "it has not been, such as real footage after synthetic training")
     train.add_argument("--augment-phases", action=argparse.BooleanOptionalAction, default=True,
                        help="single-stream models: add each phase DI as an extra training sample (default on)")
     train.add_argument("--pretrain-epochs", type=int, default=None, metavar="N",
@@ -277,6 +280,10 @@ def _pretrain_epochs(args: argparse.Namespace) -> int:
         streams = default_card(args.model, labels=("a", "b")).streams
     except (KeyError, ValueError):
         return 0  # an unknown model is reported, in one line, where the data is prepared
+    from realtime.dynamic_image import FLOW_STREAMS
+
+    if set(streams) & set(FLOW_STREAMS):
+        return 0  # stream pretraining starts backbones from a TRDI model: nothing a flow stream can use
     return args.epochs if len(streams) > 1 else 0
 
 
@@ -325,7 +332,7 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
         val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
-        pretrain_epochs=_pretrain_epochs(args),
+        pretrain_epochs=_pretrain_epochs(args), label_smoothing=args.label_smoothing,
         calibration_subjects=0 if args.no_calibration else args.calibration_subjects,
         device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["NONE_LABEL", "SCHEMES", "ClassScheme", "SchemeError", "get_scheme", "normalize_emotion"]
+from engines.card import NONE_LABEL  # the class of windows that are not micro-expressions
 
-NONE_LABEL = "none"  # the class of windows that are not micro-expressions (scheme megc3n)
+__all__ = ["NONE_LABEL", "SCHEMES", "ClassScheme", "SchemeError", "get_scheme", "normalize_emotion"]
 
 
 class SchemeError(ValueError):
@@ -79,12 +79,12 @@ SCHEMES: dict[str, ClassScheme] = {
     # found in real footage), so a model can veto a false window instead of naming an emotion for it.
     "megc3n": ClassScheme(
         name="megc3n",
-        labels=("negative", "positive", "surprise", "none"),
+        labels=("negative", "positive", "surprise", NONE_LABEL),
         members=(
             ("negative", ("negative", "disgust", "repression", "anger", "contempt", "fear", "sadness")),
             ("positive", ("positive", "happiness")),
             ("surprise", ("surprise",)),
-            ("none", ("none",)),
+            (NONE_LABEL, (NONE_LABEL,)),
         ),
     ),
     # CASME-II 5-class scheme (fear and sadness, too rare in CASME-II, are dropped).
