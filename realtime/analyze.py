@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -205,16 +206,27 @@ def _di_for_display(di: np.ndarray) -> np.ndarray:
 
 
 class _BlendshapeTap:
-    """Hands frames to the face tracker and keeps the blendshapes of the face it returned last."""
+    """Hands frames to the face tracker and keeps the blendshapes of the faces it returned, by frame time: the
+    pipeline's face thread runs a few frames ahead of the analyser thread that writes the rows."""
+
+    _KEEP = 64  # frames; the face thread is at most PipelineOptions.face_queue + 1 ahead
 
     def __init__(self, tracker: Any) -> None:
         self._tracker = tracker
-        self.last: dict[str, float] | None = None
+        self._shapes: dict[float, dict[str, float] | None] = {}
+        self._times: deque[float] = deque()
 
     def process(self, frame: np.ndarray, t: float) -> Any:
         face = self._tracker.process(frame, t)
-        self.last = face.blendshapes if face is not None else None
+        self._shapes[t] = face.blendshapes if face is not None else None
+        self._times.append(t)
+        if len(self._times) > self._KEEP:
+            self._shapes.pop(self._times.popleft(), None)
         return face
+
+    def at(self, t: float) -> dict[str, float] | None:
+        """Blendshapes of the face found in the frame at ``t`` (None: no face, or not seen)."""
+        return self._shapes.get(t)
 
 
 def _num(value: float | None, digits: int = 6) -> str:
@@ -255,7 +267,7 @@ class FrameLog:
         row = [str(result.index), f"{result.t:.6f}", "1" if result.face else "0", _num(score), _num(threshold)]
         row += [_num(result.regions.get(r)) for r in self.regions]
         if self._tap is not None:
-            shapes = self._tap.last or {}
+            shapes = self._tap.at(result.t) or {}
             row += [_num(shapes.get(name), 5) for name in BLENDSHAPE_NAMES]
         self._writer.writerow(row)
         self.t.append(result.t)

@@ -176,6 +176,8 @@ def _print_summary(s: SummaryRecord, record: Path | None) -> None:
             f"{s.mean_fps:.1f} fps over {s.wall_s:.1f} s")
     if s.accuracy is not None and s.uf1 is not None:
         line += f"; accuracy {s.accuracy:.1%}, UF1 {s.uf1:.3f} over {s.scored} labelled windows"
+    if s.landmark_every is not None:
+        line += f"; face landmarks on every {s.landmark_every} frame(s) (--landmark-every auto)"
     if record is not None:
         line += f"; recorded to {record}"
     print(line, file=sys.stderr)

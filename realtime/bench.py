@@ -4,8 +4,12 @@ Runs, on a generated synthetic video (default, so it works anywhere) or ``--vide
 1. start-up: a fresh ``mer-live`` process, from spawn to its first analysed frame;
 2. offline (``--fast``): throughput and per-stage p50/p95 (decode, face, motion, spotting, DI, classify,
    publish), event ``latency_ms`` / ``delay_ms``, and spotting F1 against the annotations when known;
+   around it, the bare MediaPipe landmarker (VIDEO mode, one face) on the same frames with the same decode,
+   and the ratio of the two frame rates (``--repeats`` alternates them);
 3. paced at the source's fps for ``--paced-seconds``: dropped frames;
-4. classification latency per available engine at batch 1 and 8;
+4. paced at each ``--paced-fps`` on a generated video of that frame rate: dropped frames and the
+   ``--landmark-every`` N in use (the one ``auto`` chose);
+5. classification latency per available engine at batch 1 and 8;
 and peak RSS. A Rich table, or ``--json`` for machines. Nothing here is asserted in tests.
 """
 
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from realtime.errors import EXIT_OK, EXIT_USAGE, UserError
+from realtime.live_cli import landmark_every_arg
 from realtime.sources import FrameSource
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,8 @@ class RunFigures:
     delay_ms: dict[str, float | None] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
     spotting: dict[str, float] | None = None
+    landmark_every: int | None = None  # the tracker's N at the end (the one --landmark-every auto chose)
+    auto: dict[str, float] = field(default_factory=dict)  # what auto chose N from (ms, fps)
 
 
 def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, card: Any,
@@ -112,6 +119,7 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
         timed.close()
     events = [r for r in records if isinstance(r, EventRecord)]
     figures = RunFigures(
+        landmark_every=getattr(tracker, "landmark_every", None), auto=dict(getattr(tracker, "auto_figures", {})),
         frames=summary.frames, dropped=summary.dropped, wall_s=summary.wall_s, fps=summary.mean_fps,
         stage_ms={s: {"p50": _pct(v, 50), "p95": _pct(v, 95)} for s, v in pipeline.stage_samples.items()},
         latency_ms={"p50": _pct([e.latency_ms for e in events], 50), "p95": _pct([e.latency_ms for e in events], 95)},
@@ -121,6 +129,56 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
     if annotations is not None:
         figures.spotting = score_against(events, annotations, video.stem)
     return figures
+
+
+def landmarker_baseline(video: Path, face_model: str | None = None) -> dict[str, Any]:
+    """The bare MediaPipe FaceLandmarker over ``video``: VIDEO mode, one face, public API, every frame decoded
+    by OpenCV as the pipeline's source does and converted to RGB (a reused buffer), on this thread; what a
+    minimal script gets. ``fps`` counts decode + conversion + landmarks; ``landmark_ms`` the landmarks alone."""
+    import cv2
+
+    from realtime.face import _mediapipe, resolve_face_model
+
+    mp = _mediapipe()
+    vision = mp.tasks.vision
+    options = vision.FaceLandmarkerOptions(
+        base_options=mp.tasks.BaseOptions(model_asset_path=str(resolve_face_model(face_model))),
+        running_mode=vision.RunningMode.VIDEO, num_faces=1)
+    cap = cv2.VideoCapture(str(video))
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 30.0
+    landmark_ms: list[float] = []
+    rgb: np.ndarray | None = None
+    try:
+        with vision.FaceLandmarker.create_from_options(options) as landmarker:
+            start = time.perf_counter()
+            while True:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                t0 = time.perf_counter()
+                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=rgb)
+                landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb),
+                                            int(round(len(landmark_ms) * 1000.0 / fps)))
+                landmark_ms.append((time.perf_counter() - t0) * 1e3)
+            wall = time.perf_counter() - start
+    finally:
+        cap.release()
+    n = len(landmark_ms)
+    return {"frames": n, "wall_s": round(wall, 3), "fps": round(n / wall, 2) if n and wall > 0 else 0.0,
+            "landmark_ms": {"p50": _pct(landmark_ms, 50), "p95": _pct(landmark_ms, 95)}}
+
+
+def throughput_ratio(pipeline_fps: list[float], landmarker_fps: list[float]) -> dict[str, Any]:
+    """Full offline pipeline against the bare landmarker, from runs that alternated on one machine: landmarker,
+    pipeline, landmarker, pipeline, ..., landmarker (one more landmarker run than pipeline runs). Each pipeline
+    run is compared with the mean of the landmarker runs just before and after it (the machine's load drifts);
+    ``ratio`` is the median over runs (>= 0.9 is the target)."""
+    if len(landmarker_fps) != len(pipeline_fps) + 1 or not pipeline_fps:
+        raise ValueError("need one landmarker run before every pipeline run and one after the last")
+    ratios = [round(fps / ((landmarker_fps[i] + landmarker_fps[i + 1]) / 2), 3) if landmarker_fps[i] > 0
+              and landmarker_fps[i + 1] > 0 else 0.0 for i, fps in enumerate(pipeline_fps)]
+    return {"landmarker_fps": landmarker_fps, "pipeline_fps": pipeline_fps, "ratios": ratios,
+            "ratio": round(float(np.median(ratios)), 3)}
 
 
 def score_against(events: list[Any], annotations: Path, video_id: str) -> dict[str, float]:
@@ -179,6 +237,7 @@ def engine_latency(model: str | None) -> dict[str, dict[str, float]]:
 
 TARGETS = [
     ("offline throughput (fps)", "fast.fps", ">=", 100.0),
+    ("offline pipeline / bare landmarker (fps ratio)", "ratio.ratio", ">=", 0.9),
     ("paced: dropped frames", "paced.dropped", "<=", 0),
     ("event latency_ms p95 (paced, live-like)", "paced.latency_ms.p95", "<=", 50.0),
     ("ONNX Runtime b1 p50 (ms)", "engines.onnxruntime b1.p50", "<=", 5.0),
@@ -218,7 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inference backend, as for mer-live (default %(default)s)")
     p.add_argument("--model", help="model to use (default: bundled)")
     p.add_argument("--face-model", help="face_landmarker.task (default: $MER_FACE_MODEL / cache)")
-    p.add_argument("--landmark-every", type=int, default=1, metavar="N", help="landmarks every Nth frame")
+    p.add_argument("--landmark-every", type=landmark_every_arg, default=1, metavar="N|auto",
+                   help="landmarks every Nth frame; auto: N from the measured landmark cost and the source's "
+                   "frame rate (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=1, metavar="K",
+                   help="offline runs, each between two bare-landmarker runs, for the ratio (default %(default)s)")
+    p.add_argument("--paced-fps", type=float, nargs="+", default=[], metavar="FPS",
+                   help="also run paced on a generated video at each of these frame rates (e.g. 120 200) and "
+                   "report its drops and --landmark-every N")
+    p.add_argument("--paced-fps-seconds", type=float, default=30.0, metavar="S",
+                   help="length of those generated videos (default %(default)s)")
     p.add_argument("--skip-startup", action="store_true", help="do not measure process start-up")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     return p
@@ -273,15 +341,41 @@ def _run(args: argparse.Namespace) -> int:
     if not args.skip_startup:
         with console.status("start-up…"):
             result["startup_s"] = measure_startup(Path(video), args.face_model, args.engine, args.model)
-    with console.status("offline run (--fast)…"):
-        result["fast"] = run_pipeline(Path(video), fast=True, engine=engine, tracker_factory=tracker_factory,
-                                      card=card, annotations=annotations).__dict__
+    landmarker: list[dict[str, Any]] = []
+    fast: list[RunFigures] = []
+    for i in range(max(1, args.repeats)):  # landmarker, pipeline, landmarker, ...: the same load around each
+        with console.status("bare landmarker…"):
+            landmarker.append(landmarker_baseline(Path(video), args.face_model))
+        with console.status(f"offline run (--fast) {i + 1}…"):
+            fast.append(run_pipeline(Path(video), fast=True, engine=engine, tracker_factory=tracker_factory,
+                                     card=card, annotations=annotations))
+    with console.status("bare landmarker…"):
+        landmarker.append(landmarker_baseline(Path(video), args.face_model))
+    result["fast"] = fast[0].__dict__
+    result["landmarker"] = landmarker[0]
+    result["ratio"] = throughput_ratio([f.fps for f in fast], [b["fps"] for b in landmarker])
     if args.paced_seconds > 0:
         with console.status(f"paced run ({args.paced_seconds:g} s)…"):
             paced = run_pipeline(Path(video), fast=False, engine=engine, tracker_factory=tracker_factory,
                                  card=card, annotations=None, seconds=args.paced_seconds)
             result["paced"] = {"frames": paced.frames, "dropped": paced.dropped, "seconds": paced.wall_s,
                                "latency_ms": paced.latency_ms, "delay_ms": paced.delay_ms, "events": paced.events}
+    targets = list(TARGETS)
+    for fps in args.paced_fps:  # e.g. a 120 or 200 fps lab camera, with --landmark-every auto
+        from realtime.demo import synthetic_video
+
+        with console.status(f"generating a {fps:g} fps video…"):
+            clip, _ = synthetic_video(seconds=args.paced_fps_seconds, fps=fps, face_model=args.face_model)
+        with console.status(f"paced at {fps:g} fps ({args.paced_fps_seconds:g} s)…"):
+            run = run_pipeline(clip, fast=False, engine=engine, tracker_factory=tracker_factory, card=card,
+                               annotations=None)
+        key = f"{fps:g}".replace(".", "_")
+        result.setdefault("paced_fps", {})[key] = {
+            "fps": fps, "frames": run.frames, "dropped": run.dropped, "seconds": run.wall_s,
+            "landmark_every": run.landmark_every, "auto": run.auto,
+            "stage_ms": {s: v["p50"] for s, v in run.stage_ms.items()}}
+        targets.append((f"paced at {fps:g} fps, landmark_every {args.landmark_every} (N = {run.landmark_every}): "
+                        "dropped frames", f"paced_fps.{key}.dropped", "<=", 0))
     engine.close()
     with console.status("engines…"):
         result["engines"] = engine_latency(args.model)
@@ -290,7 +384,7 @@ def _run(args: argparse.Namespace) -> int:
         {"what": what, "value": _get(result, key), "target": f"{op} {limit:g}",
          "met": None if _get(result, key) is None else (
              _get(result, key) >= limit if op == ">=" else _get(result, key) <= limit)}
-        for what, key, op, limit in TARGETS
+        for what, key, op, limit in targets
     ]
     if args.json:
         print(json.dumps(result, indent=2))
@@ -322,6 +416,13 @@ def _print_tables(result: dict[str, Any]) -> None:
     console.print(t)
     console.print(f"offline: {fast['frames']} frames in {fast['wall_s']} s = {fast['fps']} fps; events {fast['events']}; "
                   f"latency_ms {fast['latency_ms']}; delay_ms {fast['delay_ms']}; spotting {fast['spotting']}")
+    ratio = result["ratio"]
+    console.print(f"bare landmarker (VIDEO mode, one face, same decode): {ratio['landmarker_fps']} fps, landmarks "
+                  f"{result['landmarker']['landmark_ms']} ms; pipeline {ratio['pipeline_fps']} fps; "
+                  f"ratio {ratio['ratio']} (runs {ratio['ratios']})")
+    for run in result.get("paced_fps", {}).values():
+        console.print(f"paced at {run['fps']:g} fps: {run['frames']} frames, {run['dropped']} dropped, "
+                      f"landmark_every {run['landmark_every']} {run['auto'] or ''}")
     if "paced" in result:
         console.print(f"paced: {result['paced']}")
     console.print(f"engines: {result['engines']}")

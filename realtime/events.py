@@ -229,6 +229,15 @@ class StatusRecord(Record):
     face_frames: int
     engine: str | None = None
     stage_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # --landmark-every auto: face landmarks on every Nth frame, the N chosen; left out otherwise (and while
+    # it is still being measured)
+    landmark_every: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if out["landmark_every"] is None:
+            del out["landmark_every"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StatusRecord:
@@ -245,6 +254,7 @@ class StatusRecord(Record):
             face_frames=_int("face_frames", data.get("face_frames")),
             engine=_str("engine", data.get("engine"), allow_none=True),
             stage_ms=_stage_ms(data.get("stage_ms", {})),
+            landmark_every=_landmark_every(data),
         )
 
 
@@ -268,10 +278,11 @@ class SummaryRecord(Record):
     # windows the spotter found that the model called "none" (not a micro-expression) and so were not
     # published; left out when none were
     vetoed: int | None = None
+    landmark_every: int | None = None  # --landmark-every auto: the N chosen; left out otherwise
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
-        for name in ("scored", "accuracy", "uf1", "vetoed"):
+        for name in ("scored", "accuracy", "uf1", "vetoed", "landmark_every"):
             if out[name] is None:
                 del out[name]
         return out
@@ -294,7 +305,18 @@ class SummaryRecord(Record):
             accuracy=_num("accuracy", data.get("accuracy"), allow_none=True),
             uf1=_num("uf1", data.get("uf1"), allow_none=True),
             vetoed=None if data.get("vetoed") is None else _int("vetoed", data.get("vetoed")),
+            landmark_every=_landmark_every(data),
         )
+
+
+def _landmark_every(data: dict[str, Any]) -> int | None:
+    value = data.get("landmark_every")
+    if value is None:
+        return None
+    every = _int("landmark_every", value)
+    if every < 1:
+        raise RecordError("landmark_every", f"must be >= 1, got {every}")
+    return every
 
 
 _TYPES: dict[str, type[Record]] = {cls.type: cls for cls in (EventRecord, StatusRecord, SummaryRecord)}

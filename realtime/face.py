@@ -19,12 +19,13 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -248,6 +249,72 @@ def _landmarks_px(face: Any, width: int, height: int) -> np.ndarray:
     return pts
 
 
+@dataclass(frozen=True)
+class _RawVideoApi:
+    """What reading a VIDEO-mode result straight from MediaPipe's C struct needs (see :func:`_raw_video_api`)."""
+
+    result_type: Any  # ctypes struct of one result
+    floats: int  # a landmark struct's size in floats
+    x: int  # offsets of x and y in floats
+    y: int
+
+
+def _raw_video_api() -> _RawVideoApi | None:
+    """MediaPipe's ctypes layer (mediapipe >= 1.2), when it looks as this code expects; None otherwise.
+
+    ``FaceLandmarker.detect_for_video`` turns each landmark of the C result into a Python object (478 per
+    face, ~0.7 ms a frame on this machine, more than a tenth of the pipeline's own work), which we then turned
+    back into an array. :func:`_detect_for_video_raw` reads x and y into numpy instead, same values to the bit.
+    """
+    import ctypes
+
+    try:
+        from mediapipe.tasks.python.vision import face_landmarker as fl
+
+        result_type = fl.MpFaceLandmarkerResultC
+        landmark = result_type._fields_[0][1]._type_._fields_[0][1]._type_  # → MpNormalizedLandmarkC
+        size, x, y = ctypes.sizeof(landmark), landmark.x, landmark.y
+        ok = (
+            result_type._fields_[0][0] == "face_landmarks"
+            and size % 4 == 0 and x.size == y.size == 4 and x.offset % 4 == 0 and y.offset % 4 == 0
+            and callable(getattr(fl.FaceLandmarker, "detect_for_video", None))
+        )
+    except (ImportError, AttributeError, IndexError, TypeError) as exc:
+        logger.debug("reading MediaPipe results through its public API (%s)", exc)
+        return None
+    return _RawVideoApi(result_type, size // 4, x.offset // 4, y.offset // 4) if ok else None
+
+
+def _detect_for_video_raw(
+    api: _RawVideoApi, landmarker: Any, image: Any, ms: int, size: tuple[int, int]
+) -> list[np.ndarray] | None:
+    """Landmarks (pixels) of every face, as ``FaceLandmarker.detect_for_video`` finds them; None (nothing run)
+    when this landmarker or image lacks the internals, so the caller can use the public call instead."""
+    import ctypes
+
+    lib, handle, image_ptr = (getattr(landmarker, "_lib", None), getattr(landmarker, "_handle", None),
+                              getattr(image, "_image_ptr", None))
+    detect = getattr(lib, "MpFaceLandmarkerDetectForVideo", None)
+    close = getattr(lib, "MpFaceLandmarkerCloseResult", None)
+    if handle is None or image_ptr is None or detect is None or close is None:
+        return None
+    result = api.result_type()
+    detect(handle, image_ptr, None, ms, ctypes.byref(result))
+    try:
+        scale = np.array(size, np.float32)
+        faces = []
+        for i in range(result.face_landmarks_count):
+            face = result.face_landmarks[i]
+            floats = ctypes.cast(face.landmarks, ctypes.POINTER(ctypes.c_float))
+            values = np.ctypeslib.as_array(floats, shape=(face.landmarks_count, api.floats))
+            pts = values[:, [api.x, api.y]]  # a copy: the C memory is freed below
+            pts *= scale
+            faces.append(pts)
+    finally:
+        close(ctypes.byref(result))
+    return faces
+
+
 def _bbox(landmarks: np.ndarray) -> tuple[float, float, float, float]:
     lo = landmarks.min(axis=0)
     hi = landmarks.max(axis=0)
@@ -441,6 +508,33 @@ _LK_PARAMS: dict[str, Any] = {
 _LK_MAX_ERROR = 25.0  # mean absolute grey difference in the window: higher = the point was lost
 _FOLLOW_MIN_POINTS = 0.6  # fraction of RIGID_POINTS that must agree, else run the landmarker
 _FOLLOW_RANSAC_PX = 2.0
+# Handing a face over to the one-face landmarker: the frame is grey beyond this many face widths around it,
+# so the landmarker's own detector finds that face and no other. Its landmark crop (about 1.5 face boxes)
+# stays inside the visible part.
+_HANDOVER_MARGIN = 0.6
+_HANDOVER_MAX_WAIT = 32  # a failed handover is tried again after 1, 2, 4, ... landmark frames, at most this many
+# landmark_every="auto": landmark frames timed (after the warm-up calls) before N is chosen
+_AUTO_WARMUP = 3
+_AUTO_PROVISIONAL = 3  # N set for the first time after this many; final after _AUTO_SAMPLES
+_AUTO_SAMPLES = 12
+
+
+def choose_landmark_every(
+    landmark_ms: float, fps: float, *, follow_ms: float = 0.0, headroom: float = 0.5, max_every: int = 10
+) -> int:
+    """N for ``landmark_every="auto"``: the smallest N for which one MediaPipe frame and N − 1 followed
+    frames fit, on average, in ``headroom`` of the frame interval, i.e.
+    ``(landmark_ms + (N − 1) · follow_ms) / N <= headroom · 1000 / fps``; at most ``max_every`` (also when
+    even the followed frames alone do not fit). ``landmark_ms`` and ``follow_ms`` are the face stage's
+    cost of a frame with and without MediaPipe."""
+    if not (math.isfinite(fps) and fps > 0) or max_every < 1:
+        raise ValueError(f"need fps > 0 and max_every >= 1, got fps={fps}, max_every={max_every}")
+    budget = headroom * 1000.0 / fps
+    if landmark_ms <= budget:
+        return 1
+    if follow_ms >= budget:
+        return max_every
+    return max(1, min(max_every, math.ceil((landmark_ms - follow_ms) / (budget - follow_ms))))
 
 
 @dataclass(frozen=True)
@@ -454,10 +548,14 @@ class FaceTrackerOptions:
     min_detection_confidence: float = 0.5
     min_tracking_confidence: float = 0.5
     min_presence_confidence: float = 0.5
-    max_faces: int = 3  # faces MediaPipe looks for; the tracker keeps one
+    max_faces: int = 3  # faces MediaPipe looks for when acquiring a face; the tracker keeps one
     max_shift: float = 0.5  # largest move of the face centre between two sightings, × face width
     reacquire_after: float = 0.5  # tracked face gone this long → take the largest face again
-    landmark_every: int = 1  # run MediaPipe on every Nth frame; follow the head by optical flow between
+    # run MediaPipe on every Nth frame and follow the head by optical flow between; "auto": N chosen from
+    # the measured cost of both kinds of frame and the frame rate of the timestamps (choose_landmark_every)
+    landmark_every: int | Literal["auto"] = 1
+    auto_headroom: float = 0.5  # "auto": the face stage may use this fraction of the frame interval ...
+    auto_max_every: int = 10  # ... with N at most this
 
     def __post_init__(self) -> None:
         if self.crop_size < 8:
@@ -468,8 +566,12 @@ class FaceTrackerOptions:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.landmark_every < 1:
-            raise ValueError(f"landmark_every must be >= 1, got {self.landmark_every}")
+        if self.landmark_every != "auto" and (
+            isinstance(self.landmark_every, bool) or not isinstance(self.landmark_every, int) or self.landmark_every < 1
+        ):
+            raise ValueError(f"landmark_every must be 'auto' or an integer >= 1, got {self.landmark_every!r}")
+        if not 0 < self.auto_headroom <= 1 or self.auto_max_every < 1:
+            raise ValueError("auto_headroom must be in (0, 1] and auto_max_every >= 1")
         if self.max_shift <= 0 or self.reacquire_after < 0:
             raise ValueError("max_shift must be > 0 and reacquire_after >= 0")
 
@@ -498,12 +600,23 @@ class FaceTracker:
     ``process`` returns None; after ``reacquire_after`` seconds the largest visible face is taken again.
     Frames may change size at any time: the landmarker works in normalised coordinates and needs no
     re-creation (checked with mediapipe 1.2.2); the tracker rescales its last box. One thread owns a
-    tracker (the analyzer); about 7 ms per 640×360 frame on one CPU core, almost all of it MediaPipe.
+    tracker (the analyzer); about 8 ms per 640×360 frame on one CPU core, almost all of it MediaPipe.
+
+    Two MediaPipe landmarkers: one looks for ``max_faces`` faces and acquires a face (at the start, and when
+    the tracked one is lost); a one-face landmarker then follows it. In VIDEO mode MediaPipe runs its face
+    detector on every frame while it tracks fewer faces than it was asked for, so one landmarker with
+    ``num_faces=3`` ran the detector on every frame of a one-face video (9.1 against 7.5 ms per frame here);
+    ``num_faces`` is fixed when a landmarker is created (mediapipe 1.2.3). The one-face landmarker takes over
+    on a frame greyed out beyond the acquired face, so its own detector can pick no other face; if it loses
+    the face or finds another one, the acquiring landmarker looks at the same frame.
 
     ``landmark_every`` N > 1 runs MediaPipe on every Nth frame only and, in between, moves the last
     landmarks by the head's similarity motion (Lucas-Kanade on rigid points, ~0.7 ms): alignment stays
     within ~0.2 px of per-frame landmarks, but eyelid/mouth landmarks and blendshapes are those of the
     last MediaPipe frame (``TrackedFace.landmarked`` says which). Untrustworthy flow → MediaPipe at once.
+    ``landmark_every="auto"`` times the frames of each kind as they come (MediaPipe on every frame at first,
+    on every Nth with a provisional N after a few) and settles N with :func:`choose_landmark_every` for the
+    frame rate of the timestamps it is given (the source's); :attr:`landmark_every` says which, once settled.
     """
 
     def __init__(self, options: FaceTrackerOptions | None = None) -> None:
@@ -511,18 +624,28 @@ class FaceTracker:
         model = resolve_face_model(self.options.model_path)
         mp = _mediapipe()
         self._mp = mp
-        vision = mp.tasks.vision
-        mp_options = vision.FaceLandmarkerOptions(
-            base_options=mp.tasks.BaseOptions(model_asset_path=str(model)),
-            running_mode=vision.RunningMode.VIDEO,
-            num_faces=self.options.max_faces,
-            min_face_detection_confidence=self.options.min_detection_confidence,
-            min_face_presence_confidence=self.options.min_presence_confidence,
-            min_tracking_confidence=self.options.min_tracking_confidence,
-            output_face_blendshapes=self.options.blendshapes,
-        )
-        self._landmarker: Any = vision.FaceLandmarker.create_from_options(mp_options)
+        # acquisition: up to max_faces; tracking: one face (the same landmarker when max_faces is 1)
+        self._landmarker: Any = self._create_landmarker(model, self.options.max_faces)
+        self._tracking: Any = self._landmarker
+        if self.options.max_faces > 1:
+            try:
+                self._tracking = self._create_landmarker(model, 1)
+            except BaseException:
+                self._landmarker.close()
+                raise
+        every = self.options.landmark_every
+        self._every = 1 if every == "auto" else every  # N in use
+        self._auto = every == "auto"  # still timing frames to choose N
+        self._auto_landmark_ms: list[float] = []
+        self._auto_follow_ms: list[float] = []
+        self._auto_dt: list[float] = []
+        self._auto_last_t: float | None = None
+        self._auto_seen = 0  # frames with a face seen while timing (the first few warm up)
+        self.auto_figures: dict[str, float] = {}  # "auto": what N was chosen from (ms, fps)
+        # landmarks read straight from MediaPipe's C result (blendshapes come through the public call)
+        self._raw = None if self.options.blendshapes else _raw_video_api()
         self._rgb: np.ndarray | None = None  # reused colour-conversion buffer
+        self._handover_rgb: np.ndarray | None = None  # reused buffer for the greyed-out handover frame
         self._warp: np.ndarray | None = None  # reused BGR crop buffer
         self._gray_prev: np.ndarray | None = None  # landmark_every > 1: this and the previous gray frame
         self._gray_spare: np.ndarray | None = None
@@ -530,9 +653,27 @@ class FaceTracker:
         self._offset_ms = 0
         self.reset()
 
+    def _create_landmarker(self, model: Path, num_faces: int) -> Any:
+        vision = self._mp.tasks.vision
+        mp_options = vision.FaceLandmarkerOptions(
+            base_options=self._mp.tasks.BaseOptions(model_asset_path=str(model)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=num_faces,
+            min_face_detection_confidence=self.options.min_detection_confidence,
+            min_face_presence_confidence=self.options.min_presence_confidence,
+            min_tracking_confidence=self.options.min_tracking_confidence,
+            output_face_blendshapes=self.options.blendshapes,
+        )
+        return vision.FaceLandmarker.create_from_options(mp_options)
+
     @classmethod
     def create_from_options(cls, options: FaceTrackerOptions) -> FaceTracker:
         return cls(options)
+
+    @property
+    def landmark_every(self) -> int | None:
+        """N in use: MediaPipe on every Nth frame; None while ``landmark_every="auto"`` is still timing."""
+        return None if self._auto else self._every
 
     def reset(self) -> None:
         """Forget the tracked face (e.g. a new source or a seek); the next face seen is taken afresh.
@@ -545,6 +686,10 @@ class FaceTracker:
         self._prev_landmarks: np.ndarray | None = None  # last tracked landmarks, for landmark_every > 1
         self._prev_blendshapes: dict[str, float] = {}
         self._since_landmarks = 0
+        self._seen_last = False  # the last landmark frame found the tracked face
+        self._handed_over = False  # the one-face landmarker follows the tracked face
+        self._handover_wait = 0  # landmark frames to skip before the next handover attempt ...
+        self._handover_backoff = 1  # ... after a failed one (doubles up to _HANDOVER_MAX_WAIT)
 
     def _timestamp_ms(self, t: float) -> int:
         if not math.isfinite(t):
@@ -589,9 +734,14 @@ class FaceTracker:
             raise RuntimeError("FaceTracker is closed")
         frame = np.ascontiguousarray(frame_bgr)
         _check_image(frame)
-        height, width = frame.shape[:2]
         ms = self._timestamp_ms(t)
-        every = self.options.landmark_every
+        if self._auto:
+            return self._process_timed(frame, t, ms)
+        return self._process(frame, t, ms)
+
+    def _process(self, frame: np.ndarray, t: float, ms: int) -> TrackedFace | None:
+        height, width = frame.shape[:2]
+        every = self._every
         if every > 1:
             gray = self._gray_into(frame)
             previous = self._gray_prev
@@ -604,22 +754,124 @@ class FaceTracker:
                     self._box, self._box_size, self._last_seen = box, (width, height), t
                     self._prev_landmarks = followed
                     return self._align(frame, followed, box, self._prev_blendshapes, landmarked=False)
-        self._rgb = rgb = _to_rgb(frame, self._rgb)
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
-        result = self._landmarker.detect_for_video(image, ms)
-        faces = [_landmarks_px(f, width, height) for f in result.face_landmarks]
-        boxes = [_bbox(f) for f in faces]
-        index = self._pick(boxes, t, (width, height))
-        if index is None:
+        found = self._landmarks(frame, t, ms)
+        if found is None:
             self._prev_landmarks = None
             return None
-        self._box, self._box_size, self._last_seen = boxes[index], (width, height), t
-        blendshapes: dict[str, float] = {}
-        if self.options.blendshapes and index < len(result.face_blendshapes):
-            blendshapes = {c.category_name: float(c.score) for c in result.face_blendshapes[index]}
+        landmarks, box, blendshapes = found
         if every > 1:
-            self._prev_landmarks, self._prev_blendshapes, self._since_landmarks = faces[index], blendshapes, 1
-        return self._align(frame, faces[index], boxes[index], blendshapes, landmarked=True)
+            self._prev_landmarks, self._prev_blendshapes, self._since_landmarks = landmarks, blendshapes, 1
+        return self._align(frame, landmarks, box, blendshapes, landmarked=True)
+
+    def _landmarks(
+        self, frame: np.ndarray, t: float, ms: int
+    ) -> tuple[np.ndarray, Box, dict[str, float]] | None:
+        """The tracked face by MediaPipe: the one-face landmarker while it follows the face (handed over on a
+        frame greyed out around it), else the acquiring landmarker, on the same frame when the other failed."""
+        size = (frame.shape[1], frame.shape[0])
+        self._rgb = rgb = _to_rgb(frame, self._rgb)
+        found = None
+        if (
+            self._tracking is not self._landmarker
+            and self._seen_last
+            and self._box_size == size
+            and self._last_seen is not None
+            and t - self._last_seen <= self.options.reacquire_after
+        ):
+            if self._handed_over:
+                found = self._detect(self._tracking, rgb, ms, t, size)
+                self._handed_over = found is not None
+            elif self._handover_wait > 0:
+                self._handover_wait -= 1
+            else:
+                found = self._detect(self._tracking, self._greyed_around_face(rgb), ms, t, size)
+                self._handed_over = found is not None
+                if found is None:  # e.g. another face inside the margin: try again later, less often
+                    self._handover_wait = self._handover_backoff
+                    self._handover_backoff = min(2 * self._handover_backoff, _HANDOVER_MAX_WAIT)
+                else:
+                    self._handover_backoff = 1
+        if found is None:
+            found = self._detect(self._landmarker, rgb, ms, t, size)
+        self._seen_last = found is not None
+        return found
+
+    def _detect(
+        self, landmarker: Any, rgb: np.ndarray, ms: int, t: float, size: tuple[int, int]
+    ) -> tuple[np.ndarray, Box, dict[str, float]] | None:
+        """Run one landmarker on one frame; the tracked face among its faces (see :meth:`_pick`), or None."""
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        faces = None if self._raw is None else _detect_for_video_raw(self._raw, landmarker, image, ms, size)
+        result = None
+        if faces is None:
+            result = landmarker.detect_for_video(image, ms)
+            faces = [_landmarks_px(f, size[0], size[1]) for f in result.face_landmarks]
+        boxes = [_bbox(f) for f in faces]
+        index = self._pick(boxes, t, size)
+        if index is None:
+            return None
+        self._box, self._box_size, self._last_seen = boxes[index], size, t
+        blendshapes: dict[str, float] = {}
+        if result is not None and self.options.blendshapes and index < len(result.face_blendshapes):
+            blendshapes = {c.category_name: float(c.score) for c in result.face_blendshapes[index]}
+        return faces[index], boxes[index], blendshapes
+
+    def _greyed_around_face(self, rgb: np.ndarray) -> np.ndarray:
+        """This frame, grey beyond ``_HANDOVER_MARGIN`` face widths around the tracked face's last box."""
+        assert self._box is not None
+        x0, y0, x1, y1 = self._box
+        margin = _HANDOVER_MARGIN * max(x1 - x0, y1 - y0)
+        height, width = rgb.shape[:2]
+        left, right = max(0, int(x0 - margin)), min(width, math.ceil(x1 + margin))
+        top, bottom = max(0, int(y0 - margin)), min(height, math.ceil(y1 + margin))
+        out = self._handover_rgb
+        if out is None or out.shape != rgb.shape:
+            out = self._handover_rgb = np.empty_like(rgb)
+        out.fill(_PAD_VALUE)
+        out[top:bottom, left:right] = rgb[top:bottom, left:right]
+        return out
+
+    def _process_timed(self, frame: np.ndarray, t: float, ms: int) -> TrackedFace | None:
+        """``landmark_every="auto"`` before N is final: every frame is timed by kind (MediaPipe or followed).
+        N starts at 1 and is set after a few MediaPipe frames (so a fast camera is not left behind while
+        timing), then again, for good, after ``_AUTO_SAMPLES`` of them."""
+        t0 = time.perf_counter()
+        face = self._process(frame, t, ms)
+        spent = (time.perf_counter() - t0) * 1e3
+        if self._auto_last_t is not None and t > self._auto_last_t:
+            self._auto_dt.append(t - self._auto_last_t)
+        self._auto_last_t = t
+        if face is None:
+            return None
+        if not face.landmarked:
+            self._auto_follow_ms.append(spent)
+            return face
+        self._auto_seen += 1
+        if self._auto_seen <= _AUTO_WARMUP:  # first calls of each landmarker, the acquisition: slower
+            return face
+        self._auto_landmark_ms.append(spent)
+        n = len(self._auto_landmark_ms)
+        final = n >= _AUTO_SAMPLES and (self._every == 1 or len(self._auto_follow_ms) >= _AUTO_SAMPLES // 2)
+        if n >= _AUTO_PROVISIONAL or final:
+            self._choose_every(final=final)
+        return face
+
+    def _choose_every(self, *, final: bool) -> None:
+        landmark_ms = float(np.median(self._auto_landmark_ms))
+        # no followed frame yet: a tenth of a MediaPipe frame (0.9 against 8.5 ms on the development machine)
+        follow_ms = float(np.median(self._auto_follow_ms)) if self._auto_follow_ms else 0.1 * landmark_ms
+        # a low percentile of the frame intervals: frames dropped while timing do not lower the rate
+        fps = 1.0 / float(np.percentile(self._auto_dt, 20)) if self._auto_dt else 30.0
+        opts = self.options
+        self._every = choose_landmark_every(landmark_ms, fps, follow_ms=follow_ms, headroom=opts.auto_headroom,
+                                            max_every=opts.auto_max_every)
+        if not final:
+            return
+        self._auto = False
+        self.auto_figures = {"landmark_ms": round(landmark_ms, 3), "follow_ms": round(follow_ms, 3),
+                             "fps": round(fps, 3)}
+        logger.info("landmark_every auto: N = %d (MediaPipe frame %.1f ms, followed frame %.1f ms, %.0f fps, "
+                    "headroom %.0f %%)", self._every, landmark_ms, follow_ms, fps, 100 * opts.auto_headroom)
 
     def _gray_into(self, frame: np.ndarray) -> np.ndarray:
         """This frame in gray, written into the spare buffer (the other buffer holds the previous frame)."""
@@ -703,8 +955,11 @@ class FaceTracker:
         return self._landmarker is None
 
     def close(self) -> None:
-        """Release the MediaPipe landmarker; safe to call twice."""
+        """Release the MediaPipe landmarkers; safe to call twice."""
         landmarker, self._landmarker = self._landmarker, None
+        tracking, self._tracking = self._tracking, None
+        if tracking is not None and tracking is not landmarker:
+            tracking.close()
         if landmarker is not None:
             landmarker.close()
 

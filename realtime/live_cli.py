@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 
 from realtime.curve import CurveError
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
@@ -34,6 +35,19 @@ examples:
   mer-live keys KEYDIR                             create CURVE keys (same as --create-keys KEYDIR)
   mer-subscribe                                    print the events another terminal's mer-live publishes
 """
+
+
+def landmark_every_arg(text: str) -> int | Literal["auto"]:
+    """``--landmark-every``: a whole number >= 1, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--face-model", metavar="PATH",
                        help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, then the user cache, "
                        "then a verified download)")
-    model.add_argument("--landmark-every", type=int, default=1, metavar="N",
-                       help="run face landmarks on every Nth frame and track alignment in between "
+    model.add_argument("--landmark-every", type=landmark_every_arg, default=1, metavar="N|auto",
+                       help="run face landmarks on every Nth frame and track alignment in between; auto: N from "
+                       "the landmarks' measured cost and the source's frame rate, so a 120 or 200 fps camera "
+                       "keeps up "
                        "(default: %(default)s = every frame)")
 
     out = p.add_argument_group("output")
@@ -146,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if not (args.camera is not None or args.video or args.demo):
             parser.error("pick a source: --camera INDEX, --video FILE, or --demo")
-        if args.landmark_every < 1:
-            parser.error("--landmark-every must be >= 1")
+        if args.landmark_every != "auto" and args.landmark_every < 1:
+            parser.error("--landmark-every must be >= 1 or auto")
         if args.windows is not None and not args.video:
             raise UserError("--windows needs --video FILE: its frame numbers refer to a recorded video (a camera "
                             "has none in advance; for the demo clip pass its file with --video)")

@@ -9,11 +9,13 @@ end of the source, on ``stop()``, and on Ctrl-C (``KeyboardInterrupt`` is re-rai
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import numpy as np
 
@@ -22,7 +24,8 @@ from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
 from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord
-from realtime.ringbuffer import Policy, RingBuffer, RingBufferOptions
+from realtime.face import TrackedFace
+from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
 from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
 from realtime.windows import WindowPlan, WindowsFile
@@ -30,6 +33,8 @@ from realtime.windows import WindowPlan, WindowsFile
 log = logging.getLogger(__name__)
 
 __all__ = ["Pipeline", "PipelineOptions"]
+
+_END = object()  # the face thread's last item: no more frames
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class PipelineOptions:
     sparkline_len: int = 120  # intensity samples kept for the dashboard
     recent_events: int = 8
     keep_stage_samples: bool = False  # keep every stage timing for the run (mer-bench), not just the last second
+    # the face tracker on a thread of its own, a few frames ahead of motion and spotting: MediaPipe (most of
+    # a frame's time, without the GIL) overlaps with the rest of the analysis on another core
+    face_thread: bool = True
+    face_queue: int = 4  # tracked faces waiting for the analyser thread
     # called on the analyser thread with every frame's result, before its windows go to the classifier
     # (mer-analyze writes per-frame CSV rows and keeps the crops of spotted windows from it)
     on_frame: Callable[[FrameResult], None] | None = None
@@ -86,7 +95,7 @@ class Pipeline:
         if opts.windows is not None:  # hold the longest window's crops; every window labelled, none overflows
             analyzer_opts = replace(analyzer_opts, history_frames=max(analyzer_opts.history_frames,
                                                                       opts.windows.longest))
-            classifier_opts = replace(classifier_opts, classify_macro=True,
+            classifier_opts = replace(classifier_opts, classify_macro=True, veto_none=False,
                                       queue_size=max(classifier_opts.queue_size, len(opts.windows.windows) + 1))
         self.analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
         self.classifier = ClassifierWorker(
@@ -105,6 +114,9 @@ class Pipeline:
         self._stop = threading.Event()
         self._analysis_done = threading.Event()
         self._thread = threading.Thread(target=self._analyse, name="mer-analyser")
+        self._faces: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.face_queue))
+        self._face_thread = threading.Thread(target=self._track, name="mer-face")
+        self._split = False  # face_thread and a real Analyzer (decided at start: tests swap in fakes)
         self._started_at: float | None = None
         self._summary: SummaryRecord | None = None
         self.error: BaseException | None = None
@@ -126,26 +138,71 @@ class Pipeline:
         if self.windows is not None:
             self.windows.published(record)
 
-    # --- the analyser thread ------------------------------------------------------------------------
-    def _analyse(self) -> None:
+    # --- the analyser thread, and the face thread before it -------------------------------------------
+    def _packets(self) -> Iterator[FramePacket]:
+        """Frames from the ring, in order, until the source ends, ``stop()`` or ``--duration``."""
         limit = self.options.duration_s
+        while not self._stop.is_set():
+            packet = self._reader.read(timeout=0.1)
+            if packet is None:
+                if self.ring.closed:
+                    return
+                continue
+            if limit is not None and packet.t > limit:
+                self.stopped_by_duration = True
+                return
+            yield packet
+
+    def _track(self) -> None:
+        """The face thread: ring → face tracker → a short queue → the analyser thread. A packet's frame is
+        the reader's buffer, overwritten by the next read; the tracked face owns its arrays."""
+        end: object = _END
+        try:
+            for packet in self._packets():
+                if not self._hand_over((packet.index, packet.t, self.analyzer.track(packet.frame, packet.t))):
+                    return
+        except BaseException as exc:  # raised again on the analyser thread, which reports it
+            end = exc
+        finally:
+            self._reader.close()  # a BLOCK writer must not wait for us any longer
+            self._hand_over(end)
+
+    def _hand_over(self, item: object) -> bool:
+        """Queue ``item`` for the analyser thread; False once that thread has ended."""
+        while not self._analysis_done.is_set():
+            try:
+                self._faces.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _tracked(self) -> Iterator[tuple[int, float, TrackedFace | None]]:
+        """(index, t, face) from the face thread until it ends; its failure is raised here."""
+        while True:
+            try:
+                item = self._faces.get(timeout=0.1)
+            except queue.Empty:
+                if not self._face_thread.is_alive() and self._faces.empty():
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield cast(tuple[int, float, TrackedFace | None], item)
+
+    def _analyse(self) -> None:
         last_index: int | None = None  # the last frame analysed
         try:
-            while not self._stop.is_set():
-                packet = self._reader.read(timeout=0.1)
-                if packet is None:
-                    if self.ring.closed:
-                        break
-                    continue
-                if limit is not None and packet.t > limit:
-                    self.stopped_by_duration = True
-                    break
-                result = self.analyzer.process(packet.frame, packet.index, packet.t)
-                last_index = packet.index
-                if self.first_frame_at is None:
-                    self.first_frame_at = self._clock()
-                    log.info("first frame analysed at monotonic %.6f", self.first_frame_at)
-                self._after_frame(result)
+            if self._split:
+                for index, t, face in self._tracked():
+                    last_index = index
+                    self._after_frame(self.analyzer.analyse(face, index, t))
+            else:
+                for packet in self._packets():
+                    last_index = packet.index
+                    self._after_frame(self.analyzer.process(packet.frame, packet.index, packet.t))
             for job in self.windows.finish() if self.windows is not None else self.analyzer.flush():
                 if self.windows is None and _cut_by_the_end(job, last_index):
                     continue
@@ -159,6 +216,9 @@ class Pipeline:
             self._analysis_done.set()
 
     def _after_frame(self, result: FrameResult) -> None:
+        if self.first_frame_at is None:
+            self.first_frame_at = self._clock()
+            log.info("first frame analysed at monotonic %.6f", self.first_frame_at)
         if self.windows is not None:  # the given windows replace the spotted ones
             result = replace(result, jobs=self.windows.on_frame(result))
         if self.options.on_frame is not None:
@@ -171,7 +231,10 @@ class Pipeline:
     def start(self) -> Pipeline:
         self._started_at = self._clock()
         self.classifier.start()
+        self._split = self.options.face_thread and isinstance(self.analyzer, Analyzer)
         self._thread.start()
+        if self._split:
+            self._face_thread.start()
         self.capture.start()
         return self
 
@@ -205,6 +268,8 @@ class Pipeline:
         self._stop.set()
         self.capture.stop()
         self.ring.close()
+        if self._face_thread.is_alive():
+            self._face_thread.join(timeout=5.0)
         self._thread.join(timeout=5.0)
         self.classifier.stop()
         if reason == "end" and self.capture.end_reason and self.capture.end_reason.startswith("error"):
@@ -212,6 +277,10 @@ class Pipeline:
         self._summary = self._make_summary(reason)
         self._publish(self._summary)
         return self._summary
+
+    def _auto_note(self) -> str:
+        every = self.auto_landmark_every
+        return "" if every is None else f"face landmarks {_every_text(every)} (--landmark-every auto)"
 
     # --- records and snapshots ------------------------------------------------------------------
     def _counters(self) -> tuple[int, int, int]:
@@ -232,7 +301,16 @@ class Pipeline:
             face_frames=self.analyzer.face_frames,
             engine=self.classifier.engine_name,
             stage_ms=self.stages.snapshot(now),
+            landmark_every=self.auto_landmark_every,
         )
+
+    @property
+    def auto_landmark_every(self) -> int | None:
+        """The N that ``--landmark-every auto`` chose (None without auto, and while it is still measuring)."""
+        tracker = getattr(self.analyzer, "tracker", None)
+        if getattr(getattr(tracker, "options", None), "landmark_every", None) != "auto":
+            return None
+        return getattr(tracker, "landmark_every", None)
 
     def _make_summary(self, reason: str) -> SummaryRecord:
         frames, analysed, dropped = self._counters()
@@ -250,6 +328,8 @@ class Pipeline:
             scored=scores.scored if scores is not None else None,
             accuracy=round(scores.accuracy, 6) if scores is not None and scores.accuracy is not None else None,
             uf1=round(scores.uf1, 6) if scores is not None and scores.uf1 is not None else None,
+            vetoed=self.classifier.vetoed or None,
+            landmark_every=self.auto_landmark_every,
         )
 
     def snapshot(self, message: str = "") -> DashboardSnapshot:
@@ -283,8 +363,12 @@ class Pipeline:
             events=tuple(self._events),
             event_counts=dict(self._event_counts),
             stage_ms=self.stages.snapshot(now),
-            message=message or ("finished" if self._analysis_done.is_set() else ""),
+            message=message or ("finished" if self._analysis_done.is_set() else self._auto_note()),
         )
+
+
+def _every_text(every: int) -> str:
+    return "every frame" if every == 1 else f"every {every} frames"
 
 
 def _cut_by_the_end(job: WindowJob, last_index: int | None) -> bool:

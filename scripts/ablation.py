@@ -43,6 +43,7 @@ VARIANTS: list[tuple[str, str, list[str]]] = [
     ("afn", "TRDI + MIDI, adaptive fusion (AFN)", ["--model", "afn", *NO_PRETRAIN]),
     ("dual-phase-pretrained", "dual-phase, cross-attention, streams pretrained as single + augmentation",
      ["--model", "dual-phase", "--pretrain-epochs", "{epochs}"]),
+    ("flow", "optical flow onset→apex (two components, concatenation)", ["--model", "flow"]),
 ]
 # The training recipe every variant shares: weights averaged over the last third of the cosine schedule,
 # and each prediction averaged with that of the mirrored DIs (the contrast-field augmentation is on by default).
@@ -57,12 +58,14 @@ def _run(args: argparse.Namespace, key: str, extra: list[str], seed: int) -> dic
     cmd = [sys.executable, "-m", "training.train_cli", *data, "--dataset", "synth", "--scheme", args.scheme,
            "--protocol", "loso", "--epochs", str(args.epochs), "--seed", str(seed),
            "--threads", str(args.threads), "--out", str(run), *recipe,
+           *(["--folds", args.folds] if args.folds else []),
            # without --calibrate, as the README's first figures were made: every training identity trains
            *([] if args.calibrate else ["--no-calibration"]),
+           *(["--label-smoothing", str(args.label_smoothing)] if args.label_smoothing else []),
            *(part.format(epochs=args.epochs) for part in extra)]
     if (run / "report.json").exists():
         report = json.loads((run / "report.json").read_text())
-        if report.get("folds_done") == report.get("folds_total"):
+        if _complete(report, args):
             return report
     if (run / "settings.json").exists():
         cmd.append("--resume")
@@ -71,6 +74,13 @@ def _run(args: argparse.Namespace, key: str, extra: list[str], seed: int) -> dic
         print(f"{key} (seed {seed}): mer-train failed", file=sys.stderr)
         return None
     return json.loads((run / "report.json").read_text())
+
+
+def _complete(report: dict, args: argparse.Namespace) -> bool:
+    """Every fold done, or with --folds as many folds as it names (mer-train runs only those)."""
+    if args.folds:
+        return int(report.get("folds_done", 0)) >= len(args.folds.split(","))
+    return bool(report.get("folds_done") == report.get("folds_total"))
 
 
 def _held_out(run: Path, subjects: set[str], *, inside: bool) -> dict | None:
@@ -175,16 +185,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scheme", default="megc3", help="class scheme (megc3, or megc3n with none clips)")
     p.add_argument("--real-subjects", default="", help="comma-separated subjects that are real videos")
     p.add_argument("--calibrate", action="store_true", help="let mer-train fit its temperature")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="passed to mer-train (0 = off)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1 (default 0)")
     p.add_argument("--only", help="comma-separated variant keys (single is always run: it is the reference)")
     p.add_argument("--plain", action="store_true", help="without the shared recipe (last-epoch weights, no flip)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--folds", help="passed to mer-train: only these folds, e.g. the real videos 'cap12_edit,franck' "
+                   "(a comma-separated list)")
+    p.add_argument("--no-reference", action="store_true",
+                   help="with --only: do not run single (another process is running it into the same OUT)")
     p.add_argument("--report-only", action="store_true", help="train nothing: tabulate the finished runs in OUT")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    wanted = set(args.only.split(",")) | {REFERENCE} if args.only else None
+    wanted = set(args.only.split(",")) | ({REFERENCE} if not args.no_reference else set()) if args.only else None
     results: dict[str, dict[int, dict]] = {}
     for seed in seeds:
         for key, _title, extra in VARIANTS:
@@ -193,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.report_only:
                 path = args.out / f"seed{seed}" / key / "report.json"
                 report = json.loads(path.read_text()) if path.is_file() else None
-                if report is None or report.get("folds_done") != report.get("folds_total"):
+                if report is None or not _complete(report, args):
                     continue
             else:
                 report = _run(args, key, extra, seed)

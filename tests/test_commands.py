@@ -187,3 +187,16 @@ def test_mer_live_usage_shows_the_keys_form() -> None:
     keys = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(Path(os.devnull) / "x")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert keys.returncode == 2 and "Traceback" not in keys.stderr  # the form itself still parses
+
+
+def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
+    from realtime.live_cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--demo", "--landmark-every", "auto"]).landmark_every == "auto"
+    assert parser.parse_args(["--demo", "--landmark-every", "3"]).landmark_every == 3
+    for bad in ("0", "often"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--demo", "--landmark-every", bad])
+        assert exit_info.value.code == 2
+        assert "whole number >= 1 or 'auto'" in capsys.readouterr().err

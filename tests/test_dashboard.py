@@ -205,6 +205,19 @@ def test_plain_log_prints_one_line_per_new_event_and_periodic_status() -> None:
     assert "status" in lines[3] and "dropped 7" in lines[3]
 
 
+def test_plain_log_prints_windows_in_the_order_published_not_by_onset() -> None:
+    """--windows publishes in file order; a later window earlier in the video is still a new event."""
+    out = io.StringIO()
+    published = [event(5), event(1, label="surprise"), event(3)]
+    current = {"snap": snapshot(n_events=0)}
+    plain = PlainLog(lambda: current["snap"], file=out, status_every_s=0)
+    for n in (1, 3):
+        current["snap"] = snapshot(events=published[:n], event_counts={"micro": n, "macro": 0})
+        plain.poll()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and "surprise" in lines[1]
+
+
 def test_plain_log_thread_prints_the_last_events_at_stop() -> None:
     out = io.StringIO()
     with PlainLog(lambda: snapshot(n_events=2), file=out, poll_hz=10.0) as plain:

@@ -35,6 +35,8 @@ RECORDS = [
                  face_frames=290, engine="torch", stage_ms={"face": {"p50": 4.0, "p95": 6.5}}),
     SummaryRecord(seq=9, source="camera:0", frames=300, dropped=2, face_frames=290,
                   events={"micro": 2, "macro": 1}, wall_s=10.0, mean_fps=30.0, reason="interrupted"),
+    SummaryRecord(seq=9, source="camera:0", frames=300, dropped=0, face_frames=290, events={"micro": 0, "macro": 0},
+                  wall_s=10.0, mean_fps=120.0, reason="end", vetoed=3, landmark_every=4),
 ]
 
 
@@ -129,3 +131,13 @@ def test_garbage_is_rejected(text: str | bytes) -> None:
 def test_no_nan_can_be_serialised() -> None:
     with pytest.raises(ValueError):
         _event(intensity=float("nan")).to_json()
+
+
+def test_landmark_every_is_left_out_unless_auto_chose_it() -> None:
+    status = StatusRecord(seq=1, source="camera:0", frames=3, dropped=0, fps_in=30.0, fps_proc=30.0, face=True,
+                          face_frames=3)
+    assert "landmark_every" not in status.to_dict()
+    chosen = StatusRecord.from_dict({**status.to_dict(), "landmark_every": 3})
+    assert chosen.landmark_every == 3 and chosen.to_dict()["landmark_every"] == 3
+    with pytest.raises(RecordError, match="landmark_every"):
+        StatusRecord.from_dict({**status.to_dict(), "landmark_every": 0})

@@ -421,3 +421,76 @@ def test_close_twice_and_context_manager(face_model_path: Path, video_frames: li
     with _tracker(face_model_path) as tracker2:
         assert not tracker2.closed
     assert tracker2.closed
+
+
+# ----------------------------------------------------------------------------- throughput: auto N, raw results
+
+
+@pytest.mark.parametrize(
+    ("landmark_ms", "fps", "follow_ms", "expected"),
+    [
+        (8.0, 30.0, 1.0, 1),  # 8 ms fits in half of 33 ms: every frame
+        (8.0, 120.0, 1.0, 3),  # budget 4.17 ms: (8 + 2·1)/3 = 3.3 fits, (8 + 1)/2 = 4.5 does not
+        (8.0, 200.0, 1.0, 5),  # budget 2.5 ms: (8 + 4·1)/5 = 2.4
+        (8.0, 1000.0, 1.0, 10),  # even followed frames alone do not fit: the largest N
+    ],
+)
+def test_choose_landmark_every(landmark_ms: float, fps: float, follow_ms: float, expected: int) -> None:
+    every = face.choose_landmark_every(landmark_ms, fps, follow_ms=follow_ms, headroom=0.5, max_every=10)
+    assert every == expected
+    budget = 0.5 * 1000.0 / fps
+    if 1 < every < 10:  # the smallest N that fits
+        assert (landmark_ms + (every - 1) * follow_ms) / every <= budget
+        assert (landmark_ms + (every - 2) * follow_ms) / (every - 1) > budget
+
+
+def test_choose_landmark_every_rejects_a_bad_rate() -> None:
+    with pytest.raises(ValueError):
+        face.choose_landmark_every(8.0, 0.0)
+    with pytest.raises(ValueError):
+        FaceTrackerOptions(landmark_every="sometimes")  # type: ignore[arg-type]
+
+
+def test_raw_results_equal_the_public_api(face_model_path: Path, video_frames: list[np.ndarray]) -> None:
+    """Landmarks read straight from MediaPipe's C result are those of FaceLandmarker.detect_for_video."""
+    api = face._raw_video_api()
+    if api is None:
+        pytest.skip("this mediapipe has no ctypes result layout that the fast path reads; the public call is used")
+    mp = face._mediapipe()
+    vision = mp.tasks.vision
+    options = vision.FaceLandmarkerOptions(base_options=mp.tasks.BaseOptions(model_asset_path=str(face_model_path)),
+                                           running_mode=vision.RunningMode.VIDEO, num_faces=1)
+    frames = video_frames[:5]
+    h, w = frames[0].shape[:2]
+    with vision.FaceLandmarker.create_from_options(options) as public:
+        expected = [[face._landmarks_px(f, w, h) for f in public.detect_for_video(
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(fr[:, :, ::-1])), i * 33
+        ).face_landmarks] for i, fr in enumerate(frames)]
+    with vision.FaceLandmarker.create_from_options(options) as raw:
+        got = [face._detect_for_video_raw(api, raw, mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                              data=np.ascontiguousarray(fr[:, :, ::-1])), i * 33, (w, h))
+               for i, fr in enumerate(frames)]
+    for e, g in zip(expected, got, strict=True):
+        assert g is not None and len(g) == len(e) == 1
+        np.testing.assert_array_equal(g[0], e[0])
+
+
+def test_landmark_every_auto_settles_on_n_for_the_frame_rate(
+    face_model_path: Path, video_frames: list[np.ndarray]
+) -> None:
+    """At 1000 fps (1 ms between frames) no landmarker keeps up: auto ends on the largest N and then runs
+    MediaPipe on every Nth frame; at 2 fps (500 ms) it keeps every frame."""
+    frames = video_frames[:60]
+    with _tracker(face_model_path, landmark_every="auto", auto_max_every=4) as tracker:
+        assert tracker.landmark_every is None  # still timing
+        results = [tracker.process(f, i / 1000.0) for i, f in enumerate(frames)]
+        assert tracker.landmark_every == 4
+        assert set(tracker.auto_figures) == {"landmark_ms", "follow_ms", "fps"}
+        assert tracker.auto_figures["fps"] == pytest.approx(1000.0, rel=0.01)
+    assert all(r is not None for r in results)
+    tail = [r.landmarked for r in results[-12:] if r is not None]
+    assert 2 <= sum(tail) <= 4  # every 4th frame from MediaPipe once settled
+    with _tracker(face_model_path, landmark_every="auto") as tracker:
+        results = [tracker.process(f, i / 2.0) for i, f in enumerate(frames[:30])]
+        assert tracker.landmark_every == 1
+    assert all(r is not None and r.landmarked for r in results)

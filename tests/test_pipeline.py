@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -115,3 +116,29 @@ def test_a_window_the_model_calls_none_is_vetoed_and_counted() -> None:
     summary = [r for r in records if isinstance(r, SummaryRecord)][-1]
     assert events == [] and summary.vetoed == 2 and summary.events == {"micro": 0, "macro": 0}
     assert SummaryRecord.from_dict(summary.to_dict()).vetoed == 2
+
+
+def test_the_face_thread_changes_nothing_but_speed(face_model_path: Path, shared_faces: Path) -> None:
+    """MediaPipe on its own thread a few frames ahead gives the analyser the same faces in the same order:
+    every frame's result is what the single-threaded chain gives."""
+    import cv2
+
+    from realtime.face import FaceTracker, FaceTrackerOptions
+
+    cap = cv2.VideoCapture(str(shared_faces / "single_face.mp4"))
+    frames = []
+    while (frame := cap.read()[1]) is not None:
+        frames.append(frame)
+    cap.release()
+
+    def results(face_thread: bool) -> list[tuple[int, bool, float | None]]:
+        seen: list[tuple[int, bool, float | None]] = []
+        options = PipelineOptions(fast=True, face_thread=face_thread,
+                                  on_frame=lambda r: seen.append((r.index, r.face, r.intensity)))
+        with FaceTracker(FaceTrackerOptions(model_path=face_model_path)) as tracker:
+            Pipeline(ArraySource(frames, fps=FPS, name="array:face"), tracker, None, lambda r: None, options).run()
+        return seen
+
+    threaded, single = results(True), results(False)
+    assert [r[0] for r in threaded] == list(range(len(frames)))
+    assert threaded == single

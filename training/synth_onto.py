@@ -299,10 +299,16 @@ def plan_onto(track: SourceTrack, settings: OntoSettings, *, video: str, index: 
     return OntoPlan(video, str(track.path.name), fps, n, tuple(placed), seed)
 
 
+_SHARED_AUS = (25, 26)  # Action Units that go with several classes' recipes
+
+
 def _vary(e: Expression, rng: np.random.Generator, settings: OntoSettings) -> Expression:
     """Single-AU and one-sided variants, as real micro-expressions often are."""
-    if len(e.aus) > 1 and rng.random() < settings.single_au:
-        k = int(rng.integers(len(e.aus)))
+    # one AU of the recipe, never one that no class owns: lips parting (25) or a jaw drop (26) alone is no
+    # expression of the class at all
+    telling = [k for k, au in enumerate(e.aus) if au not in _SHARED_AUS]
+    if len(e.aus) > 1 and telling and rng.random() < settings.single_au:
+        k = telling[int(rng.integers(len(telling)))]
         e = replace(e, aus=(e.aus[k],), intensities=(e.intensities[k],))
     if rng.random() < settings.one_sided:
         e = replace(e, side=SIDES[1 + int(rng.integers(2))])
@@ -386,7 +392,7 @@ def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracke
     for k, row in enumerate(r for r in plan.rows() if r["kind"] == "micro"):
         on, ap, off = (int(str(row[c])) for c in ("onset", "apex", "offset"))
         first, last = max(on - ctx, 0), min(off + ctx, plan.n_frames - 1)
-        clip = f"{subject}/{plan.video}_{k + 1:04d}"
+        clip = f"{subject}/{plan.video}_s{plan.seed[0]}_{k + 1:04d}"  # the seed: several renderings merge
         windows.append((first, last, clip, {
             "subject": subject, "clip": clip, "onset": on - first, "apex": ap - first, "offset": off - first,
             "label": row["label"], "aus": row["aus"], "fps": row["fps"], "n_frames": last - first + 1}))
