@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Make a trained model the bundled default: checkpoint, card and a verified ONNX copy in engines/default/.
 
-    python scripts/ship_default.py runs/ablation2/seed0/dual-phase/final/model.pt --trained-on "..."
+    python scripts/ship_default.py runs/ablation2/seed0/dual-phase/final/model.pt --trained-on "..." \
+        [--real-evaluation real.json]   # scripts/real_recognition.py --json output: held-out real footage
 
 The card is renamed (``--name``) and its ``trained_on`` says, in words, what the model has and has not seen;
 the evaluation the training run recorded is kept. The ONNX file is exported and checked against torch with
@@ -21,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path, help="RUN_DIR/final/model.pt from mer-train --final")
     p.add_argument("--trained-on", required=True, help="what the model was trained on, for the card")
-    p.add_argument("--name", default="mer-default-synth-megc3")
+    p.add_argument("--name", default="mer-default-flow-megc3")
+    p.add_argument("--real-evaluation", type=Path, metavar="JSON",
+                   help="scripts/real_recognition.py --json output for this recipe (leave-one-video-out on held-out "
+                   "real footage), kept in the card's evaluation under 'real_footage'")
     p.add_argument("--out", type=Path, default=ROOT / "engines" / "default")
     args = p.parse_args(argv)
 
@@ -34,7 +38,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ship_default: {args.checkpoint} has no evaluation in its card; train it with mer-train --final",
               file=sys.stderr)
         return 2
-    model.card = ModelCard.from_dict({**model.card.to_dict(), "name": args.name, "trained_on": args.trained_on})
+    evaluation = dict(model.card.evaluation)
+    if args.real_evaluation is not None:
+        import json
+
+        evaluation["real_footage"] = json.loads(args.real_evaluation.read_text(encoding="utf-8"))
+    model.card = ModelCard.from_dict({**model.card.to_dict(), "name": args.name, "trained_on": args.trained_on,
+                                      "evaluation": evaluation})
     args.out.mkdir(parents=True, exist_ok=True)
     shipped = save_checkpoint(model, args.out / "model.pt")
     code = export_main([str(shipped), "--onnx", str(args.out / "model.onnx"), "--verify"])

@@ -278,7 +278,7 @@ def test_recording_is_what_mer_live_records(first_run: tuple[int, str, Path, str
     events = _events(out / "events.jsonl")
     assert events, "the synthetic clip has a micro-expression; no event was spotted"
     assert all(r.source == "file:clip.mp4" for r in records)
-    assert all(e.model == "mer-default-synth-megc3" and e.engine for e in events)
+    assert all(e.model == "mer-default-flow-megc3" and e.engine for e in events)
     assert all(e.label is not None for e in events if e.kind == "micro")  # classified through the engine
 
 
