@@ -549,6 +549,9 @@ class FaceTrackerOptions:
     min_tracking_confidence: float = 0.5
     min_presence_confidence: float = 0.5
     max_faces: int = 3  # faces MediaPipe looks for when acquiring a face; the tracker keeps one
+    # follow the acquired face with a one-face landmarker (faster; see FaceTracker: off until the spotter is
+    # measured with its landmarks)
+    follow_one_face: bool = False
     max_shift: float = 0.5  # largest move of the face centre between two sightings, × face width
     reacquire_after: float = 0.5  # tracked face gone this long → take the largest face again
     # run MediaPipe on every Nth frame and follow the head by optical flow between; "auto": N chosen from
@@ -602,13 +605,16 @@ class FaceTracker:
     re-creation (checked with mediapipe 1.2.2); the tracker rescales its last box. One thread owns a
     tracker (the analyzer); about 8 ms per 640×360 frame on one CPU core, almost all of it MediaPipe.
 
-    Two MediaPipe landmarkers: one looks for ``max_faces`` faces and acquires a face (at the start, and when
-    the tracked one is lost); a one-face landmarker then follows it. In VIDEO mode MediaPipe runs its face
-    detector on every frame while it tracks fewer faces than it was asked for, so one landmarker with
-    ``num_faces=3`` ran the detector on every frame of a one-face video (9.1 against 7.5 ms per frame here);
-    ``num_faces`` is fixed when a landmarker is created (mediapipe 1.2.3). The one-face landmarker takes over
-    on a frame greyed out beyond the acquired face, so its own detector can pick no other face; if it loses
-    the face or finds another one, the acquiring landmarker looks at the same frame.
+    One MediaPipe landmarker looks for ``max_faces`` faces on every frame. In VIDEO mode MediaPipe runs its
+    face detector on every frame while it tracks fewer faces than it was asked for, so with ``num_faces=3``
+    it runs the detector on every frame of a one-face video (9.1 against 7.5 ms per frame here; ``num_faces``
+    is fixed when a landmarker is created, mediapipe 1.2.3). ``follow_one_face`` adds a one-face landmarker
+    that follows the face once acquired: it takes over on a frame greyed out beyond the acquired face, so its
+    own detector can pick no other face; if it loses the face or finds another one, the acquiring landmarker
+    looks at the same frame. It is faster, but its landmarks come from MediaPipe's own tracking rather than a
+    fresh detection, which moves them differently from frame to frame: on the talking real video the spotter
+    (tuned with per-frame detection) then reported 4 false micro events instead of 2. Off by default until
+    the spotter is measured with it (``mer-bench real``).
 
     ``landmark_every`` N > 1 runs MediaPipe on every Nth frame only and, in between, moves the last
     landmarks by the head's similarity motion (Lucas-Kanade on rigid points, ~0.7 ms): alignment stays
@@ -627,7 +633,7 @@ class FaceTracker:
         # acquisition: up to max_faces; tracking: one face (the same landmarker when max_faces is 1)
         self._landmarker: Any = self._create_landmarker(model, self.options.max_faces)
         self._tracking: Any = self._landmarker
-        if self.options.max_faces > 1:
+        if self.options.max_faces > 1 and self.options.follow_one_face:
             try:
                 self._tracking = self._create_landmarker(model, 1)
             except BaseException:

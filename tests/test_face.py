@@ -312,8 +312,9 @@ def test_face_loss_and_reacquisition(
     assert all(r is not None for r in after[2:]) and after[-1] is not None
 
 
+@pytest.mark.parametrize("follow_one_face", [False, True], ids=["one-landmarker", "follow-one-face"])
 def test_keeps_the_tracked_face_among_several(
-    face_model_path: Path, video_frames: list[np.ndarray], photo: np.ndarray
+    face_model_path: Path, video_frames: list[np.ndarray], photo: np.ndarray, follow_one_face: bool
 ) -> None:
     """A larger face appearing beside the tracked one is ignored; once the tracked one is gone for longer
     than reacquire_after, the remaining face is taken."""
@@ -339,7 +340,8 @@ def test_keeps_the_tracked_face_among_several(
         assert len(found) == 2
         assert side_of_points(max(found, key=area)) == larger
 
-    with _tracker(face_model_path, reacquire_after=0.3) as tracker:
+    with _tracker(face_model_path, reacquire_after=0.3, follow_one_face=follow_one_face) as tracker:
+        assert (tracker._tracking is not tracker._landmarker) == follow_one_face
         t = 0.0
         sides = []
         for i in range(6):  # two faces, the video one is the larger: it is taken
