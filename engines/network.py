@@ -87,7 +87,7 @@ class ModelSettings:
 class MERModel(nn.Module):
     """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
 
-    Input: normalised DIs (``realtime.dynamic_image.build_streams``) in ``card.streams`` order. In eval
+    Input: normalised DIs (``core.dynamic_image.build_streams``) in ``card.streams`` order. In eval
     mode the logits are divided by ``card.temperature`` (calibration; 1 = as trained); training sees them raw.
     """
 

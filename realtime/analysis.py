@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from core.dynamic_image import build_streams
 from engines.card import ModelCard
-from realtime.dynamic_image import build_streams
 from realtime.face import NUM_LANDMARKS, TrackedFace
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
 from realtime.spotting import SpottedWindow, Spotter, SpotterSettings

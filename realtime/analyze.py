@@ -23,9 +23,15 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from realtime.analysis import FrameResult
-from realtime.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
-from realtime.paths import atomic_write
+from core.dynamic_image import normalize_di, phase_dynamic_images
+from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
+from core.paths import atomic_write
+from realtime.analysis import AnalyzerOptions, FrameResult
+from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
+from realtime.motion import REGION_NAMES
+from realtime.pipeline import Pipeline, PipelineOptions
+from realtime.publisher import Publisher, PublisherError, PublisherOptions
+from realtime.sources import SourceError, open_source
 from realtime.spotting import SpotterSettings
 
 if TYPE_CHECKING:
@@ -199,8 +205,6 @@ class WindowImages:
 
 def _di_for_display(di: np.ndarray) -> np.ndarray:
     """A DI as the network sees it (the shared normalisation), ±3 standard deviations onto 0..255."""
-    from realtime.dynamic_image import normalize_di
-
     z = normalize_di(di)
     return np.clip(127.5 + z * (127.5 / 3.0), 0, 255).astype(np.uint8)
 
@@ -289,7 +293,6 @@ class FrameLog:
         if crops is None:
             self.windows[key] = None
             return
-        from realtime.dynamic_image import phase_dynamic_images
 
         frames = crops.astype(np.float32)
         rise, fall = phase_dynamic_images(frames, 0, apex - onset, offset - onset)
@@ -318,13 +321,6 @@ def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
     ``KeyboardInterrupt`` (after the recording got its summary) when interrupted; the folder then has no
     ``analysis.json`` and is analysed again next time.
     """
-    from realtime.analysis import AnalyzerOptions
-    from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
-    from realtime.motion import REGION_NAMES
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.publisher import Publisher, PublisherError, PublisherOptions
-    from realtime.sources import SourceError, open_source
-
     started = time.monotonic()
     card = engine.card
     model_name, engine_name = str(card.name), str(engine.name)

@@ -34,6 +34,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core.events import KINDS, utc_now_iso
+from core.paths import atomic_write
+from engines.backends import load_engine
 from realtime.analyze import (
     DONE_STATUSES,
     FAILED,
@@ -46,8 +49,7 @@ from realtime.analyze import (
     load_result,
     save_result,
 )
-from realtime.events import KINDS, utc_now_iso
-from realtime.paths import atomic_write
+from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -333,8 +335,6 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(settings: AnalyzeSettings, messages: Any, log_level: int) -> None:
     """A worker process's start, set up like the command: signals, logging, native stderr lines hidden."""
-    from realtime.native_stderr import StderrHandler, native_stderr_silenced
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a running video handles it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     handler = StderrHandler()
@@ -380,8 +380,6 @@ def _worker_run(job: VideoJob, model: ModelIdentity) -> VideoResult:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if _WORKER["engine"] is None:
-            from engines.backends import load_engine
-
             _WORKER["engine"] = load_engine(settings.model, backend=settings.engine)
         return _analyze_safely(job, settings, _WORKER["engine"], _QueueProgress(messages), model)
     except KeyboardInterrupt:

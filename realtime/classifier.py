@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.events import EventRecord
 from engines.card import NONE_LABEL
 from realtime.analysis import WindowJob
-from realtime.events import EventRecord
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Face landmarks and tracking: MediaPipe Face Landmarker behind our own small API.
 
 ``detect_faces`` finds every face in a still (synthetic generator, dataset readers); ``FaceTracker``
-follows one face through a video and returns it aligned by :func:`realtime.alignment.align_face`, the
+follows one face through a video and returns it aligned by :func:`core.alignment.align_face`, the
 one alignment used everywhere. The model file is resolved by :func:`resolve_face_model` (explicit
 path → ``$MER_FACE_MODEL`` → user cache → download with a SHA-256 check).
 
@@ -30,7 +30,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from realtime.alignment import DEFAULT_CROP_SIZE, align_face, transform_points
+from core.alignment import DEFAULT_CROP_SIZE, align_face, transform_points
+from core.paths import user_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,7 @@ class FaceModelError(RuntimeError):
 
 
 def default_cache_path() -> Path:
-    """Where the model is cached: the user cache folder (``realtime.paths.user_cache_dir``)."""
-    from realtime.paths import user_cache_dir
-
+    """Where the model is cached: the user cache folder (``core.paths.user_cache_dir``)."""
     return user_cache_dir() / FACE_MODEL_FILENAME
 
 
@@ -211,8 +210,6 @@ def _mediapipe() -> Any:
     both go into the mer-live user cache, the one place we write besides the paths a user names.
     """
     if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
-        from realtime.paths import user_cache_dir
-
         os.environ["MPLCONFIGDIR"] = str(user_cache_dir() / "matplotlib")
     import mediapipe as mp
 

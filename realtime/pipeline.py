@@ -19,11 +19,11 @@ from typing import cast
 
 import numpy as np
 
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord
 from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult, WindowJob
 from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
-from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord
 from realtime.face import TrackedFace
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from realtime.events import TimePoint
+from core.events import TimePoint
 from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)

@@ -442,7 +442,7 @@ def make_bad_inputs(
     out.mkdir(parents=True, exist_ok=True)
     face = resolve_face_model(face_model)
     if good_video is None:
-        from realtime.demo import synthetic_video
+        from training.demo import synthetic_video
 
         video, notes = synthetic_video(seconds=6.0, fps=30.0, seed=3, face_model=face)
         good_video, annotations = video, annotations or notes

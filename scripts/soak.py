@@ -112,8 +112,8 @@ def _engine(model: str | None, backend: str, tmp: Path) -> tuple[Any, str]:
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
+    from core.events import EventRecord, Record
     from realtime.analysis import AnalyzerOptions
-    from realtime.events import EventRecord, Record
     from realtime.face import FaceTracker, FaceTrackerOptions
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.publisher import Publisher, PublisherOptions
@@ -121,7 +121,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     if args.video is not None:
         video = Path(args.video)
     else:
-        from realtime.demo import demo_video
+        from training.demo import demo_video
 
         video = demo_video(face_model=args.face_model)
     with tempfile.TemporaryDirectory(prefix="mer-soak-") as tmp:

@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cli.analyze import build_parser, main
+from core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from realtime.analyze import (
     BLENDSHAPE_NAMES,
     AnalyzeSettings,
@@ -28,7 +30,6 @@ from realtime.analyze import (
     event_columns,
     save_result,
 )
-from realtime.analyze_cli import build_parser, main
 from realtime.batch import (
     SUMMARY_COLUMNS,
     BatchError,
@@ -39,7 +40,6 @@ from realtime.batch import (
     read_summary,
     select_shard,
 )
-from realtime.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from realtime.report import ReportInputs, render_report
 
 PNG_URI = re.compile(r'data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -222,7 +222,7 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
 def corpus(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """in/clips/clip.mp4 (8 s synthetic, one micro-expression), in/bad.txt naming bad/broken.mp4 (random bytes)
     and bad/noface.avi (grey noise); the user cache in tmp."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     root = tmp_path_factory.mktemp("analyze")
     with pytest.MonkeyPatch.context() as mp:

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.events import EventRecord, TimePoint
+from core.metrics import expected_calibration_error, wrong_confidence
 from engines.card import CardError, ModelCard
 from realtime.dashboard import DashboardSnapshot, PlainLog, _events_table, render_text
-from realtime.events import EventRecord, TimePoint
 from realtime.recordtext import UNCERTAIN_BELOW, format_record, label_text
 from training.calibration import (
     calibration_figures,
@@ -23,7 +24,6 @@ from training.calibration import (
     softmax,
     split_calibration,
 )
-from training.metrics import expected_calibration_error, wrong_confidence
 
 try:
     import torch
@@ -314,8 +314,8 @@ def test_the_fitted_temperature_does_not_depend_on_the_test_subject(synth_root: 
 @needs_torch
 def test_training_records_calibration_and_the_final_model_takes_the_median(
         synth_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.train import main
     from engines.checkpoint import load_checkpoint
-    from training.train_cli import main
 
     run = tmp_path / "run"
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "2",
@@ -361,8 +361,8 @@ def test_training_records_calibration_and_the_final_model_takes_the_median(
 @needs_torch
 def test_no_calibration_trains_on_every_training_subject_with_temperature_one(
         synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    from cli.train import main
     from engines.checkpoint import load_checkpoint
-    from training.train_cli import main
 
     run = tmp_path / "off"
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",

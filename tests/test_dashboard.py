@@ -8,6 +8,7 @@ import threading
 import pytest
 from rich.console import Console
 
+from core.events import EventRecord, TimePoint
 from realtime.dashboard import (
     BLOCKS,
     STAGES,
@@ -19,7 +20,6 @@ from realtime.dashboard import (
     render_text,
     sparkline,
 )
-from realtime.events import EventRecord, TimePoint
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.dynamic_image import (
+from core.dynamic_image import (
     STREAMS,
     apex_offset_di,
     build_streams,

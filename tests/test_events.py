@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from realtime.events import (
+from core.events import (
     SCHEMA,
     EventRecord,
     RecordError,

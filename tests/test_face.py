@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import realtime.face as face
-from realtime.alignment import align_face, canonical_points, transform_points
+from core.alignment import align_face, canonical_points, transform_points
 from realtime.face import (
     FaceModelError,
     FaceTracker,

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from realtime.events import EventRecord, SummaryRecord, parse_record
-from training.metrics import spotting_scores
+from core.events import EventRecord, SummaryRecord, parse_record
+from core.metrics import spotting_scores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def env(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 @pytest.fixture(scope="module")
 def video(env: dict[str, str]) -> tuple[Path, Path]:
     """A 20 s synthetic spotting video with annotated micro-expressions (made once per module)."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     return synthetic_video(seconds=20.0, fps=30.0, seed=11, face_model=env["MER_FACE_MODEL"],
                            cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
@@ -40,7 +40,7 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "realtime.live_cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -102,7 +102,7 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
 ) -> None:
     record = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.live_cli", "--video", str(video[0]), "--no-dashboard", "--record",
+        [sys.executable, "-m", "cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
          str(record), "--model", str(model_dir), "--zmq", "none"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
@@ -179,7 +179,7 @@ def test_an_exposed_endpoint_is_refused_before_anything_is_loaded(tmp_path: Path
 
 def test_the_demo_runs_without_torch(face_model_path: Path, tmp_path: Path) -> None:
     """Live use needs no torch: the demo clip is generated and played with torch made unimportable."""
-    no_torch = "import sys; sys.modules['torch'] = None; from realtime.live_cli import main; sys.exit(main())"
+    no_torch = "import sys; sys.modules['torch'] = None; from cli.live import main; sys.exit(main())"
     env = {**os.environ, "MER_FACE_MODEL": str(face_model_path), "MER_CACHE_DIR": str(tmp_path / "cache")}
     record = tmp_path / "demo.jsonl"
     proc = subprocess.run([sys.executable, "-c", no_torch, "--demo", "--fast", "--duration", "3", "--no-dashboard",
@@ -225,7 +225,7 @@ def test_truncated_video_processes_what_it_can(
 
 
 def test_help_documents_exit_codes_and_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "realtime.live_cli", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli.live", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0
     for needle in ("--camera", "--video", "--demo", "--fast", "--engine", "--model", "--zmq", "--record",
@@ -234,16 +234,16 @@ def test_help_documents_exit_codes_and_options() -> None:
 
 
 def test_no_source_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "realtime.live_cli"], capture_output=True, text=True, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "cli.live"], capture_output=True, text=True, cwd=REPO,
                           timeout=60)
     assert proc.returncode == 2 and "pick a source" in proc.stderr
 
 
 def test_keys_are_created_once_and_never_overwritten(tmp_path: Path) -> None:
-    first = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(tmp_path / "keys")],
+    first = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(tmp_path / "keys")],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "keys" / "server.key").is_file() and (tmp_path / "keys" / "server.key_secret").is_file()
-    again = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(tmp_path / "keys")],
+    again = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(tmp_path / "keys")],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     _one_line_error(again, "already holds")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from realtime.alignment import align_face
+from core.alignment import align_face
 from realtime.face import anchors_from_landmarks, detect_faces
 from realtime.motion import REGION_NAMES, REGIONS, MotionError, MotionMeter, MotionOptions, eye_opening
 

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from core.events import EventRecord, Record, SummaryRecord, TimePoint
 from realtime.analysis import FrameResult, WindowJob
 from realtime.dashboard import render_text
-from realtime.events import EventRecord, Record, SummaryRecord, TimePoint
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
 from realtime.spotting import SpottedWindow

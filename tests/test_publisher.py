@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import zmq
 
+from cli.subscribe import main
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
 from realtime.curve import CurveError, create_keys, load_public_key, load_server_keys
-from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
 from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint
-from realtime.subscriber import Subscriber, SubscriberError, main, subscribe
+from realtime.subscriber import Subscriber, SubscriberError, subscribe
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 

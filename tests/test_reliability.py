@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from ports import free_port
 
-from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
 from realtime.sources import ArraySource, FrameSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def env(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 @pytest.fixture(scope="module")
 def video(env: dict[str, str]) -> tuple[Path, Path]:
     """A 6 s synthetic clip (one macro-, one micro-expression) and its annotations.csv."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     return synthetic_video(seconds=6.0, fps=30.0, seed=3, face_model=env["MER_FACE_MODEL"],
                            cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
@@ -78,7 +78,7 @@ def quiet_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _mer_live(*args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 120
               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "realtime.live_cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
 
 
@@ -218,7 +218,7 @@ def test_every_torch_load_in_the_project_uses_weights_only() -> None:
 
 
 def test_the_default_endpoint_is_loopback() -> None:
-    from realtime.live_cli import build_parser
+    from cli.live import build_parser
     from realtime.publisher import DEFAULT_ENDPOINT, PublisherOptions, is_loopback
 
     assert build_parser().parse_args(["--demo"]).zmq == DEFAULT_ENDPOINT == PublisherOptions().endpoint
@@ -470,8 +470,8 @@ def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_mod
 
 @pytest.fixture()
 def train_main(quiet_cache: Path) -> Iterator[object]:
-    """training.train_cli.main, with the root logger (which it configures, like a CLI) restored after."""
-    from training.train_cli import main
+    """cli.train.main, with the root logger (which it configures, like a CLI) restored after."""
+    from cli.train import main
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

@@ -1,4 +1,4 @@
-"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with training.metrics."""
+"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with core.metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_events, run_spotter
 
+from core.metrics import spotting_scores
 from realtime.motion import REGION_NAMES
 from realtime.spotting import STATES, SpottedWindow, Spotter, SpotterSettings
-from training.metrics import spotting_scores
 
 
 def _micro_f1(windows: list[SpottedWindow], stream: Stream) -> float:

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.alignment import align_face
-from realtime.dynamic_image import motion_intensity
+from cli.synth import main
+from core.alignment import align_face
+from core.dynamic_image import motion_intensity
 from realtime.face import anchors_from_landmarks
 from realtime.motion import MotionMeter
 from realtime.spotting import Spotter
@@ -27,7 +28,6 @@ from training.synth import (
     draw_expression,
     ease,
 )
-from training.synth_cli import main
 from training.synth_faces import FaceSourceError, load_identities
 
 # --- no faces needed ----------------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_the_spotter_finds_the_expressions_of_a_long_video_and_not_its_distracto
     """Known landmarks + align_face on rendered frames (a fast stand-in for FaceTracker) through the live
     motion meter and spotter: the micro-expressions are found at their annotated windows, and nothing is
     reported during blinks, talking, head moves, flicker or the macro-expression."""
-    from training.metrics import frame_iou
+    from core.metrics import frame_iou
 
     gen = SynthGenerator(SynthSettings(mes_per_video=(4, 4), macros_per_video=(1, 1)), identities)
     plan = gen.video_plan(0, seconds=16.0)

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cli.synth import main
 from realtime.face import FaceTrackerOptions
-from training.synth_cli import main
 from training.synth_onto import (
     ONTO_COLUMNS,
     OntoSettings,

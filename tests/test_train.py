@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from cli.train import main
 from engines.card import ModelCard
 from engines.checkpoint import load_checkpoint
 from training.cache import DICache
 from training.datasets import load_dataset
 from training.report import merge_runs
 from training.train import NullProgress, TrainError, TrainSettings, make_folds, run_training, select_folds
-from training.train_cli import main
 
 SUBJECTS = ("s01", "s02", "s03")
 CLASSES = {"happiness": (1, 0), "surprise": (0, -1), "disgust": (-1, 1)}  # blob direction (dx, dy)
@@ -299,9 +299,9 @@ def test_progress_on_a_terminal_logs_without_source_locations(
     synth_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import training.train_cli
+    import cli.train
 
-    monkeypatch.setattr(training.train_cli, "_interactive", lambda: True)  # the Rich progress view
+    monkeypatch.setattr(cli.train, "_interactive", lambda: True)  # the Rich progress view
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
             "--batch-size", "8", "--threads", "1", "--cache", str(cache_dir), "--folds", "1",
             "--out", str(tmp_path / "run")]

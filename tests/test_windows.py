@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from ports import free_port
 
+from core.dynamic_image import build_streams
+from core.events import EventRecord, Record, SummaryRecord, parse_record
 from realtime.analysis import AnalyzerOptions
-from realtime.dynamic_image import build_streams
-from realtime.events import EventRecord, Record, SummaryRecord, parse_record
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
 from realtime.windows import MAX_WINDOW_FRAMES, WindowsFileError, read_windows
@@ -256,7 +256,7 @@ def test_duration_leaves_later_windows_missing(tmp_path: Path) -> None:
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "realtime.live_cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -338,7 +338,7 @@ def env(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 @pytest.fixture(scope="module")
 def clip(env: dict[str, str]) -> tuple[Path, list[dict[str, str]]]:
     """An 8 s synthetic clip (240 frames) and the rows of its annotations.csv."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     video, annotations = synthetic_video(seconds=8.0, fps=FPS, seed=7, face_model=env["MER_FACE_MODEL"],
                                          cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")

@@ -8,7 +8,7 @@ micro-expressions are planned and rendered onto the video (:mod:`training.synth_
 goes through the live chain — :class:`realtime.face.FaceTracker`, :class:`realtime.motion.MotionMeter`,
 :class:`realtime.spotting.Spotter` with its rise-and-return probe on held crops, as :class:`realtime.analysis.
 Analyzer` runs them. The un-injected original goes through the same chain: every micro window it gives is a
-false micro event. Micro windows are matched to the rendered ones with IoU ≥ 0.5 (:mod:`training.metrics`).
+false micro event. Micro windows are matched to the rendered ones with IoU ≥ 0.5 (:mod:`core.metrics`).
 
 The spotter has no learned parameters, but its thresholds were chosen by looking at real footage. ``--lovo``
 re-checks that choice honestly: for each video, the setting of a small grid that does best on the *other*
@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from core.metrics import Interval, SpottingScores, match_windows
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.motion import REGION_NAMES, MotionMeter, MotionSample
 from realtime.sources import open_source
 from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
-from training.metrics import Interval, SpottingScores, match_windows
 from training.synth_onto import OntoSettings, plan_onto, render_onto, track_video, video_suffix
 
 __all__ = ["BenchSettings", "VideoMotion", "analyse", "run_benchmark", "score_rows"]

@@ -10,7 +10,7 @@ drawn from the *same* distributions for every class, and each class has several 
 Two sets are written (see :func:`write_dataset`):
 
 - **recognition**: one short clip per ME with neutral context, as aligned face crops (PNG), aligned by
-  :func:`realtime.alignment.align_face` from the generator's known landmarks plus a little per-frame
+  :func:`core.alignment.align_face` from the generator's known landmarks plus a little per-frame
   alignment jitter and sensor noise (like CASME-II "Cropped").
 - **spotting**: long webcam-like videos (mp4) with several MEs, macro-expressions and distractors: blinks,
   talking, slow head drift and quicker head moves, brightness flicker, sensor noise, compression.
@@ -38,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from realtime.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_face, transform_points
+from core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_face, transform_points
 from realtime.face import anchors_from_landmarks
 from training.aus import ExpressionScheme, format_aus, get_scheme
 from training.synth_faces import Identity
@@ -929,7 +929,7 @@ def _readme(manifest: dict[str, Any]) -> str:
             "## recognition/\n",
             f"{c['clips']} clips, {c['frames']} frames at {s['fps']:g} fps. One ME per clip with "
             f"{s['context_s'][0]:g}-{s['context_s'][1]:g} s of neutral face before onset and after offset.",
-            f"Frames: aligned face crops ({s['crop_size']} px, BGR PNG) made by `realtime.alignment.align_face`",
+            f"Frames: aligned face crops ({s['crop_size']} px, BGR PNG) made by `core.alignment.align_face`",
             "from the generator's known landmarks (eyes and nose tip) with a little per-frame alignment jitter",
             "and sensor noise — like CASME-II \"Cropped\".\n",
             "Layout: `recognition/<subject>/<clip_id>/000000.png ...` and `recognition/annotations.csv`:\n",

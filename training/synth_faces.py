@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.alignment import transform_points
+from core.alignment import transform_points
+from realtime.face import detect_faces
 from training.aus import FaceFrame
 from training.synth_render import WORK_IOD, FaceRig
 
@@ -179,8 +180,6 @@ def _nearest_face(faces: list[np.ndarray], point: np.ndarray, iod: float) -> np.
 
 def _identity(photo: np.ndarray, landmarks: np.ndarray, subject: str, source: str, model_path: Path | None
               ) -> Identity | None:
-    from realtime.face import detect_faces
-
     raw, lm = _scene_from(photo, landmarks)
     centre = FaceFrame.from_landmarks(lm).mid
     everyone = detect_faces(raw, model_path=model_path, min_face_size=40)
@@ -203,8 +202,6 @@ def _identity(photo: np.ndarray, landmarks: np.ndarray, subject: str, source: st
 
 
 def _photo_faces(photo: np.ndarray, name: str, model_path: Path | None) -> list[tuple[np.ndarray, str]]:
-    from realtime.face import detect_faces
-
     faces = []
     for lm in detect_faces(photo, model_path=model_path, min_face_size=40):
         iod = FaceFrame.from_landmarks(lm).iod

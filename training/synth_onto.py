@@ -27,10 +27,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.card import NONE_LABEL
 from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.motion import MotionMeter
 from realtime.sources import open_source
+from realtime.spotting import Spotter, SpotterSettings
 from training.aus import SIDES, format_aus, get_scheme
-from training.synth import SPOTTING_COLUMNS, Expression, SynthError, SynthSettings, _frames, draw_expression
+from training.synth import (
+    RECOGNITION_COLUMNS,
+    SPOTTING_COLUMNS,
+    Expression,
+    SynthError,
+    SynthSettings,
+    _frames,
+    draw_expression,
+)
 from training.synth_render import FaceRig
 
 __all__ = [
@@ -440,10 +451,6 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
     """Clips labelled ``none`` from an un-injected video: windows a permissive version of the live spotter finds
     there (talking, blinks, gaze, head turns, natural expressions), at most ``per_minute`` per minute, drawn at
     random. A model trained with them (class scheme ``megc3n``) can veto a false window live."""
-    from engines.card import NONE_LABEL
-    from realtime.motion import MotionMeter
-    from realtime.spotting import Spotter, SpotterSettings
-
     source = open_source(video)
     fps = float(source.fps)
     found = []
@@ -552,8 +559,6 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
         writer.writeheader()
         writer.writerows(rows)
     if clips:
-        from training.synth import RECOGNITION_COLUMNS
-
         with (root / "recognition" / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
             clip_writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS), lineterminator="\n")
             clip_writer.writeheader()

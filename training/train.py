@@ -43,11 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.dynamic_image import FLOW_STREAMS
 from engines.calibration import set_temperature
 from engines.card import ModelCard
 from engines.checkpoint import save_checkpoint
 from engines.registry import build_model, default_card
-from realtime.dynamic_image import FLOW_STREAMS
 from training.augment import (
     PHASE_STREAMS,
     SpatialAugment,
@@ -59,6 +59,7 @@ from training.cache import DIBatch, DICache, DISettings
 from training.calibration import calibration_figures, fit_temperature, softmax, split_calibration
 from training.datasets.base import DatasetIndex
 from training.datasets.frames import FrameOptions
+from training.report import read_fold_results, scores_dict, write_report
 
 __all__ = [
     "Fold",
@@ -373,8 +374,6 @@ def _logits(model: Any, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
 
 
 def _scores(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    from training.report import scores_dict
-
     return scores_dict(y_true, y_pred, labels)
 
 
@@ -818,8 +817,6 @@ def run_training(
     progress: NullProgress | None = None,
 ) -> RunOutcome:
     """Cross-validate ``settings.model`` on ``index`` into ``run_dir`` (see the module docstring)."""
-    from training.report import read_fold_results, write_report
-
     progress = progress or NullProgress()
     run_dir = Path(run_dir)
     torch.set_num_threads(max(1, settings.threads or os.cpu_count() or 1))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from core.paths import user_cache_dir
 from engines.card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,7 @@ class EngineOptions:
 
 
 def cache_root() -> Path:
-    """Where exported ONNX files and built plans are kept: the user cache (see realtime.paths)."""
-    from realtime.paths import user_cache_dir
-
+    """Where exported ONNX files and built plans are kept: the user cache (see core.paths)."""
     return user_cache_dir()
 
 
@@ -183,7 +182,7 @@ class Engine(ABC):
             raise InputShapeError(
                 f"model '{self.card.name}' expects a batch of shape (B, {s}, {c}, {h}, {w}) = (batch, streams "
                 f"{list(self.card.streams)}, channels, size, size); got {tuple(arr.shape)}. Build inputs "
-                f"with realtime.dynamic_image.build_streams(..., streams=card.streams, size=card.input_size)"
+                f"with core.dynamic_image.build_streams(..., streams=card.streams, size=card.input_size)"
             )
         if not np.issubdtype(arr.dtype, np.floating):
             raise InputShapeError(f"inputs must be floating point DIs, got dtype {arr.dtype}")

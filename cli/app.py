@@ -16,9 +16,21 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.events import Record, SummaryRecord
+from engines.backends import load_engine
+from engines.backends.base import EngineError
+from engines.card import CardError
+from realtime.analysis import AnalyzerOptions
+from realtime.dashboard import PlainLog, make_display
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
-from realtime.events import Record, SummaryRecord
+from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
 from realtime.native_stderr import native_stderr_silenced
+from realtime.pipeline import Pipeline, PipelineOptions
+from realtime.publisher import Publisher, PublisherError, PublisherOptions
+from realtime.sources import SourceError, open_source
+from realtime.spotting import SpotterSettings
+from realtime.windows import read_windows
+from training.demo import demo_video
 
 if TYPE_CHECKING:
     from realtime.pipeline import Pipeline
@@ -28,8 +40,6 @@ log = logging.getLogger(__name__)
 
 def spotter_settings(args: argparse.Namespace) -> object:
     """SpotterSettings from the command line's spotting options (seconds)."""
-    from realtime.spotting import SpotterSettings
-
     settings = SpotterSettings()
     overrides = {
         "micro_max_s": args.micro_max,
@@ -43,8 +53,6 @@ def spotter_settings(args: argparse.Namespace) -> object:
 
 def _source_spec(args: argparse.Namespace) -> str:
     if args.demo:
-        from realtime.demo import demo_video
-
         with native_stderr_silenced(args.log_level != "debug"):
             return str(demo_video(face_model=args.face_model))
     if args.camera is not None:
@@ -53,17 +61,6 @@ def _source_spec(args: argparse.Namespace) -> str:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from engines.backends import load_engine
-    from engines.backends.base import EngineError
-    from engines.card import CardError
-    from realtime.analysis import AnalyzerOptions
-    from realtime.dashboard import make_display
-    from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.publisher import Publisher, PublisherError, PublisherOptions
-    from realtime.sources import SourceError, open_source
-    from realtime.windows import read_windows
-
     windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
     try:
         spec = _source_spec(args)
@@ -121,8 +118,6 @@ def run_live(args: argparse.Namespace) -> int:
         if not args.no_dashboard:
             display = make_display(pipeline.snapshot)
         else:
-            from realtime.dashboard import PlainLog
-
             display = PlainLog(pipeline.snapshot, file=sys.stdout)
         stack.callback(display.close)
         display.start()

@@ -14,8 +14,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from core.paths import user_cache_dir
 from realtime.errors import UserError
-from realtime.paths import user_cache_dir
+from realtime.face import FaceModelError, resolve_face_model
+from training.synth import SynthGenerator, SynthSettings, write_dataset
+from training.synth_faces import load_identities
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +55,6 @@ def demo_video(face_model: str | Path | None = None) -> Path:
 
 def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: str | Path | None) -> None:
     import cv2
-
-    from realtime.face import FaceModelError, resolve_face_model
-    from training.synth import SynthGenerator, SynthSettings, write_dataset
-    from training.synth_faces import load_identities
 
     try:
         model = resolve_face_model(face_model)

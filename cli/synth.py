@@ -10,9 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cli.help import DefaultsHelpFormatter
+from realtime.face import FaceTrackerOptions, face_model_from_env
+from realtime.native_stderr import native_stderr_silenced
 from training.aus import SCHEMES, AuError
-from training.cli_help import DefaultsHelpFormatter
-from training.synth_faces import SHARED_FACES_ENV, FaceSourceError
+from training.synth import SynthGenerator, SynthSettings, write_dataset
+from training.synth_faces import SHARED_FACES_ENV, FaceSourceError, load_identities
+from training.synth_onto import OntoSettings, write_onto
 
 __all__ = ["build_onto_parser", "build_parser", "main"]
 
@@ -135,8 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _face_model(explicit: Path | None) -> Path | None:
-    from realtime.face import face_model_from_env
-
     if explicit is not None:
         return explicit
     env = face_model_from_env()  # absolute, whatever folder it was set relative to
@@ -233,10 +235,6 @@ def _onto(argv: Sequence[str]) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from realtime.face import FaceTrackerOptions
-    from realtime.native_stderr import native_stderr_silenced
-    from training.synth_onto import OntoSettings, write_onto
-
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
@@ -318,10 +316,6 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         TimeRemainingColumn,
     )
     from rich.table import Table
-
-    from realtime.native_stderr import native_stderr_silenced
-    from training.synth import SynthGenerator, SynthSettings, write_dataset
-    from training.synth_faces import load_identities
 
     settings = SynthSettings(
         seed=args.seed, fps=args.fps, scheme=args.classes, subjects=args.subjects,

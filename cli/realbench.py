@@ -11,6 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.paths import user_cache_dir
+from realtime.face import FaceModelError, FaceTrackerOptions, resolve_face_model
+from realtime.native_stderr import native_stderr_silenced
+from realtime.sources import SourceError
+from training.realbench import BenchSettings, default_videos, prepare, run_benchmark
+from training.synth import SynthError
+
 __all__ = ["build_parser", "main"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -65,12 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from realtime.face import FaceModelError, FaceTrackerOptions, resolve_face_model
-    from realtime.native_stderr import native_stderr_silenced
-    from realtime.paths import user_cache_dir
-    from realtime.sources import SourceError
-    from training.realbench import BenchSettings, default_videos, prepare, run_benchmark
-    from training.synth import SynthError
 
     videos = list(args.videos) or default_videos(_REPO)
     if not videos:
