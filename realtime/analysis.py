@@ -52,10 +52,14 @@ class AnalyzerOptions:
 
 @dataclass(frozen=True, slots=True)
 class WindowJob:
-    """A spotted window and, when its crops are all still held, the model input (S, C, H, W)."""
+    """A spotted window and, when its crops are all still held, the model input (S, C, H, W). The capture
+    clock values of the frame that closed it and of its offset frame travel with it (None when unknown), so
+    the classifier measures ``latency_ms`` and ``delay_ms`` without asking the capture thread."""
 
     window: SpottedWindow
     inputs: np.ndarray | None
+    closed_at: float | None = None  # capture clock at the grab of window.decided_at's frame
+    offset_at: float | None = None  # capture clock at the grab of window.offset's frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,7 @@ class FrameResult:
     intensity: float | None  # the spotter's score (see Spotter.score); None without a face
     regions: dict[str, float]  # each region's displacement over the motion lag, IOD units
     jobs: tuple[WindowJob, ...]
+    captured_at: float | None = None  # capture clock at this frame's grab (None: not from a capture thread)
 
 
 class CropHistory:
@@ -105,6 +110,26 @@ class CropHistory:
         self._index.fill(-1)
 
 
+class CaptureTimes:
+    """The capture clock value of each of the last ``capacity`` frames analysed, by frame index: how a window
+    finds when its offset frame was grabbed. Written and read by the analysing thread only."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._index = np.full(capacity, -1, dtype=np.int64)
+        self._time = np.zeros(capacity, dtype=np.float64)
+
+    def put(self, index: int, captured_at: float | None) -> None:
+        slot = index % self.capacity
+        self._index[slot] = index if captured_at is not None else -1
+        self._time[slot] = captured_at if captured_at is not None else 0.0
+
+    def get(self, index: int) -> float | None:
+        """When frame ``index`` was grabbed, or None (unknown, not analysed, or too old)."""
+        slot = index % self.capacity
+        return float(self._time[slot]) if index >= 0 and self._index[slot] == index else None
+
+
 class Analyzer:
     """Face tracking, motion, spotting and DI building for one stream of frames."""
 
@@ -121,14 +146,16 @@ class Analyzer:
         self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
         capacity = max(8, int(self.options.history_s * self.options.max_fps), self.options.history_frames)
         self.history = CropHistory(capacity, self.options.crop_size)
+        self.capture_times = CaptureTimes(capacity)
         self._record = record_stage
         self.frames = 0
         self.face_frames = 0
         self.face_now = False
 
-    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
-        """Analyse one frame; frames must come in increasing index order."""
-        return self.analyse(self.track(frame, t), index, t)
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
+        """Analyse one frame; frames must come in increasing index order. ``captured_at``: the capture clock
+        at its grab (:attr:`realtime.ringbuffer.FramePacket.captured_at`), carried on to its windows."""
+        return self.analyse(self.track(frame, t), index, t, captured_at=captured_at)
 
     def track(self, frame: np.ndarray, t: float) -> TrackedFace | None:
         """The face stage alone. It may run on another thread than :meth:`analyse`, a few frames ahead (the
@@ -138,11 +165,13 @@ class Analyzer:
         self._record("face", (time.perf_counter() - t0) * 1e3)
         return face
 
-    def analyse(self, face: TrackedFace | None, index: int, t: float) -> FrameResult:
+    def analyse(self, face: TrackedFace | None, index: int, t: float, *,
+                captured_at: float | None = None) -> FrameResult:
         """Everything after the face stage, for the face :meth:`track` found in frame ``index``."""
         perf = time.perf_counter
         t1 = perf()
         self.frames += 1
+        self.capture_times.put(index, captured_at)
         intensity: float | None = None
         regions: dict[str, float] = {}
         sample: MotionSample | None = None
@@ -169,7 +198,7 @@ class Analyzer:
         jobs = self._jobs(windows)
         if jobs:
             self._record("di", (perf() - t3) * 1e3)
-        return FrameResult(index, t, face is not None, intensity, regions, jobs)
+        return FrameResult(index, t, face is not None, intensity, regions, jobs, captured_at)
 
     def flush(self) -> tuple[WindowJob, ...]:
         """End of stream: windows still open or awaiting look-ahead are decided now."""
@@ -178,7 +207,13 @@ class Analyzer:
     def _jobs(self, windows: Sequence[SpottedWindow]) -> tuple[WindowJob, ...]:
         if not windows:
             return ()
-        return tuple(WindowJob(w, self.build_inputs(w)) for w in windows)
+        return tuple(self.job(w, self.build_inputs(w)) for w in windows)
+
+    def job(self, window: SpottedWindow, inputs: np.ndarray | None) -> WindowJob:
+        """``window`` with its inputs and the capture times of its closing and offset frames."""
+        times = self.capture_times
+        return WindowJob(window, inputs, closed_at=times.get(window.decided_at.frame),
+                         offset_at=times.get(window.offset.frame))
 
     def build_inputs(self, window: SpottedWindow) -> np.ndarray | None:
         """The model input for a window, from the held crops, via the one shared DI builder."""

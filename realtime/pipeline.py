@@ -99,18 +99,20 @@ class Pipeline:
                                       queue_size=max(classifier_opts.queue_size, len(opts.windows.windows) + 1))
         self.analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
         self.classifier = ClassifierWorker(
-            engine, self._emit_event, source=source.name, captured_at=self.capture.captured_at,
-            options=classifier_opts, record_stage=self._record_stage, clock=self._clock,
+            engine, self._emit_event, source=source.name, options=classifier_opts,
+            record_stage=self._record_stage, clock=self._clock,
         )
         self.windows = None if opts.windows is None else WindowPlan(
-            opts.windows, build=self.analyzer.build_inputs, fps=source.fps,
+            opts.windows, build=self.analyzer.build_inputs, job=self.analyzer.job, fps=source.fps,
             micro_max_s=analyzer_opts.spotter.micro_max_s, record_stage=self._record_stage)
         self.stopped_by_duration = False  # --duration ended the run before the source did
         self._rate_in = RateMeter(RateMeterOptions(clock=self._clock))
         self._rate_proc = RateMeter(RateMeterOptions(clock=self._clock))
         self._intensity: deque[float] = deque(maxlen=opts.sparkline_len)
+        # written by the classifier thread alone (it emits every event), read by status/snapshot/summary
         self._events: deque[EventRecord] = deque(maxlen=opts.recent_events)
         self._event_counts = {"micro": 0, "macro": 0}
+        self._events_lock = threading.Lock()
         self._stop = threading.Event()
         self._analysis_done = threading.Event()
         self._thread = threading.Thread(target=self._analyse, name="mer-analyser")
@@ -130,11 +132,13 @@ class Pipeline:
             self.stage_samples.setdefault(stage, []).append(ms)
 
     def _emit_event(self, record: EventRecord) -> None:
+        """The classifier thread's way out for every event (the one thread that emits them)."""
         t0 = time.perf_counter()
         self._publish(record)
         self._record_stage("publish", (time.perf_counter() - t0) * 1e3)
-        self._events.append(record)
-        self._event_counts[record.kind] = self._event_counts.get(record.kind, 0) + 1
+        with self._events_lock:
+            self._events.append(record)
+            self._event_counts[record.kind] = self._event_counts.get(record.kind, 0) + 1
         if self.windows is not None:
             self.windows.published(record)
 
@@ -159,7 +163,8 @@ class Pipeline:
         end: object = _END
         try:
             for packet in self._packets():
-                if not self._hand_over((packet.index, packet.t, self.analyzer.track(packet.frame, packet.t))):
+                face = self.analyzer.track(packet.frame, packet.t)
+                if not self._hand_over((packet.index, packet.t, packet.captured_at, face)):
                     return
         except BaseException as exc:  # raised again on the analyser thread, which reports it
             end = exc
@@ -177,8 +182,8 @@ class Pipeline:
                 continue
         return False
 
-    def _tracked(self) -> Iterator[tuple[int, float, TrackedFace | None]]:
-        """(index, t, face) from the face thread until it ends; its failure is raised here."""
+    def _tracked(self) -> Iterator[tuple[int, float, float | None, TrackedFace | None]]:
+        """(index, t, captured_at, face) from the face thread until it ends; its failure is raised here."""
         while True:
             try:
                 item = self._faces.get(timeout=0.1)
@@ -190,19 +195,20 @@ class Pipeline:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield cast(tuple[int, float, TrackedFace | None], item)
+            yield cast(tuple[int, float, float | None, TrackedFace | None], item)
 
     def _analyse(self) -> None:
         last_index: int | None = None  # the last frame analysed
         try:
             if self._split:
-                for index, t, face in self._tracked():
+                for index, t, captured_at, face in self._tracked():
                     last_index = index
-                    self._after_frame(self.analyzer.analyse(face, index, t))
+                    self._after_frame(self.analyzer.analyse(face, index, t, captured_at=captured_at))
             else:
                 for packet in self._packets():
                     last_index = packet.index
-                    self._after_frame(self.analyzer.process(packet.frame, packet.index, packet.t))
+                    self._after_frame(self.analyzer.process(packet.frame, packet.index, packet.t,
+                                                            captured_at=packet.captured_at))
             for job in self.windows.finish() if self.windows is not None else self.analyzer.flush():
                 if self.windows is None and _cut_by_the_end(job, last_index):
                     continue
@@ -312,6 +318,10 @@ class Pipeline:
             return None
         return getattr(tracker, "landmark_every", None)
 
+    def _event_totals(self) -> dict[str, int]:
+        with self._events_lock:
+            return dict(self._event_counts)
+
     def _make_summary(self, reason: str) -> SummaryRecord:
         frames, analysed, dropped = self._counters()
         wall = self._clock() - (self._started_at or self._clock())
@@ -321,7 +331,7 @@ class Pipeline:
             frames=frames,
             dropped=dropped,
             face_frames=self.analyzer.face_frames,
-            events=dict(self._event_counts),
+            events=self._event_totals(),
             wall_s=round(wall, 3),
             mean_fps=round(analysed / wall, 2) if wall > 0 else 0.0,
             reason=reason,
@@ -341,6 +351,8 @@ class Pipeline:
         spotter = self.analyzer.spotter
         threshold = getattr(spotter, "threshold", None)
         intensity = tuple(self._intensity)
+        with self._events_lock:
+            events, counts = tuple(self._events), dict(self._event_counts)
         fps = self.source.fps or 30.0
         return DashboardSnapshot(
             source=self.source.name,
@@ -360,8 +372,8 @@ class Pipeline:
             intensity_window_s=len(intensity) / fps,
             threshold=float(threshold) if threshold is not None and np.isfinite(threshold) else None,
             spotting=str(getattr(spotter, "state", "")),
-            events=tuple(self._events),
-            event_counts=dict(self._event_counts),
+            events=events,
+            event_counts=counts,
             stage_ms=self.stages.snapshot(now),
             message=message or ("finished" if self._analysis_done.is_set() else self._auto_note()),
         )

@@ -231,12 +231,14 @@ class WindowPlan:
         file: WindowsFile,
         *,
         build: Callable[[SpottedWindow], np.ndarray | None],
+        job: Callable[[SpottedWindow, np.ndarray | None], WindowJob] = WindowJob,
         fps: float,
         micro_max_s: float,
         record_stage: Callable[[str, float], None] | None = None,
     ) -> None:
         self.file = file
         self._build = build
+        self._make_job = job  # Analyzer.job: the window with its inputs and capture times
         self._fps = fps
         self._micro_max_s = micro_max_s
         self._record = record_stage or (lambda stage, ms: None)
@@ -342,7 +344,7 @@ class WindowPlan:
         if inputs is None:
             log.warning("%s line %d (frames %d-%d): published without a label: %s", self.file.path, w.line,
                         w.onset, w.offset, self._why(item))
-        return WindowJob(window, inputs)
+        return self._make_job(window, inputs)
 
     @staticmethod
     def _why(item: _Open) -> str:

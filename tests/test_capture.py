@@ -48,7 +48,7 @@ def test_block_mode_delivers_every_frame_with_index_and_time() -> None:
     with capture:
         got = []
         while (packet := reader.read(timeout=5.0)) is not None:
-            got.append((packet.index, packet.t, int(packet.frame[0, 0, 0]), packet.missed))
+            got.append((packet.index, packet.t, int(packet.frame[0, 0, 0]), packet.missed, packet.captured_at))
     assert [g[0] for g in got] == list(range(50))
     assert [g[1] for g in got] == pytest.approx([i / 25.0 for i in range(50)])
     assert [g[2] for g in got] == list(range(50))
@@ -56,7 +56,7 @@ def test_block_mode_delivers_every_frame_with_index_and_time() -> None:
     assert capture.end_reason == "end"
     assert capture.frames_read == 50
     assert rb.closed and capture.source.closed
-    assert capture.captured_at(49) is not None and capture.captured_at(50) is None
+    assert all(g[4] is not None for g in got)  # every frame carries its capture time
 
 
 def test_paced_overwrite_with_a_slow_reader_counts_drops() -> None:
@@ -82,14 +82,15 @@ def test_paced_file_times_follow_the_clock() -> None:
     capture = CaptureThread(ArraySource(frames(5), fps=100.0), rb, CaptureOptions(pace=True))
     with capture:
         assert capture.wait(timeout=5.0)
-    indices = []
+    indices: list[int] = []
+    grabs: list[float] = []
     while (packet := reader.read(timeout=1.0)) is not None:
         indices.append(packet.index)
+        assert packet.captured_at is not None
+        grabs.append(packet.captured_at)
     assert indices == [0, 1, 2, 3, 4]
-    grabs = [capture.captured_at(i) for i in range(5)]
-    assert all(g is not None for g in grabs)
-    assert grabs == sorted(grabs)  # type: ignore[type-var]
-    assert grabs[4] - grabs[0] >= 0.04 - 1e-9  # type: ignore[operator]  # paced: 4 frames at 100 fps
+    assert grabs == sorted(grabs)
+    assert grabs[4] - grabs[0] >= 0.04 - 1e-9  # paced: 4 frames at 100 fps
 
 
 def test_live_source_is_stamped_by_the_clock_relative_to_the_first_frame() -> None:
@@ -99,16 +100,18 @@ def test_live_source_is_stamped_by_the_clock_relative_to_the_first_frame() -> No
     source = ArraySource(frames(10), fps=25.0, name="camera:test", is_live=True)
     with CaptureThread(source, rb, CaptureOptions(clock=clock)) as capture:
         packets = []
+        grabbed: list[float | None] = []
         while (packet := reader.read(timeout=5.0)) is not None:
             packets.append((packet.index, packet.t))
+            grabbed.append(packet.captured_at)
     assert [p[0] for p in packets] == list(range(10))
     assert packets[0][1] == 0.0
     ts = [p[1] for p in packets]
     assert all(b > a for a, b in itertools.pairwise(ts))
-    first = capture.captured_at(0)
-    assert first is not None
-    for index, t in packets:
-        assert capture.captured_at(index) == pytest.approx(first + t)
+    first = grabbed[0]
+    assert first == 1000.0  # the injected clock at the first grab
+    for (_, t), at in zip(packets, grabbed, strict=True):
+        assert at == pytest.approx(first + t)
     assert capture.end_reason == "end"
 
 

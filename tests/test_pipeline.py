@@ -41,7 +41,7 @@ class _OpenWindowAtTheEnd:
         self.spotter = SimpleNamespace(state="idle", threshold=None)
         self.last = -1
 
-    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
         self.frames += 1
         self.face_frames += 1
         self.last = index
@@ -94,7 +94,7 @@ class _NoneEngine:
 class _TwoWindows(_OpenWindowAtTheEnd):
     """Two finished micro windows on the way, with model inputs."""
 
-    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
         result = super().process(frame, index, t)
         if index in (15, 30):
             window = SpottedWindow(onset=_point(index - 8), apex=_point(index - 5), offset=_point(index - 2),
