@@ -270,7 +270,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         settings = AnalyzeSettings(model=args.model, engine=args.engine, face_model=str(face_model),
                                    landmark_every=args.landmark_every, blendshapes=args.blendshapes,
-                                   spotter=spotter_settings(args),  # type: ignore[arg-type]
+                                   spotter=spotter_settings(args),
                                    quiet_native=args.log_level != "debug")
         model = ModelIdentity.of(engine)
         jobs = select_shard(make_jobs(inputs.videos, assign_names(inputs.videos), out, model, settings), shard)

@@ -12,11 +12,10 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.events import Record, SummaryRecord
+from core.options import replace_options
 from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
@@ -32,23 +31,19 @@ from realtime.spotting import SpotterSettings
 from realtime.windows import read_windows
 from training.demo import demo_video
 
-if TYPE_CHECKING:
-    from realtime.pipeline import Pipeline
-
 log = logging.getLogger(__name__)
 
 
-def spotter_settings(args: argparse.Namespace) -> object:
-    """SpotterSettings from the command line's spotting options (seconds)."""
-    settings = SpotterSettings()
+def spotter_settings(args: argparse.Namespace) -> SpotterSettings:
+    """SpotterSettings from the command line's spotting options (seconds); an option not given keeps the
+    default. A name SpotterSettings lacks is an OptionsError (a renamed field cannot be dropped quietly)."""
     overrides = {
         "micro_max_s": args.micro_max,
         "min_duration_s": args.min_duration,
         "min_score": args.threshold,
         "min_peak": args.min_peak,
     }
-    known = {k: v for k, v in overrides.items() if v is not None and hasattr(settings, k)}
-    return replace(settings, **known)
+    return replace_options(SpotterSettings(), **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _source_spec(args: argparse.Namespace) -> str:
@@ -109,7 +104,7 @@ def run_live(args: argparse.Namespace) -> int:
             fast=args.fast,
             duration_s=args.duration,
             windows=windows,
-            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_settings(args)),  # type: ignore[arg-type]
+            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_settings(args)),
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -24,6 +24,13 @@ from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
 log = logging.getLogger(__name__)
 
 StageRecorder = Callable[[str, float], None]
+
+
+class FaceTracking(Protocol):
+    """The face stage as the analysis chain calls it (:class:`realtime.face.FaceTracker`, mer-analyze's
+    blendshape tap, fakes in tests): one BGR frame and its source time in, the aligned face or None out."""
+
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None: ...
 
 
 def _ignore_stage(stage: str, ms: float) -> None:
@@ -44,10 +51,11 @@ class AnalyzerOptions:
     spotter: SpotterSettings = field(default_factory=SpotterSettings)
 
     @classmethod
-    def for_card(cls, card: ModelCard, **options: Any) -> AnalyzerOptions:
-        """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), plus
-        ``options``."""
-        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams, **options)
+    def for_card(cls, card: ModelCard, *, spotter: SpotterSettings | None = None) -> AnalyzerOptions:
+        """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), with
+        ``spotter`` settings (default: the defaults)."""
+        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
+                   spotter=spotter if spotter is not None else SpotterSettings())
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +143,13 @@ class Analyzer:
 
     def __init__(
         self,
-        tracker: object,
+        tracker: FaceTracking,
         options: AnalyzerOptions | None = None,
         *,
         record_stage: StageRecorder = _ignore_stage,
     ) -> None:
         self.options = options or AnalyzerOptions()
-        self.tracker = tracker  # realtime.face.FaceTracker (or anything with process(frame, t))
+        self.tracker = tracker
         self.motion = MotionMeter(self.options.motion, max_fps=self.options.max_fps)
         self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
         capacity = max(8, int(self.options.history_s * self.options.max_fps), self.options.history_frames)
@@ -161,7 +169,7 @@ class Analyzer:
         """The face stage alone. It may run on another thread than :meth:`analyse`, a few frames ahead (the
         pipeline overlaps MediaPipe with motion and spotting that way): the result owns its arrays."""
         t0 = time.perf_counter()
-        face: TrackedFace | None = self.tracker.process(frame, t)  # type: ignore[attr-defined]
+        face = self.tracker.process(frame, t)
         self._record("face", (time.perf_counter() - t0) * 1e3)
         return face
 

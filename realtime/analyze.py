@@ -19,23 +19,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
 from core.dynamic_image import normalize_di, phase_dynamic_images
 from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
 from core.paths import atomic_write
-from realtime.analysis import AnalyzerOptions, FrameResult
+from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
 from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
 from realtime.motion import REGION_NAMES
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
 from realtime.sources import SourceError, open_source
 from realtime.spotting import SpotterSettings
-
-if TYPE_CHECKING:
-    from realtime.analysis import Analyzer
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +263,7 @@ class FrameLog:
         self._analyzer = analyzer
 
     def add(self, result: FrameResult) -> None:
-        threshold = getattr(self._analyzer.spotter, "threshold", None) if self._analyzer is not None else None
+        threshold = self._analyzer.spotter.threshold if self._analyzer is not None else None
         score = result.intensity
         row = [str(result.index), f"{result.t:.6f}", "1" if result.face else "0", _num(score), _num(threshold)]
         row += [_num(result.regions.get(r)) for r in self.regions]
@@ -374,6 +371,7 @@ def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
         )
         pipeline = Pipeline(source, tap if tap is not None else tracker, engine, publisher.publish, options,
                             engine_reason=engine.reason)
+        assert isinstance(pipeline.analyzer, Analyzer)  # built by the pipeline from the tracker
         frame_log.attach(pipeline.analyzer)
         summary = pipeline.run()  # KeyboardInterrupt propagates, after the summary record
         publisher.close()

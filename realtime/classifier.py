@@ -19,12 +19,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core.events import EventRecord
+from engines.backends.base import Predictor
 from engines.card import NONE_LABEL
 from realtime.analysis import WindowJob
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+class _Stop:
+    """The queue's last item: finish the batch in hand, then end."""
+
+
+_STOP = _Stop()
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,11 @@ class ClassifierOptions:
 
 
 class ClassifierWorker:
-    """Owns ``engine`` (anything with ``predict``, ``card``, ``name``); emits :class:`EventRecord` s."""
+    """Owns ``engine`` (None: windows are published unlabelled); emits :class:`EventRecord` s."""
 
     def __init__(
         self,
-        engine: object | None,
+        engine: Predictor | None,
         emit: Callable[[EventRecord], None],
         *,
         source: str,
@@ -55,7 +60,7 @@ class ClassifierWorker:
         self._source = source
         self._record = record_stage or (lambda stage, ms: None)
         self._clock = clock
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.options.queue_size)
+        self._queue: queue.Queue[WindowJob | _Stop] = queue.Queue(maxsize=self.options.queue_size)
         self._thread = threading.Thread(target=self._run, name="mer-classifier")
         # windows that found the queue full, published unclassified by the worker's thread (deque: thread-safe
         # append and popleft); their inputs are dropped, so each is a few small objects
@@ -64,10 +69,9 @@ class ClassifierWorker:
         self.classified = 0
         self.failures = 0
         self.vetoed = 0  # windows the model called "none", not published
-        card = getattr(engine, "card", None)
-        self.labels: tuple[str, ...] = tuple(card.labels) if card is not None else ()
-        self.model_name: str | None = card.name if card is not None else None
-        self.engine_name: str | None = getattr(engine, "name", None)
+        self.labels: tuple[str, ...] = tuple(engine.card.labels) if engine is not None else ()
+        self.model_name: str | None = engine.card.name if engine is not None else None
+        self.engine_name: str | None = engine.name if engine is not None else None
 
     def start(self) -> None:
         self._thread.start()
@@ -102,7 +106,7 @@ class ClassifierWorker:
                 first = self._queue.get(timeout=self.options.poll_s)
             except queue.Empty:
                 continue
-            if first is _STOP:
+            if isinstance(first, _Stop):
                 self._publish_overflowed()
                 return
             batch = [first]
@@ -111,31 +115,28 @@ class ClassifierWorker:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    self._classify(batch)  # type: ignore[arg-type]
+                if isinstance(item, _Stop):
+                    self._classify(batch)
                     self._publish_overflowed()
                     return
                 batch.append(item)
-            self._classify(batch)  # type: ignore[arg-type]
+            self._classify(batch)
 
     def _publish_overflowed(self) -> None:
         while self._overflowed:
             self._publish(self._overflowed.popleft(), None)
 
     def _wants_label(self, job: WindowJob) -> bool:
-        return (
-            self.engine is not None
-            and job.inputs is not None
-            and (job.window.kind == "micro" or self.options.classify_macro)
-        )
+        return job.inputs is not None and (job.window.kind == "micro" or self.options.classify_macro)
 
     def _classify(self, jobs: list[WindowJob]) -> None:
-        todo = [j for j in jobs if self._wants_label(j)]
+        engine = self.engine
+        todo = [j for j in jobs if self._wants_label(j)] if engine is not None else []
         probs: dict[int, np.ndarray] = {}
-        if todo:
+        if engine is not None and todo:
             t0 = time.perf_counter()
             try:
-                out = self.engine.predict(np.stack([j.inputs for j in todo]))  # type: ignore[union-attr,misc]
+                out = engine.predict(np.stack([j.inputs for j in todo if j.inputs is not None]))
                 finite = np.isfinite(out).all(axis=1)  # NaN/inf (damaged weights) cannot go into a record
                 probs = {id(j): out[i] for i, j in enumerate(todo) if finite[i]}
                 self.classified += int(finite.sum())

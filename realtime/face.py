@@ -889,7 +889,7 @@ class FaceTracker:
         if previous is None or landmarks is None or previous.shape != gray.shape:
             return None
         p0 = landmarks[list(RIGID_POINTS)].reshape(-1, 1, 2).astype(np.float32)
-        p1, status, err = cv2.calcOpticalFlowPyrLK(previous, gray, p0, None, **_LK_PARAMS)  # type: ignore[call-overload]
+        p1, status, err = cv2.calcOpticalFlowPyrLK(previous, gray, p0, None, **_LK_PARAMS)
         if p1 is None:
             return None
         good = (status.ravel() == 1) & (err.ravel() < _LK_MAX_ERROR)

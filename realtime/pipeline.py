@@ -1,7 +1,9 @@
 """The live pipeline: capture thread → ring buffer → analyser thread → classifier worker → publisher.
 
 :class:`Pipeline` wires components that were built and checked beforehand (source, face tracker,
-engine, publisher), so each can be faked in tests and ``mer-bench``. The caller's thread supervises:
+engine, publisher), so each can be faked in tests and ``mer-bench``; every join is typed
+(:class:`~realtime.sources.FrameSource`, :class:`~realtime.analysis.FaceTracking`,
+:class:`~engines.backends.base.Predictor`, :class:`FrameAnalyzing`). The caller's thread supervises:
 :meth:`Pipeline.run` publishes a ``status`` record about once a second, and a ``summary`` record at the
 end of the source, on ``stop()``, and on Ctrl-C (``KeyboardInterrupt`` is re-raised after it is written).
 """
@@ -15,26 +17,59 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
 from core.events import EventRecord, Record, StatusRecord, SummaryRecord
-from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult, WindowJob
+from engines.backends.base import Predictor
+from realtime.analysis import Analyzer, AnalyzerOptions, FaceTracking, FrameResult, WindowJob
 from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
-from realtime.face import TrackedFace
+from realtime.face import FaceTracker, TrackedFace
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
+from realtime.spotting import SpottedWindow
 from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
 from realtime.windows import WindowPlan, WindowsFile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pipeline", "PipelineOptions"]
+__all__ = ["FrameAnalyzing", "Pipeline", "PipelineOptions", "SpotterView"]
 
 _END = object()  # the face thread's last item: no more frames
+
+
+class SpotterView(Protocol):
+    """What the dashboard shows of the spotter (:class:`realtime.spotting.Spotter`)."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+
+class FrameAnalyzing(Protocol):
+    """The analysis chain as the analyser thread drives it: :class:`realtime.analysis.Analyzer`, or a stand-in
+    handed to :class:`Pipeline` as ``analyzer`` (tests script windows so). The counters are read by other
+    threads."""
+
+    frames: int
+    face_frames: int
+    face_now: bool
+
+    @property
+    def spotter(self) -> SpotterView: ...
+
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult: ...
+
+    def flush(self) -> tuple[WindowJob, ...]: ...
+
+    def build_inputs(self, window: SpottedWindow) -> np.ndarray | None: ...
+
+    def job(self, window: SpottedWindow, inputs: np.ndarray | None) -> WindowJob: ...
 
 
 @dataclass(frozen=True)
@@ -64,16 +99,18 @@ class PipelineOptions:
 
 
 class Pipeline:
-    """Owns the threads of one run; components are handed in already opened."""
+    """Owns the threads of one run; components are handed in already opened. The analysis chain is an
+    :class:`Analyzer` over ``tracker``, unless ``analyzer`` is given (then ``tracker`` may be None)."""
 
     def __init__(
         self,
         source: FrameSource,
-        tracker: object,
-        engine: object | None,
+        tracker: FaceTracking | None,
+        engine: Predictor | None,
         publish: Callable[[Record], object],
         options: PipelineOptions | None = None,
         *,
+        analyzer: FrameAnalyzing | None = None,
         engine_reason: str = "",
         endpoint: str = "",
     ) -> None:
@@ -97,7 +134,12 @@ class Pipeline:
                                                                       opts.windows.longest))
             classifier_opts = replace(classifier_opts, classify_macro=True, veto_none=False,
                                       queue_size=max(classifier_opts.queue_size, len(opts.windows.windows) + 1))
-        self.analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
+        if analyzer is None:
+            if tracker is None:
+                raise ValueError("Pipeline needs a face tracker or an analyzer")
+            analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
+        self.tracker = tracker
+        self.analyzer: FrameAnalyzing = analyzer
         self.classifier = ClassifierWorker(
             engine, self._emit_event, source=source.name, options=classifier_opts,
             record_stage=self._record_stage, clock=self._clock,
@@ -118,7 +160,7 @@ class Pipeline:
         self._thread = threading.Thread(target=self._analyse, name="mer-analyser")
         self._faces: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.face_queue))
         self._face_thread = threading.Thread(target=self._track, name="mer-face")
-        self._split = False  # face_thread and a real Analyzer (decided at start: tests swap in fakes)
+        self._split: Analyzer | None = None  # the Analyzer, when its face stage runs on the face thread
         self._started_at: float | None = None
         self._summary: SummaryRecord | None = None
         self.error: BaseException | None = None
@@ -161,9 +203,11 @@ class Pipeline:
         """The face thread: ring → face tracker → a short queue → the analyser thread. A packet's frame is
         the reader's buffer, overwritten by the next read; the tracked face owns its arrays."""
         end: object = _END
+        chain = self._split
+        assert chain is not None, "the face thread runs only with a real Analyzer"
         try:
             for packet in self._packets():
-                face = self.analyzer.track(packet.frame, packet.t)
+                face = chain.track(packet.frame, packet.t)
                 if not self._hand_over((packet.index, packet.t, packet.captured_at, face)):
                     return
         except BaseException as exc:  # raised again on the analyser thread, which reports it
@@ -200,10 +244,10 @@ class Pipeline:
     def _analyse(self) -> None:
         last_index: int | None = None  # the last frame analysed
         try:
-            if self._split:
+            if self._split is not None:
                 for index, t, captured_at, face in self._tracked():
                     last_index = index
-                    self._after_frame(self.analyzer.analyse(face, index, t, captured_at=captured_at))
+                    self._after_frame(self._split.analyse(face, index, t, captured_at=captured_at))
             else:
                 for packet in self._packets():
                     last_index = packet.index
@@ -237,9 +281,10 @@ class Pipeline:
     def start(self) -> Pipeline:
         self._started_at = self._clock()
         self.classifier.start()
-        self._split = self.options.face_thread and isinstance(self.analyzer, Analyzer)
+        if self.options.face_thread and isinstance(self.analyzer, Analyzer):
+            self._split = self.analyzer
         self._thread.start()
-        if self._split:
+        if self._split is not None:
             self._face_thread.start()
         self.capture.start()
         return self
@@ -313,10 +358,10 @@ class Pipeline:
     @property
     def auto_landmark_every(self) -> int | None:
         """The N that ``--landmark-every auto`` chose (None without auto, and while it is still measuring)."""
-        tracker = getattr(self.analyzer, "tracker", None)
-        if getattr(getattr(tracker, "options", None), "landmark_every", None) != "auto":
+        tracker = self.tracker
+        if not isinstance(tracker, FaceTracker) or tracker.options.landmark_every != "auto":
             return None
-        return getattr(tracker, "landmark_every", None)
+        return tracker.landmark_every
 
     def _event_totals(self) -> dict[str, int]:
         with self._events_lock:
@@ -349,7 +394,7 @@ class Pipeline:
         self._rate_in.update(frames, now)
         self._rate_proc.update(analysed, now)
         spotter = self.analyzer.spotter
-        threshold = getattr(spotter, "threshold", None)
+        threshold = spotter.threshold
         intensity = tuple(self._intensity)
         with self._events_lock:
             events, counts = tuple(self._events), dict(self._event_counts)
@@ -371,7 +416,7 @@ class Pipeline:
             intensity=intensity,
             intensity_window_s=len(intensity) / fps,
             threshold=float(threshold) if threshold is not None and np.isfinite(threshold) else None,
-            spotting=str(getattr(spotter, "state", "")),
+            spotting=spotter.state,
             events=events,
             event_counts=counts,
             stage_ms=self.stages.snapshot(now),

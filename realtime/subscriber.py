@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +148,7 @@ def subscribe(
     timeout_s: float | None = None,
     curve_server_key: str | bytes | os.PathLike[str] | None = None,
     keep_going: bool = False,
-) -> Iterator[Record]:
+) -> Generator[Record, None, None]:
     """Yield records as they arrive, until the publisher's ``summary`` (the end of its run) or ``timeout_s``
     seconds without any record (None = no limit).
 

@@ -203,7 +203,7 @@ def _check_faces(made: dict[str, Path], face_model: Path) -> None:
     from realtime.face import detect_faces
 
     still = cv2.imread(str(made["still_face"]))
-    if not detect_faces(still, model_path=face_model, min_face_size=None):
+    if still is None or not detect_faces(still, model_path=face_model, min_face_size=None):
         raise SystemExit(f"make_bad_inputs: no face found in {made['still_face']}; give a video with a face")
     noface = next(_frames(made["noface_video"], 1))
     if detect_faces(noface, model_path=face_model, min_face_size=None):
@@ -380,7 +380,8 @@ def _sheets(out: Path) -> dict[str, Path]:
 
     from openpyxl import Workbook
 
-    header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
+    header: list[object] = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
+                            "Estimated Emotion"]
     rows: list[list[object]] = [
         header,
         [1, "EP01_01", 10, 13, 16, "4+L7", "disgust"],  # the good row

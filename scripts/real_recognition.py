@@ -30,7 +30,7 @@ from core.metrics import recognition_scores  # noqa: E402
 from engines.backends import load_engine  # noqa: E402
 from training.cache import DICache, DISettings  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
-from training.datasets.base import merge_indices  # noqa: E402
+from training.datasets.base import Sample, merge_indices  # noqa: E402
 from training.datasets.frames import FrameOptions  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(total)
 
 
-def classify(model: str | None, samples: list, scheme_labels: tuple[str, ...]) -> list[tuple[object, str, np.ndarray]]:
+def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str, ...]) -> list[tuple[Sample, str, np.ndarray]]:
     engine = load_engine(model, backend="onnxruntime" if model is None or str(model).endswith(".onnx") else "auto")
     card = engine.card
     settings = DISettings(streams=card.streams, input_size=card.input_size,
@@ -68,7 +68,7 @@ def main() -> int:
     args = p.parse_args()
     index = merge_indices([load_dataset("synth", d, scheme=args.scheme) for d in args.test_dirs])
     samples = list(index.samples)
-    results: list[tuple[object, str, np.ndarray]] = []
+    results: list[tuple[Sample, str, np.ndarray]] = []
     if args.run is not None:
         by_subject: dict[str, list] = defaultdict(list)
         for s in samples:

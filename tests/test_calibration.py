@@ -3,14 +3,18 @@ only, the ECE, the reports, the final model's temperature, and uncertain labels 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from rich.table import Table
+from rich.text import Text
 
 from core.events import EventRecord, TimePoint
 from core.metrics import expected_calibration_error, wrong_confidence
@@ -25,12 +29,14 @@ from training.calibration import (
     split_calibration,
 )
 
-try:
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+if HAS_TORCH:  # the numpy, card and display tests run without it
     import torch
-except ImportError:  # the numpy, card and display tests run without it
-    torch = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from engines.network import MERModel
+    from training.train import TrainSettings
 
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install 'mer-live[train]')")
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install 'mer-live[train]')")
 
 LABELS = ("negative", "positive", "surprise")
 
@@ -174,7 +180,7 @@ def test_a_card_without_temperature_loads_as_one_and_keeps_its_hash(tmp_path: Pa
             ModelCard.from_dict({**data, "temperature": bad})
 
 
-def _model(flip: bool) -> torch.nn.Module:
+def _model(flip: bool) -> MERModel:
     from engines.registry import build_model
 
     torch.manual_seed(0)
@@ -219,7 +225,8 @@ def test_torch_and_onnxruntime_probabilities_agree_with_a_temperature(flip: bool
     expected = torch.softmax(raw / 3.0, dim=1).numpy()
     save_checkpoint(model, tmp_path / "model.pt")
     onnx_path = export_onnx(model, tmp_path / "model.onnx")
-    assert card_from_onnx(read_onnx(onnx_path)).temperature == 3.0  # type: ignore[union-attr]
+    card = card_from_onnx(read_onnx(onnx_path))
+    assert card is not None and card.temperature == 3.0
     probs = {}
     for backend in ("torch", "onnxruntime"):
         with load_engine(tmp_path, backend, device="cpu", cache_dir=tmp_path / "cache") as engine:
@@ -274,12 +281,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dicache-cal")
 
 
-def _tiny(**kw: object):  # type: ignore[no-untyped-def]
+def _tiny(**kw: Any) -> TrainSettings:
     from training.train import TrainSettings
 
-    base = dict(model="single", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
+    base: dict[str, Any] = dict(model="single", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
     base.update(kw)
-    return TrainSettings(**base)  # type: ignore[arg-type]
+    return TrainSettings(**base)
 
 
 @needs_torch
@@ -438,9 +445,11 @@ def test_the_dashboard_marks_and_dims_uncertain_labels() -> None:
     assert "positive?" in text and "negative?" not in text
     assert "last event · positive?" in text
     table = _events_table(events)
-    label_cells = table.columns[3]._cells  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    label_cells = table.columns[3]._cells
     assert [str(c) for c in label_cells] == ["positive?", "negative"]  # newest first
-    assert [c.style for c in label_cells] == ["dim", ""]
+    assert all(isinstance(c, Text) for c in label_cells)
+    assert [c.style for c in label_cells if isinstance(c, Text)] == ["dim", ""]
     strict = render_text(DashboardSnapshot(events=events, uncertain_below=0.95), width=110)
     assert "negative?" in strict and "positive?" in strict
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -203,7 +203,7 @@ def test_a_source_that_raises_ends_the_capture_with_an_error() -> None:
 
 
 def write_clip(path: Path, n: int = 20, fps: float = 25.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 24))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (32, 24))
     assert writer.isOpened()
     for i in range(n):
         writer.write(np.full((24, 32, 3), (i * 10) % 256, np.uint8))
@@ -252,7 +252,7 @@ def test_truncated_file_ends_early_and_says_why(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_file_errors_are_one_line_messages(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_file_errors_are_one_line_messages(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
     with pytest.raises(SourceError, match=message) as info:
         open_source(make(tmp_path))
     assert "\n" not in str(info.value)
@@ -268,7 +268,8 @@ def test_camera_errors_say_how_to_pick_another() -> None:
 def test_array_source() -> None:
     with ArraySource(frames(3), fps=50.0, name="synthetic") as source:
         assert source.frame_count == 3 and source.fps == 50.0 and not source.is_live
-        assert [int(source.read()[0, 0, 0]) for _ in range(3)] == [0, 1, 2]  # type: ignore[index]
+        read = [source.read() for _ in range(3)]
+        assert [int(f[0, 0, 0]) for f in read if f is not None] == [0, 1, 2]
         assert source.read() is None and source.error is None
     with pytest.raises(ValueError):
         ArraySource([], fps=0.0)

@@ -4,13 +4,13 @@ that travelled with a window is what latency is measured from."""
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fakes import ScriptedAnalysis, fake_card
 
 from core.events import EventRecord, Record, SummaryRecord, TimePoint
-from realtime.analysis import FrameResult, WindowJob
+from realtime.analysis import WindowJob
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
@@ -38,7 +38,7 @@ class _GatedEngine:
     name = "gated"
 
     def __init__(self) -> None:
-        self.card = SimpleNamespace(labels=LABELS, name="gated-megc3")
+        self.card = fake_card(LABELS, "gated-megc3")
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -80,25 +80,20 @@ def test_overflowed_windows_are_published_by_the_worker_thread_and_counted() -> 
     assert first.latency_ms == pytest.approx(500.0) and first.delay_ms == pytest.approx(750.0)
 
 
-class _ManyWindows:
+class _ManyWindows(ScriptedAnalysis):
     """Stands in for the analysis chain: a finished micro window every 2nd frame; at the end (flush) it
     releases the gated engine, so every window but the first two meets a full queue."""
 
     def __init__(self, engine: _GatedEngine) -> None:
+        super().__init__()
         self.engine = engine
-        self.frames = self.face_frames = 0
-        self.face_now = True
-        self.spotter = SimpleNamespace(state="idle", threshold=None)
         self.spotted = 0
 
-    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
-        self.frames += 1
-        self.face_frames += 1
-        jobs: tuple[WindowJob, ...] = ()
-        if index >= 10 and index % 2 == 0:
-            self.spotted += 1
-            jobs = (_job(index, closed_at=captured_at),)
-        return FrameResult(index, t, True, 0.0, {}, jobs, captured_at)
+    def windows_at(self, index: int, captured_at: float | None) -> tuple[WindowJob, ...]:
+        if index < 10 or index % 2:
+            return ()
+        self.spotted += 1
+        return (_job(index, closed_at=captured_at),)
 
     def flush(self) -> tuple[WindowJob, ...]:
         self.engine.release.set()
@@ -117,9 +112,8 @@ def test_a_pipeline_whose_classifier_overflows_counts_every_event_once() -> None
 
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * 60, fps=FPS, name="array:test")
     options = PipelineOptions(fast=True, classifier=ClassifierOptions(queue_size=1, max_batch=1))
-    pipeline = Pipeline(source, object(), engine, publish, options)
     fake = _ManyWindows(engine)
-    pipeline.analyzer = fake  # type: ignore[assignment]
+    pipeline = Pipeline(source, None, engine, publish, options, analyzer=fake)
     summary = pipeline.run()
     events = [r for r in records if isinstance(r, EventRecord)]
     worker = pipeline.classifier

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -42,8 +43,8 @@ def event(i: int, label: str | None = "happiness") -> EventRecord:
     )
 
 
-def snapshot(n_events: int = 3, **kw: object) -> DashboardSnapshot:
-    values = dict(
+def snapshot(n_events: int = 3, **kw: Any) -> DashboardSnapshot:
+    values: dict[str, Any] = dict(
         source="file:clip.mp4",
         engine="onnxruntime-cpu",
         engine_reason="TensorRT not installed",
@@ -66,7 +67,7 @@ def snapshot(n_events: int = 3, **kw: object) -> DashboardSnapshot:
         message="",
     )
     values.update(kw)
-    return DashboardSnapshot(**values)  # type: ignore[arg-type]
+    return DashboardSnapshot(**values)
 
 
 def test_render_text_shows_the_key_fields() -> None:

@@ -8,7 +8,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,10 +35,13 @@ from engines.backends import (
     resolve_artefacts,
 )
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
+from engines.backends.onnx_backend import OnnxRuntimeEngine
 from engines.card import CardError, ModelCard
 
 torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx")
+import onnx  # noqa: E402
+
 pytest.importorskip("onnxruntime")
 
 from engines.checkpoint import save_checkpoint  # noqa: E402
@@ -138,9 +143,9 @@ def test_input_shape_is_checked(backend: str, model_dir: Path) -> None:
 
 def test_onnxruntime_threads_option(model_dir: Path) -> None:
     with load_engine(model_dir / "model.onnx", "onnxruntime", threads=2) as engine:
-        assert engine.threads == 2
+        assert isinstance(engine, OnnxRuntimeEngine) and engine.threads == 2
     with load_engine(model_dir / "model.onnx", "onnxruntime") as engine:
-        assert engine.threads == max(1, min(4, (os.cpu_count() or 2) // 2))
+        assert isinstance(engine, OnnxRuntimeEngine) and engine.threads == max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def test_engine_options_are_validated() -> None:
@@ -243,7 +248,7 @@ def test_corrupt_files_give_clear_errors(tmp_path: Path, model_dir: Path) -> Non
 
 
 # -- card / artefact mismatch -------------------------------------------------------------------------
-def _copy_onnx(model_dir: Path, target: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
+def _copy_onnx(model_dir: Path, target: Path, edit: Callable[[onnx.ModelProto], None] | None = None) -> Path:
     proto = read_onnx(model_dir / "model.onnx")
     if edit is not None:
         edit(proto)
@@ -273,7 +278,7 @@ def test_card_that_does_not_fit_the_graph_is_refused(model_dir: Path, tmp_path: 
 
 
 def test_card_hash_in_onnx_metadata_must_match(model_dir: Path, tmp_path: Path) -> None:
-    def tamper(proto) -> None:  # type: ignore[no-untyped-def]
+    def tamper(proto: onnx.ModelProto) -> None:
         for entry in proto.metadata_props:
             if entry.key == "mer_card_sha256":
                 entry.value = "0" * 64
@@ -284,7 +289,7 @@ def test_card_hash_in_onnx_metadata_must_match(model_dir: Path, tmp_path: Path) 
 
 
 def test_onnx_without_any_card_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    def strip(proto) -> None:  # type: ignore[no-untyped-def]
+    def strip(proto: onnx.ModelProto) -> None:
         del proto.metadata_props[:]
 
     path = _copy_onnx(model_dir, tmp_path / "m.onnx", strip)
@@ -362,7 +367,7 @@ def test_cuda_device_without_a_gpu_is_refused(model_dir: Path) -> None:
 
 
 # -- TensorRT plans: metadata, mismatch refusal, fallback (no TensorRT needed) -------------------------
-def _meta(card: ModelCard, onnx_sha: str = "a" * 64, **changes: object) -> PlanMeta:
+def _meta(card: ModelCard, onnx_sha: str = "a" * 64, **changes: Any) -> PlanMeta:
     base = PlanMeta(tensorrt_version="10.9.0.34", gpu_name=GPU_TRT.gpu_name, compute_capability=(9, 0),
                     onnx_sha256=onnx_sha, card_sha256=card.sha256(), max_batch=8, card=card.to_dict())
     return dataclasses.replace(base, **changes)

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
+import torch  # noqa: E402
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -145,6 +147,8 @@ def test_compare_counts_real_flips_not_near_ties() -> None:
 
 def test_unsupported_operation_is_a_clear_export_error(card: ModelCard, tmp_path: Path) -> None:
     class FFTNet(torch.nn.Module):
+        card: ModelCard
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             spectrum = torch.fft.rfft(x.flatten(1), dim=1).abs()
             return spectrum[:, : len(LABELS)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from core.events import EventRecord, SummaryRecord, parse_record
+from core.events import EventRecord, Record, SummaryRecord, parse_record
 from core.metrics import spotting_scores
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subproce
                           text=True, timeout=timeout, cwd=REPO)
 
 
-def _records(path: Path) -> list[object]:
+def _records(path: Path) -> list[Record]:
     return [parse_record(line) for line in path.read_text().splitlines()]
 
 
@@ -80,7 +80,7 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
     assert "Traceback" not in proc.stderr
 
     records = _records(record)
-    assert [r.seq for r in records] == list(range(len(records)))  # type: ignore[attr-defined]
+    assert [r.seq for r in records] == list(range(len(records)))
     assert isinstance(records[-1], SummaryRecord) and records[-1].reason == "end"
     events = [r for r in records if isinstance(r, EventRecord)]
     with video[1].open() as fh:

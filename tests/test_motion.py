@@ -91,7 +91,7 @@ def test_the_heads_own_motion_is_fitted_away(image: np.ndarray, landmarks: np.nd
     crop, lm = aligned(image, landmarks)
     dx, dy, deg, scale = jitter
     m = cv2.getRotationMatrix2D((64, 64), deg, scale)
-    m[:, 2] += (dx, dy)
+    m[:, 2] += np.array((dx, dy))
     moved = cv2.warpAffine(crop, m, (128, 128), borderMode=cv2.BORDER_REPLICATE)
     lag = int(round(MotionOptions().lag_s * FPS))
     last = measure(MotionMeter(), [crop] * 20 + [moved] * lag, lm)[-1]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fakes import ScriptedAnalysis, fake_card
 
 from core.events import EventRecord, Record, SummaryRecord, TimePoint
-from realtime.analysis import FrameResult, WindowJob
+from realtime.analysis import WindowJob
 from realtime.dashboard import render_text
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
@@ -30,22 +30,10 @@ def _job(onset: int, offset: int, decided: int) -> WindowJob:
     return WindowJob(window, None)
 
 
-class _OpenWindowAtTheEnd:
+class _OpenWindowAtTheEnd(ScriptedAnalysis):
     """Stands in for the analysis chain: nothing spotted while frames come; at the end (flush) a finished
     window still in its look-ahead, and a 433 ms window still open on the last frame seen — a longer
     expression cut short by the end of the source or --duration."""
-
-    def __init__(self) -> None:
-        self.frames = self.face_frames = 0
-        self.face_now = True
-        self.spotter = SimpleNamespace(state="idle", threshold=None)
-        self.last = -1
-
-    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
-        self.frames += 1
-        self.face_frames += 1
-        self.last = index
-        return FrameResult(index, t, True, 0.0, {}, ())
 
     def flush(self) -> tuple[WindowJob, ...]:
         return _job(2, 8, self.last), _job(self.last - 13, self.last, self.last)
@@ -54,9 +42,7 @@ class _OpenWindowAtTheEnd:
 def _run(options: PipelineOptions, frames: int = 40) -> list[Record]:
     records: list[Record] = []
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * frames, fps=FPS, name="array:test")
-    pipeline = Pipeline(source, object(), None, records.append, options)
-    pipeline.analyzer = _OpenWindowAtTheEnd()  # type: ignore[assignment]
-    pipeline.run()
+    Pipeline(source, None, None, records.append, options, analyzer=_OpenWindowAtTheEnd()).run()
     return records
 
 
@@ -71,7 +57,8 @@ def test_a_window_cut_by_the_end_is_not_published_as_micro(duration_s: float | N
 
 def test_the_snapshot_carries_the_endpoint() -> None:
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)], fps=FPS, name="array:test")
-    pipeline = Pipeline(source, object(), None, lambda record: None, endpoint="tcp://127.0.0.1:5556")
+    pipeline = Pipeline(source, None, None, lambda record: None, analyzer=ScriptedAnalysis(),
+                        endpoint="tcp://127.0.0.1:5556")
     snapshot = pipeline.snapshot()
     assert snapshot.endpoint == "tcp://127.0.0.1:5556"
     assert "tcp://127.0.0.1:5556" in render_text(snapshot, width=100)
@@ -83,7 +70,7 @@ class _NoneEngine:
     name = "fake"
 
     def __init__(self) -> None:
-        self.card = SimpleNamespace(labels=("negative", "positive", "surprise", "none"), name="fake-megc3n")
+        self.card = fake_card(("negative", "positive", "surprise", "none"), "fake-megc3n")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         out = np.full((len(batch), 4), 0.05, np.float32)
@@ -91,27 +78,21 @@ class _NoneEngine:
         return out
 
 
-class _TwoWindows(_OpenWindowAtTheEnd):
+class _TwoWindows(ScriptedAnalysis):
     """Two finished micro windows on the way, with model inputs."""
 
-    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
-        result = super().process(frame, index, t)
+    def windows_at(self, index: int, captured_at: float | None) -> tuple[WindowJob, ...]:
         if index in (15, 30):
             window = SpottedWindow(onset=_point(index - 8), apex=_point(index - 5), offset=_point(index - 2),
                                    kind="micro", peak=1.0, decided_at=_point(index))
-            return FrameResult(index, t, True, 0.0, {}, (WindowJob(window, np.zeros((1, 1, 8, 8), np.float32)),))
-        return result
-
-    def flush(self) -> tuple[WindowJob, ...]:
+            return (WindowJob(window, np.zeros((1, 1, 8, 8), np.float32)),)
         return ()
 
 
 def test_a_window_the_model_calls_none_is_vetoed_and_counted() -> None:
     records: list[Record] = []
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * 40, fps=FPS, name="array:test")
-    pipeline = Pipeline(source, object(), _NoneEngine(), records.append, PipelineOptions(fast=True))
-    pipeline.analyzer = _TwoWindows()  # type: ignore[assignment]
-    pipeline.run()
+    Pipeline(source, None, _NoneEngine(), records.append, PipelineOptions(fast=True), analyzer=_TwoWindows()).run()
     events = [r for r in records if isinstance(r, EventRecord)]
     summary = [r for r in records if isinstance(r, SummaryRecord)][-1]
     assert events == [] and summary.vetoed == 2 and summary.events == {"micro": 0, "macro": 0}

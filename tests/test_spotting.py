@@ -137,8 +137,9 @@ def test_threshold_score_and_states() -> None:
         spotter.update(sample, index=i, t=float(stream.t[i]))
         scores.append(spotter.score)
         assert spotter.state in STATES
-    assert spotter.threshold == SpotterSettings().min_score
-    assert max(scores) > 4 * spotter.threshold
+    threshold = spotter.threshold
+    assert threshold is not None and threshold == SpotterSettings().min_score
+    assert max(scores) > 4 * threshold
     assert np.isfinite(scores).all()
 
 

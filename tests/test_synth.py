@@ -4,6 +4,7 @@ project's motion measures see the generated movements where the annotations put 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -32,6 +33,13 @@ from training.synth_faces import FaceSourceError, load_identities
 
 # --- no faces needed ----------------------------------------------------------------------------------------
 
+
+
+def _frames_of(row: dict[str, object]) -> tuple[int, int, int]:
+    """(onset, apex, offset) of a plan's annotation row."""
+    on, ap, off = row["onset"], row["apex"], row["offset"]
+    assert isinstance(on, int) and isinstance(ap, int) and isinstance(off, int)
+    return on, ap, off
 
 def test_schemes_match_the_dataset_readers() -> None:
     from training.datasets.classes import SCHEMES as READER_SCHEMES
@@ -137,17 +145,18 @@ def test_annotations_are_consistent(identities, fps: float) -> None:
     for vplan in gen.video_plans():
         rows = vplan.rows()
         assert sum(r["kind"] == "micro" for r in rows) >= 3
-        for r in rows:
-            on, ap, off = r["onset"], r["apex"], r["offset"]
+        windows = [_frames_of(r) for r in rows]
+        for r, (on, ap, off) in zip(rows, windows, strict=True):
             assert 0 <= on <= ap <= off < vplan.n_frames
             if r["kind"] == "micro":
                 assert (off - on) / fps <= 0.5
             else:
                 assert (off - on) / fps > 0.5
-        for r1, r2 in zip(rows, rows[1:], strict=False):
-            assert (r2["onset"] - r1["offset"]) / fps >= settings.me_gap_s - 1.0 / fps
+        for w1, w2 in itertools.pairwise(windows):
+            assert (w2[0] - w1[2]) / fps >= settings.me_gap_s - 1.0 / fps
         for d in vplan.distractor_rows():
-            assert all(d["offset"] < r["onset"] or d["onset"] > r["offset"] for r in rows)
+            d_on, _, d_off = _frames_of(d)
+            assert all(d_off < on or d_on > off for on, _, off in windows)
 
 
 def test_motion_intensity_peaks_at_the_apex_of_recognition_clips(identities) -> None:
@@ -213,7 +222,8 @@ def test_cli_writes_both_sets(face_model_path: Path, shared_faces: Path, tmp_pat
     for r in rows:
         frames = sorted((rec / r["clip"]).glob("*.png"))
         assert len(frames) == int(r["n_frames"])
-        assert cv2.imread(str(frames[0])).shape == (128, 128, 3)
+        first = cv2.imread(str(frames[0]))
+        assert first is not None and first.shape == (128, 128, 3)
         assert int(r["onset"]) <= int(r["apex"]) <= int(r["offset"]) < int(r["n_frames"])
     spot = out / "spotting"
     with (spot / "annotations.csv").open(newline="") as fh:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -16,7 +17,18 @@ from engines.checkpoint import load_checkpoint
 from training.cache import DICache
 from training.datasets import load_dataset
 from training.report import merge_runs
-from training.train import NullProgress, TrainError, TrainSettings, make_folds, run_training, select_folds
+from training.train import (
+    Fold,
+    NullProgress,
+    TrainError,
+    TrainSettings,
+    make_folds,
+    run_training,
+    select_folds,
+)
+
+if TYPE_CHECKING:  # torch is imported by the tests that need it
+    import torch
 
 SUBJECTS = ("s01", "s02", "s03")
 CLASSES = {"happiness": (1, 0), "surprise": (0, -1), "disgust": (-1, 1)}  # blob direction (dx, dy)
@@ -57,10 +69,10 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dicache")
 
 
-def _tiny(**kw: object) -> TrainSettings:
-    base = dict(model="dual-phase", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
+def _tiny(**kw: Any) -> TrainSettings:
+    base: dict[str, Any] = dict(model="dual-phase", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
     base.update(kw)
-    return TrainSettings(**base)  # type: ignore[arg-type]
+    return TrainSettings(**base)
 
 
 def test_synth_reader_accepts_root_or_recognition(synth_root: Path) -> None:
@@ -146,10 +158,10 @@ class _Interrupt(NullProgress):
     def __init__(self) -> None:
         self.starts: list[tuple[str, int]] = []
 
-    def fold_start(self, fold, epochs, train_samples, start_epoch):  # type: ignore[no-untyped-def]
+    def fold_start(self, fold: Fold, epochs: int, train_samples: int, start_epoch: int) -> None:
         self.starts.append((fold.name, start_epoch))
 
-    def epoch_end(self, fold, epoch, epochs, stats):  # type: ignore[no-untyped-def]
+    def epoch_end(self, fold: Fold, epoch: int, epochs: int, stats: dict[str, float]) -> None:
         if fold.number == 2 and epoch == 1 and len(self.starts) == 2:
             raise KeyboardInterrupt
 
@@ -188,21 +200,24 @@ def test_weight_average_is_the_mean_and_recomputes_batchnorm() -> None:
 
     from training.train import WeightAverage
 
-    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    conv, norm = torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2)
+    net = torch.nn.Sequential(conv, norm)
     average = WeightAverage()
     for value in (1.0, 2.0, 6.0):
         with torch.no_grad():
-            net[0].weight.fill_(value)
+            conv.weight.fill_(value)
         average.add(net)
-    assert average.count == 3
-    assert torch.allclose(average.state["0.weight"], torch.full_like(net[0].weight, 3.0))
+    assert average.count == 3 and average.state is not None
+    assert torch.allclose(average.state["0.weight"], torch.full_like(conv.weight, 3.0))
     x = torch.randn(40, 1, 4, 4) * 2 + 5
     average.apply(net, x, batch_size=20)  # equal batches: the cumulative mean is the data mean
     with torch.no_grad():
-        y = net[0](x)
-    assert torch.allclose(net[1].running_mean, y.mean(dim=(0, 2, 3)), atol=1e-4)  # statistics of the mean weights
-    assert net[1].momentum == 0.1  # restored after recomputing
+        y = conv(x)
+    assert norm.running_mean is not None
+    assert torch.allclose(norm.running_mean, y.mean(dim=(0, 2, 3)), atol=1e-4)  # statistics of the mean weights
+    assert norm.momentum == 0.1  # restored after recomputing
     again = WeightAverage.from_payload(average.payload())
+    assert again.state is not None
     assert again.count == 3 and torch.equal(again.state["0.weight"], average.state["0.weight"])
 
 
@@ -227,16 +242,16 @@ class _Starts(NullProgress):
         self.starts: list[tuple[str, int, int]] = []
         self.interrupt_at = interrupt_at
 
-    def fold_start(self, fold, epochs, train_samples, start_epoch):  # type: ignore[no-untyped-def]
+    def fold_start(self, fold: Fold, epochs: int, train_samples: int, start_epoch: int) -> None:
         self.starts.append((fold.name, train_samples, start_epoch))
 
-    def epoch_end(self, fold, epoch, epochs, stats):  # type: ignore[no-untyped-def]
+    def epoch_end(self, fold: Fold, epoch: int, epochs: int, stats: dict[str, float]) -> None:
         if fold.name == self.interrupt_at:
             self.interrupt_at = None
             raise KeyboardInterrupt
 
 
-def _conv_weights(encoder) -> list:  # type: ignore[no-untyped-def]
+def _conv_weights(encoder: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in encoder.parameters()]
 
 

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -132,6 +132,19 @@ def parse_device(device: str | None) -> tuple[str, int]:
     if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
         raise EngineError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
     return kind, int(index or 0)
+
+
+class Predictor(Protocol):
+    """The part of an :class:`Engine` its users call (the live classifier, ``mer-bench``): the join between
+    ``realtime`` and ``engines``, so a test can hand in any object that has these."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray: ...
 
 
 class Engine(ABC):
