@@ -4,6 +4,7 @@ artefact/card resolution and mismatch refusal, auto selection on faked machines,
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from engines.backends import (
+    BACKEND_NAMES,
     BackendUnavailableError,
     EngineError,
     EngineOptions,
@@ -35,6 +37,7 @@ from engines.backends import (
     resolve_artefacts,
 )
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
+from engines.backends.base import Engine
 from engines.backends.onnx_backend import OnnxRuntimeEngine
 from engines.card import CardError, ModelCard
 
@@ -108,12 +111,29 @@ def test_importing_engines_does_not_import_torch(model_dir: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=60)
 
 
-# -- the Engine contract ------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_engine_contract(backend: str, model_dir: Path) -> None:
-    engine = load_engine(model_dir, backend, max_batch=2)
+# -- the Engine contract, for every backend the loader knows (BACKEND_NAMES) ---------------------------
+def _open(backend: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+          **options: Any) -> Engine:
+    """``backend``'s engine for the test model. TensorRT runs through tests/fake_tensorrt.py on a machine
+    without it (the real one is tested on a GPU machine below): the contract is the same."""
+    if backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        import fake_tensorrt
+
+        fake_tensorrt.install(monkeypatch)
+        return load_engine(model_dir, backend, environment=GPU_TRT, cache_dir=tmp_path / "cache", **options)
+    return load_engine(model_dir, backend, **options)
+
+
+def test_every_backend_is_tested() -> None:
+    assert BACKEND_NAMES == ("torch", "onnxruntime", "tensorrt")  # a new one: give it a case in _open
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_engine_contract(backend: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _open(backend, model_dir, tmp_path, monkeypatch, max_batch=2)
     card = engine.card
-    assert engine.name == backend and engine.device == "cpu" and engine.reason.startswith(backend)
+    assert engine.name == backend and engine.reason.startswith(backend)
+    assert engine.device == ("cuda:0" if backend == "tensorrt" else "cpu")
     assert card.labels == LABELS and engine.labels == LABELS
     probs = engine.predict(_batch(card, 5))  # > max_batch: split into 2 + 2 + 1
     assert probs.shape == (5, 3) and probs.dtype == np.float32
@@ -129,9 +149,9 @@ def test_engine_contract(backend: str, model_dir: Path) -> None:
         engine.predict(_batch(card, 1))
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_input_shape_is_checked(backend: str, model_dir: Path) -> None:
-    with load_engine(model_dir, backend) as engine:
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_input_shape_is_checked(backend: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _open(backend, model_dir, tmp_path, monkeypatch) as engine:
         s, c, h, w = engine.card.input_shape
         for bad in (np.zeros((2, s + 1, c, h, w), np.float32), np.zeros((s, c, h, w), np.float32),
                     np.zeros((1, s, c, h // 2, w // 2), np.float32)):

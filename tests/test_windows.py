@@ -366,9 +366,11 @@ def test_mer_live_classifies_the_annotated_windows_in_file_order(
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     received: list[Record] = []
     done = threading.Event()
+    connected = threading.Event()
 
     def listen() -> None:
         with Subscriber(endpoint, topics=("event", "summary")) as sub:
+            connected.set()  # connect() issued: ZMQ reconnects until mer-live binds, and keeps what follows
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline and not done.is_set():
                 record = sub.recv(timeout_s=0.2)
@@ -380,7 +382,7 @@ def test_mer_live_classifies_the_annotated_windows_in_file_order(
 
     listener = threading.Thread(target=listen)
     listener.start()
-    time.sleep(0.3)  # the subscriber connects first; ZMQ reconnects until mer-live binds
+    assert connected.wait(timeout=30), "the subscriber did not start"  # a handshake, not a sleep
     record = tmp_path / "out.jsonl"
     try:
         proc = _mer_live("--video", str(video), "--fast", "--no-dashboard", "--windows", str(path), "--record",
