@@ -39,7 +39,7 @@ from realtime.batch import (
     write_summary,
 )
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
-from realtime.face import FaceModelError, resolve_face_model
+from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 if TYPE_CHECKING:

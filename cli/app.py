@@ -22,7 +22,8 @@ from engines.card import CardError
 from realtime.analysis import AnalyzerOptions
 from realtime.dashboard import PlainLog, make_display
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
-from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_model import FaceModelError
 from realtime.native_stderr import native_stderr_silenced
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions

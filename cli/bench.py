@@ -40,7 +40,8 @@ from realtime.bench import (
     throughput_ratio,
 )
 from realtime.errors import EXIT_OK, EXIT_USAGE, UserError
-from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_model import FaceModelError
 from training.demo import synthetic_video
 
 log = logging.getLogger(__name__)

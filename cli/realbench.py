@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from core.paths import user_cache_dir
-from realtime.face import FaceModelError, FaceTrackerOptions, resolve_face_model
+from realtime.face import FaceTrackerOptions
+from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError
 from training.realbench import BenchSettings, default_videos, prepare, run_benchmark

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cli.help import DefaultsHelpFormatter
-from realtime.face import FaceTrackerOptions, face_model_from_env
+from realtime.face import FaceTrackerOptions
+from realtime.face_model import face_model_from_env
 from realtime.native_stderr import native_stderr_silenced
 from training.aus import SCHEMES, AuError
 from training.synth import SynthGenerator, SynthSettings, write_dataset

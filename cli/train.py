@@ -21,7 +21,7 @@ from cli.help import DefaultsHelpFormatter
 from core.dynamic_image import FLOW_STREAMS
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
-from realtime.face import face_model_from_env
+from realtime.face_model import face_model_from_env
 from realtime.native_stderr import StderrHandler, native_stderr_silenced
 from training.cache import DICache, default_cache_dir
 from training.datasets import load_dataset

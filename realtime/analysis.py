@@ -17,7 +17,8 @@ import numpy as np
 
 from core.dynamic_image import build_streams
 from engines.card import ModelCard
-from realtime.face import NUM_LANDMARKS, TrackedFace
+from realtime.face import TrackedFace
+from realtime.landmarks import NUM_LANDMARKS
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
 from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
 

@@ -27,7 +27,8 @@ from core.dynamic_image import normalize_di, phase_dynamic_images
 from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
 from core.paths import atomic_write
 from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
-from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_model import FaceModelError
 from realtime.motion import REGION_NAMES
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions

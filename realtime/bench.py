@@ -19,7 +19,8 @@ from engines.backends import BACKEND_NAMES, EngineError, load_engine
 from engines.benchmark import time_predict
 from engines.card import CardError
 from realtime.analysis import AnalyzerOptions
-from realtime.face import _mediapipe, resolve_face_model
+from realtime.face_model import resolve_face_model
+from realtime.landmarks import mediapipe_module
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import FrameSource, open_source
 
@@ -120,7 +121,7 @@ def landmarker_baseline(video: Path, face_model: str | None = None) -> dict[str,
     minimal script gets. ``fps`` counts decode + conversion + landmarks; ``landmark_ms`` the landmarks alone."""
     import cv2
 
-    mp = _mediapipe()
+    mp = mediapipe_module()
     vision = mp.tasks.vision
     options = vision.FaceLandmarkerOptions(
         base_options=mp.tasks.BaseOptions(model_asset_path=str(resolve_face_model(face_model))),

@@ -200,7 +200,7 @@ def _videos(out: Path, good: Path, annotations: Path | None) -> dict[str, Path]:
 
 def _check_faces(made: dict[str, Path], face_model: Path) -> None:
     """The corpus promises a face in ``still_face`` and none in ``noface_video``: check both."""
-    from realtime.face import detect_faces
+    from training.still_faces import detect_faces
 
     still = cv2.imread(str(made["still_face"]))
     if still is None or not detect_faces(still, model_path=face_model, min_face_size=None):
@@ -437,7 +437,7 @@ def make_bad_inputs(
     micro-expression; ``model``: a folder with model.pt / model.onnx / model.card.json (default: a random
     dual-phase model made here, which needs torch). ``face_model`` also checks the face / no-face cases.
     """
-    from realtime.face import resolve_face_model
+    from realtime.face_model import resolve_face_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: a random dual-phase model made here)")
     p.add_argument("--face-model", type=Path, help="face_landmarker.task (default: $MER_FACE_MODEL, user cache)")
     args = p.parse_args(argv)
-    from realtime.face import FaceModelError
+    from realtime.face_model import FaceModelError
 
     try:
         made = make_bad_inputs(args.out_dir, good_video=args.video, face_model=args.face_model,

@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.backends import EngineError
     from engines.card import CardError
     from realtime.errors import UserError
-    from realtime.face import FaceModelError
+    from realtime.face_model import FaceModelError
     from realtime.publisher import PublisherError
 
     try:

@@ -11,8 +11,9 @@ import pytest
 import skimage.data
 
 from core.alignment import align_face
-from realtime.face import anchors_from_landmarks, detect_faces
+from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import REGION_NAMES, REGIONS, MotionError, MotionMeter, MotionOptions, eye_opening
+from training.still_faces import detect_faces
 
 FPS = 30.0
 IOD_PX = 0.36 * 128  # eye distance on the 128-px template crop

@@ -15,7 +15,7 @@ import pytest
 from cli.synth import main
 from core.alignment import align_face
 from core.dynamic_image import motion_intensity
-from realtime.face import anchors_from_landmarks
+from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import MotionMeter
 from realtime.spotting import Spotter
 from training.aus import ACTION_UNITS, SCHEMES, au_field, au_landmark_shift, get_scheme

@@ -37,7 +37,8 @@ _CODE_MODULES = (
     "core.dynamic_image",
     "core.alignment",
     "realtime.motion",
-    "realtime.face",
+    "realtime.landmarks",
+    "training.still_faces",
     "training.datasets.frames",
 )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from core.paths import user_cache_dir
 from realtime.errors import UserError
-from realtime.face import FaceModelError, resolve_face_model
+from realtime.face_model import FaceModelError, resolve_face_model
 from training.synth import SynthGenerator, SynthSettings, write_dataset
 from training.synth_faces import load_identities
 

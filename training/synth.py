@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_face, transform_points
-from realtime.face import anchors_from_landmarks
+from realtime.landmarks import anchors_from_landmarks
 from training.aus import ExpressionScheme, format_aus, get_scheme
 from training.synth_faces import Identity
 from training.synth_render import AuKey, FaceRig, Look, au_key

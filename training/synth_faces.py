@@ -5,7 +5,7 @@ Built-in identities come from the shared faces folder (``single_face.jpg``, the 
 face found in ``--faces DIR`` images adds one more. Each identity is cut from its photo as a webcam-like
 scene (16 × 10 inter-ocular distances, rescaled so the eyes are ``WORK_IOD`` pixels apart) with the
 background softly blurred (so a neighbour in a group photo does not steal the face tracker), and
-landmarked twice with :func:`realtime.face.detect_faces`: as is and mirrored. Mirroring, skin tone and
+landmarked twice with :func:`training.still_faces.detect_faces`: as is and mirrored. Mirroring, skin tone and
 lighting are augmentations of the *same* subject, so leave-one-subject-out splits stay honest.
 """
 
@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from core.alignment import transform_points
-from realtime.face import detect_faces
 from training.aus import FaceFrame
+from training.still_faces import detect_faces
 from training.synth_render import WORK_IOD, FaceRig
 
 __all__ = [

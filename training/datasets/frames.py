@@ -4,7 +4,7 @@ Alignment modes (``FrameOptions.alignment``):
 
 - ``"none"``  — resize each frame to the crop (for data that is already an aligned or tight face crop,
   and for tests); no face model needed.
-- ``"onset"`` — detect landmarks on the onset frame (``realtime.face.detect_faces``) and align *every*
+- ``"onset"`` — detect landmarks on the onset frame (``training.still_faces.detect_faces``) and align *every*
   frame with that one transform (``core.alignment.align_face``): the head is still during an ME, and
   one transform adds no landmark jitter. This is what most ME papers do and the default with a face model.
 - ``"each"``  — detect on every frame (the previous frame's anchors fill in when a frame has no face).
@@ -26,8 +26,9 @@ import numpy as np
 
 from core.alignment import align_face
 from core.dynamic_image import motion_intensity as intensity_of
-from realtime.face import anchors_from_landmarks, detect_faces
+from realtime.landmarks import anchors_from_landmarks
 from training.datasets.base import Sample
+from training.still_faces import detect_faces
 
 __all__ = [
     "ALIGNMENT_MODES",
