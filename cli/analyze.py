@@ -19,12 +19,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from cli.app import spotter_settings
+from cli.app import spotter_options
 from core.events import KINDS
 from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
-from realtime.analyze import AnalyzeSettings
+from realtime.analyze import AnalyzeOptions
 from realtime.batch import (
     BatchError,
     ModelIdentity,
@@ -43,7 +43,7 @@ from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 if TYPE_CHECKING:
-    from realtime.analyze import AnalyzeSettings, VideoJob, VideoResult
+    from realtime.analyze import AnalyzeOptions, VideoJob, VideoResult
     from realtime.batch import ModelIdentity
 
 PROG = "mer-analyze"
@@ -268,9 +268,9 @@ def run_analyze(args: argparse.Namespace) -> int:
             face_model = resolve_face_model(args.face_model)
         except FaceModelError as exc:
             raise UserError(str(exc)) from None
-        settings = AnalyzeSettings(model=args.model, engine=args.engine, face_model=str(face_model),
+        settings = AnalyzeOptions(model=args.model, engine=args.engine, face_model=str(face_model),
                                    landmark_every=args.landmark_every, blendshapes=args.blendshapes,
-                                   spotter=spotter_settings(args),
+                                   spotter=spotter_options(args),
                                    quiet_native=args.log_level != "debug")
         model = ModelIdentity.of(engine)
         jobs = select_shard(make_jobs(inputs.videos, assign_names(inputs.videos), out, model, settings), shard)
@@ -283,7 +283,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         engine.close()
 
 
-def _run_batch(args: argparse.Namespace, console: Any, jobs: list[VideoJob], settings: AnalyzeSettings,
+def _run_batch(args: argparse.Namespace, console: Any, jobs: list[VideoJob], settings: AnalyzeOptions,
                engine: Any, model: ModelIdentity, summary_path: Path, problems: bool) -> int:
     """Skip what is done, analyse the rest, write the summary; the exit code."""
     results: list[VideoResult] = []

@@ -28,23 +28,23 @@ from realtime.native_stderr import native_stderr_silenced
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
 from realtime.sources import SourceError, open_source
-from realtime.spotting import SpotterSettings
+from realtime.spotting import SpotterOptions
 from realtime.windows import read_windows
 from training.demo import demo_video
 
 log = logging.getLogger(__name__)
 
 
-def spotter_settings(args: argparse.Namespace) -> SpotterSettings:
-    """SpotterSettings from the command line's spotting options (seconds); an option not given keeps the
-    default. A name SpotterSettings lacks is an OptionsError (a renamed field cannot be dropped quietly)."""
+def spotter_options(args: argparse.Namespace) -> SpotterOptions:
+    """SpotterOptions from the command line's spotting options (seconds); an option not given keeps the
+    default. A name SpotterOptions lacks is an OptionsError (a renamed field cannot be dropped quietly)."""
     overrides = {
         "micro_max_s": args.micro_max,
         "min_duration_s": args.min_duration,
         "min_score": args.threshold,
         "min_peak": args.min_peak,
     }
-    return replace_options(SpotterSettings(), **{k: v for k, v in overrides.items() if v is not None})
+    return replace_options(SpotterOptions(), **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _source_spec(args: argparse.Namespace) -> str:
@@ -105,7 +105,7 @@ def run_live(args: argparse.Namespace) -> int:
             fast=args.fast,
             duration_s=args.duration,
             windows=windows,
-            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_settings(args)),
+            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_options(args)),
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)

@@ -15,9 +15,9 @@ from realtime.face import FaceTrackerOptions
 from realtime.face_model import face_model_from_env
 from realtime.native_stderr import native_stderr_silenced
 from training.aus import SCHEMES, AuError
-from training.synth import SynthGenerator, SynthSettings, write_dataset
+from training.synth import SynthGenerator, SynthOptions, write_dataset
 from training.synth_faces import SHARED_FACES_ENV, FaceSourceError, load_identities
-from training.synth_onto import OntoSettings, write_onto
+from training.synth_onto import OntoOptions, write_onto
 
 __all__ = ["build_onto_parser", "build_parser", "main"]
 
@@ -251,7 +251,7 @@ def _onto(argv: Sequence[str]) -> int:
         progress.update(tasks[key], advance=advance)
 
     try:
-        settings = OntoSettings(
+        settings = OntoOptions(
             seed=args.seed, scheme=args.classes, amplitude=args.amplitude, micro_per_minute=args.per_minute,
             micro_duration_s=args.duration, single_au=args.single_au, one_sided=args.one_sided,
             macro_per_minute=args.macro_per_minute, gap_s=args.gap, calm=args.calm, codec=args.codec,
@@ -318,7 +318,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     )
     from rich.table import Table
 
-    settings = SynthSettings(
+    settings = SynthOptions(
         seed=args.seed, fps=args.fps, scheme=args.classes, subjects=args.subjects,
         clips_per_class=args.clips_per_class, crop_size=args.crop_size, videos=args.videos,
         video_seconds=args.video_seconds, video_size=args.video_size,

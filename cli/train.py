@@ -79,7 +79,7 @@ def _train_parser() -> argparse.ArgumentParser:
                             "same as --model-setting flip_average=true)")
     model.add_argument("--model-setting", action="append", default=[], metavar="KEY=VALUE", dest="model_settings",
                        help="extra model setting, repeatable (e.g. dropout=0.3, shared_backbone=true, width=24); "
-                       "see engines.network.ModelSettings")
+                       "see engines.network.ModelOptions")
 
     cv = p.add_argument_group("evaluation")
     cv.add_argument("--protocol", default="loso", choices=("loso", "kfold"),
@@ -321,14 +321,14 @@ def _console(**kwargs: Any) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from training.train import TrainSettings, run_training  # pulls in torch (the optional 'train' extra)
+    from training.train import TrainOptions, run_training  # pulls in torch (the optional 'train' extra)
 
     interactive = _interactive()
     console = None
     if interactive:
         console = _console()
     _configure_logging(args.verbose, console)
-    settings = TrainSettings(
+    settings = TrainOptions(
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,

@@ -1,7 +1,7 @@
 """The registered MER models: short entry points over :func:`engines.network.create_model`.
 
 Streams are ``core.dynamic_image.STREAMS`` names, in model input order. Settings: see
-:class:`engines.network.ModelSettings` (``backbone="fast" | "resnet18"``, ``dropout``, ``width``, ...).
+:class:`engines.network.ModelOptions` (``backbone="fast" | "resnet18"``, ``dropout``, ``width``, ...).
 """
 
 from __future__ import annotations

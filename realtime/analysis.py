@@ -20,7 +20,7 @@ from engines.card import ModelCard
 from realtime.face import TrackedFace
 from realtime.landmarks import NUM_LANDMARKS
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
-from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
+from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,14 @@ class AnalyzerOptions:
     max_fps: float = 240.0  # sizes the crop history (a 200 fps lab camera fits)
     history_frames: int = 0  # ... and at least this many crops are held (mer-live --windows: the longest window)
     motion: MotionOptions = field(default_factory=MotionOptions)
-    spotter: SpotterSettings = field(default_factory=SpotterSettings)
+    spotter: SpotterOptions = field(default_factory=SpotterOptions)
 
     @classmethod
-    def for_card(cls, card: ModelCard, *, spotter: SpotterSettings | None = None) -> AnalyzerOptions:
+    def for_card(cls, card: ModelCard, *, spotter: SpotterOptions | None = None) -> AnalyzerOptions:
         """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), with
         ``spotter`` settings (default: the defaults)."""
         return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
-                   spotter=spotter if spotter is not None else SpotterSettings())
+                   spotter=spotter if spotter is not None else SpotterOptions())
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,17 +164,17 @@ class Analyzer:
     def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
         """Analyse one frame; frames must come in increasing index order. ``captured_at``: the capture clock
         at its grab (:attr:`realtime.ringbuffer.FramePacket.captured_at`), carried on to its windows."""
-        return self.analyse(self.track(frame, t), index, t, captured_at=captured_at)
+        return self.analyze(self.track(frame, t), index, t, captured_at=captured_at)
 
     def track(self, frame: np.ndarray, t: float) -> TrackedFace | None:
-        """The face stage alone. It may run on another thread than :meth:`analyse`, a few frames ahead (the
+        """The face stage alone. It may run on another thread than :meth:`analyze`, a few frames ahead (the
         pipeline overlaps MediaPipe with motion and spotting that way): the result owns its arrays."""
         t0 = time.perf_counter()
         face = self.tracker.process(frame, t)
         self._record("face", (time.perf_counter() - t0) * 1e3)
         return face
 
-    def analyse(self, face: TrackedFace | None, index: int, t: float, *,
+    def analyze(self, face: TrackedFace | None, index: int, t: float, *,
                 captured_at: float | None = None) -> FrameResult:
         """Everything after the face stage, for the face :meth:`track` found in frame ``index``."""
         perf = time.perf_counter

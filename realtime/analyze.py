@@ -33,7 +33,7 @@ from realtime.motion import REGION_NAMES
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
 from realtime.sources import SourceError, open_source
-from realtime.spotting import SpotterSettings
+from realtime.spotting import SpotterOptions
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ __all__ = [
     "BLENDSHAPE_NAMES",
     "EVENT_COLUMNS",
     "RESULT_FILE",
-    "AnalyzeSettings",
+    "AnalyzeOptions",
     "FrameLog",
     "ProgressSink",
     "VideoJob",
@@ -107,7 +107,7 @@ class ProgressSink(Protocol):
 
 
 @dataclass(frozen=True)
-class AnalyzeSettings:
+class AnalyzeOptions:
     """Everything besides the video that decides the results (part of the re-run key), plus display."""
 
     model: str | None = None  # .pt / .onnx / .plan / folder; None = the bundled model
@@ -115,7 +115,7 @@ class AnalyzeSettings:
     face_model: str | None = None
     landmark_every: int = 1
     blendshapes: bool = False
-    spotter: SpotterSettings = field(default_factory=SpotterSettings)
+    spotter: SpotterOptions = field(default_factory=SpotterOptions)
     quiet_native: bool = True  # worker processes hide what MediaPipe's native code prints (not a result setting)
 
     def identity(self) -> dict[str, Any]:
@@ -311,7 +311,7 @@ def _failed(job: VideoJob, error: str, *, model: str, engine: str, started: floa
                        key=job.key, finished=utc_now_iso(), wall_s=round(time.monotonic() - started, 3), **counts)
 
 
-def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
+def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
                   progress: ProgressSink | None = None) -> VideoResult:
     """Analyse ``job.path`` into ``job.folder``; a video that cannot be analysed gives a ``failed`` result.
 

@@ -66,7 +66,7 @@ class DashboardSnapshot:
     model: str | None = None  # model name/version from the card
     elapsed_s: float = 0.0  # since the run started
     frames: int = 0  # frames read from the source
-    analysed: int = 0  # frames the analyser processed
+    analyzed: int = 0  # frames the analyser processed
     dropped: int = 0  # frames lost because analysis fell behind
     fps_in: float = 0.0
     fps_proc: float = 0.0

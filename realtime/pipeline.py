@@ -157,7 +157,7 @@ class Pipeline:
         self._events_lock = threading.Lock()
         self._stop = threading.Event()
         self._analysis_done = threading.Event()
-        self._thread = threading.Thread(target=self._analyse, name="mer-analyser")
+        self._thread = threading.Thread(target=self._analyze, name="mer-analyser")
         self._faces: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.face_queue))
         self._face_thread = threading.Thread(target=self._track, name="mer-face")
         self._split: Analyzer | None = None  # the Analyzer, when its face stage runs on the face thread
@@ -241,13 +241,13 @@ class Pipeline:
                 raise item
             yield cast(tuple[int, float, float | None, TrackedFace | None], item)
 
-    def _analyse(self) -> None:
+    def _analyze(self) -> None:
         last_index: int | None = None  # the last frame analysed
         try:
             if self._split is not None:
                 for index, t, captured_at, face in self._tracked():
                     last_index = index
-                    self._after_frame(self._split.analyse(face, index, t, captured_at=captured_at))
+                    self._after_frame(self._split.analyze(face, index, t, captured_at=captured_at))
             else:
                 for packet in self._packets():
                     last_index = packet.index
@@ -338,10 +338,10 @@ class Pipeline:
         return self.capture.frames_read, self.analyzer.frames, self._reader.missed
 
     def status(self) -> StatusRecord:
-        frames, analysed, dropped = self._counters()
+        frames, analyzed, dropped = self._counters()
         now = self._clock()
         self._rate_in.update(frames, now)
-        self._rate_proc.update(analysed, now)
+        self._rate_proc.update(analyzed, now)
         return StatusRecord(
             source=self.source.name,
             frames=frames,
@@ -368,7 +368,7 @@ class Pipeline:
             return dict(self._event_counts)
 
     def _make_summary(self, reason: str) -> SummaryRecord:
-        frames, analysed, dropped = self._counters()
+        frames, analyzed, dropped = self._counters()
         wall = self._clock() - (self._started_at or self._clock())
         scores = self.windows.scores(self.classifier.labels) if self.windows is not None else None
         return SummaryRecord(
@@ -378,7 +378,7 @@ class Pipeline:
             face_frames=self.analyzer.face_frames,
             events=self._event_totals(),
             wall_s=round(wall, 3),
-            mean_fps=round(analysed / wall, 2) if wall > 0 else 0.0,
+            mean_fps=round(analyzed / wall, 2) if wall > 0 else 0.0,
             reason=reason,
             scored=scores.scored if scores is not None else None,
             accuracy=round(scores.accuracy, 6) if scores is not None and scores.accuracy is not None else None,
@@ -389,10 +389,10 @@ class Pipeline:
 
     def snapshot(self, message: str = "") -> DashboardSnapshot:
         """What the dashboard draws; taken by its thread at its own pace, never pushed."""
-        frames, analysed, dropped = self._counters()
+        frames, analyzed, dropped = self._counters()
         now = self._clock()
         self._rate_in.update(frames, now)
-        self._rate_proc.update(analysed, now)
+        self._rate_proc.update(analyzed, now)
         spotter = self.analyzer.spotter
         threshold = spotter.threshold
         intensity = tuple(self._intensity)
@@ -407,7 +407,7 @@ class Pipeline:
             model=self.classifier.model_name,
             elapsed_s=now - (self._started_at or now),
             frames=frames,
-            analysed=analysed,
+            analyzed=analyzed,
             dropped=dropped,
             fps_in=self._rate_in.rate(),
             fps_proc=self._rate_proc.rate(),

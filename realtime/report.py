@@ -24,7 +24,7 @@ from core.events import KINDS, EventRecord
 from core.paths import atomic_write, user_cache_dir
 
 if TYPE_CHECKING:
-    from realtime.analyze import AnalyzeSettings, VideoResult, WindowImages
+    from realtime.analyze import AnalyzeOptions, VideoResult, WindowImages
 
 __all__ = ["ReportInputs", "render_report", "write_report"]
 
@@ -39,7 +39,7 @@ class ReportInputs:
     result: VideoResult
     labels: tuple[str, ...]
     engine_reason: str
-    settings: AnalyzeSettings
+    settings: AnalyzeOptions
     t: np.ndarray
     score: np.ndarray  # NaN without a face
     threshold: np.ndarray  # NaN while the spotter warms up

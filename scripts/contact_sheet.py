@@ -85,11 +85,11 @@ def _from_set(folder: Path, per_class: int) -> list[tuple[str, np.ndarray, int, 
 def _generated(per_class: int, seed: int, face_model: Path | None, shared_faces: Path | None
                ) -> list[tuple[str, np.ndarray, int, int, int]]:
     from cli.synth import _face_model
-    from training.synth import SynthGenerator, SynthSettings
+    from training.synth import SynthGenerator, SynthOptions
     from training.synth_faces import load_identities
 
     identities = load_identities(shared_faces=shared_faces, model_path=_face_model(face_model))
-    settings = SynthSettings(seed=seed, clips_per_class=per_class)
+    settings = SynthOptions(seed=seed, clips_per_class=per_class)
     rows = []
     with SynthGenerator(settings, identities) as gen:
         labels = gen.scheme.labels

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.metrics import recognition_scores  # noqa: E402
 from engines.backends import load_engine  # noqa: E402
-from training.cache import DICache, DISettings  # noqa: E402
+from training.cache import DICache, DIOptions  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.datasets.base import Sample, merge_indices  # noqa: E402
 from training.datasets.frames import FrameOptions  # noqa: E402
@@ -47,7 +47,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
 def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str, ...]) -> list[tuple[Sample, str, np.ndarray]]:
     engine = load_engine(model, backend="onnxruntime" if model is None or str(model).endswith(".onnx") else "auto")
     card = engine.card
-    settings = DISettings(streams=card.streams, input_size=card.input_size,
+    settings = DIOptions(streams=card.streams, input_size=card.input_size,
                           frames=FrameOptions(alignment="none", crop_size=card.crop_size, channels=card.channels))
     batch = DICache(None).build(samples, settings)
     out = []

@@ -24,7 +24,7 @@ from cli.analyze import build_parser, main
 from core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from realtime.analyze import (
     BLENDSHAPE_NAMES,
-    AnalyzeSettings,
+    AnalyzeOptions,
     VideoResult,
     WindowImages,
     event_columns,
@@ -166,7 +166,7 @@ def test_bad_options_are_one_line(tmp_path: Path, args: list[str], needle: str) 
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_nothing_to_analyse_is_one_line(tmp_path: Path) -> None:
+def test_nothing_to_analyze_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, err = _run(tmp_path / "empty", "--out", tmp_path / "out")
     assert code == 2 and "no video to analyse" in err and "Traceback" not in err
@@ -201,7 +201,7 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
     result = VideoResult(path="/v/<clip>.mp4", name="clip", status="ok", frames=n, face_frames=290, duration_s=10.0,
                          fps=30.0, events={"micro": 2, "macro": 1}, model="m", engine="onnxruntime")
     page = render_report(ReportInputs(
-        result=result, labels=("negative", "positive", "surprise"), engine_reason="test", settings=AnalyzeSettings(),
+        result=result, labels=("negative", "positive", "surprise"), engine_reason="test", settings=AnalyzeOptions(),
         t=t, score=score, threshold=np.where(t > 1.0, 2.0, np.nan), face=face, events=events,
         windows={(40, 43, 47): images, (150, 170, 200): None},
     ))

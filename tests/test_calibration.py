@@ -34,7 +34,7 @@ if HAS_TORCH:  # the numpy, card and display tests run without it
     import torch
 if TYPE_CHECKING:
     from engines.network import MERModel
-    from training.train import TrainSettings
+    from training.train import TrainOptions
 
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install 'mer-live[train]')")
 
@@ -136,10 +136,10 @@ def test_calibration_figures_before_and_after() -> None:
 @pytest.mark.parametrize("protocol", ["loso", "kfold"])
 @pytest.mark.parametrize("val_fraction", [0.0, 0.3])
 def test_calibration_subjects_are_training_subjects_never_test_subjects(protocol: str, val_fraction: float) -> None:
-    from training.train import TrainSettings, _fold_split, make_folds
+    from training.train import TrainOptions, _fold_split, make_folds
 
     subjects = [f"s{i:02d}" for i in range(7)]
-    settings = TrainSettings(protocol=protocol, k=3, val_fraction=val_fraction, calibration_subjects=2)
+    settings = TrainOptions(protocol=protocol, k=3, val_fraction=val_fraction, calibration_subjects=2)
     for fold in make_folds(subjects, protocol=protocol, k=3):
         train = sorted(set(subjects) - set(fold.test_subjects))
         cal, fit, val = _fold_split(train, settings, seed=fold.number)
@@ -281,12 +281,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dicache-cal")
 
 
-def _tiny(**kw: Any) -> TrainSettings:
-    from training.train import TrainSettings
+def _tiny(**kw: Any) -> TrainOptions:
+    from training.train import TrainOptions
 
     base: dict[str, Any] = dict(model="single", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
     base.update(kw)
-    return TrainSettings(**base)
+    return TrainOptions(**base)
 
 
 @needs_torch

@@ -203,23 +203,23 @@ def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFi
 
 
 def test_every_spotting_option_reaches_the_spotter() -> None:
-    from cli.app import spotter_settings
+    from cli.app import spotter_options
     from cli.live import build_parser
-    from realtime.spotting import SpotterSettings
+    from realtime.spotting import SpotterOptions
 
     args = build_parser().parse_args(["--demo", "--micro-max", "0.4", "--min-duration", "0.1", "--threshold", "3",
                                       "--min-peak", "0.01"])
-    s = spotter_settings(args)
+    s = spotter_options(args)
     assert (s.micro_max_s, s.min_duration_s, s.min_score, s.min_peak) == (0.4, 0.1, 3.0, 0.01)
-    assert spotter_settings(build_parser().parse_args(["--demo"])) == SpotterSettings()  # not given: defaults
+    assert spotter_options(build_parser().parse_args(["--demo"])) == SpotterOptions()  # not given: defaults
 
 
 def test_an_unknown_setting_is_refused_by_name() -> None:
     from core.options import OptionsError, replace_options
-    from realtime.spotting import SpotterSettings
+    from realtime.spotting import SpotterOptions
 
-    assert replace_options(SpotterSettings(), min_score=3.0).min_score == 3.0
+    assert replace_options(SpotterOptions(), min_score=3.0).min_score == 3.0
     with pytest.raises(OptionsError) as info:
-        replace_options(SpotterSettings(), min_scor=3.0)
-    assert str(info.value).startswith("SpotterSettings has no setting 'min_scor'; known: ")
+        replace_options(SpotterOptions(), min_scor=3.0)
+    assert str(info.value).startswith("SpotterOptions has no setting 'min_scor'; known: ")
     assert "min_score" in str(info.value) and "\n" not in str(info.value)

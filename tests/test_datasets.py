@@ -11,7 +11,7 @@ import pytest
 
 openpyxl = pytest.importorskip("openpyxl")
 
-from training.cache import DICache, DISettings  # noqa: E402
+from training.cache import DICache, DIOptions  # noqa: E402
 from training.datasets import SCHEMES, load_dataset, normalize_emotion  # noqa: E402
 from training.datasets.base import DatasetError, parse_aus, parse_frame  # noqa: E402
 from training.datasets.frames import FrameOptions, estimate_apex, load_clip, resample_numbers  # noqa: E402
@@ -233,7 +233,7 @@ def test_load_clip_and_cached_dis(casme_root: Path, tmp_path: Path) -> None:
     assert clip.fps == 100.0 and clip.intensity.shape == (4,)
 
     cache = DICache(tmp_path / "cache")
-    settings = DISettings(streams=("onset_apex", "apex_offset", "trdi", "midi"), input_size=32, frames=options)
+    settings = DIOptions(streams=("onset_apex", "apex_offset", "trdi", "midi"), input_size=32, frames=options)
     batch = cache.build(index.samples, settings)
     assert batch.x.shape == (5, 4, 1, 32, 32) and np.isfinite(batch.x).all()
     assert batch.computed == 5
@@ -242,7 +242,7 @@ def test_load_clip_and_cached_dis(casme_root: Path, tmp_path: Path) -> None:
     again = cache.build(index.samples, settings)
     assert again.computed == 0 and np.array_equal(again.x, batch.x)
     # another setting → another key; touching a frame file invalidates that sample
-    other = DISettings(streams=("trdi",), input_size=32, frames=FrameOptions(alignment="none", crop_size=64))
+    other = DIOptions(streams=("trdi",), input_size=32, frames=FrameOptions(alignment="none", crop_size=64))
     assert cache.key(sample, "trdi", other) != cache.key(sample, "trdi", settings)
     before = cache.key(sample, "trdi", settings)
     import os

@@ -25,7 +25,7 @@ from training.synth import (
     SPOTTING_COLUMNS,
     SynthError,
     SynthGenerator,
-    SynthSettings,
+    SynthOptions,
     draw_expression,
     ease,
 )
@@ -62,17 +62,17 @@ def test_easing_goes_from_zero_to_one(kind: str) -> None:
 
 def test_settings_are_validated() -> None:
     with pytest.raises(SynthError):
-        SynthSettings(micro_duration_s=(0.15, 0.6))
+        SynthOptions(micro_duration_s=(0.15, 0.6))
     with pytest.raises(SynthError):
-        SynthSettings(macro_duration_s=(0.4, 2.0))
+        SynthOptions(macro_duration_s=(0.4, 2.0))
     with pytest.raises(ValueError):
-        SynthSettings(scheme="nope")
+        SynthOptions(scheme="nope")
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])
 def test_no_class_shortcut_in_duration_or_amplitude(fps: float) -> None:
     """Every class draws timing and amplitude from the same distributions."""
-    settings = SynthSettings(fps=fps)
+    settings = SynthOptions(fps=fps)
     stats = {}
     for label in settings.class_scheme.labels:
         rng = np.random.default_rng(1)
@@ -118,7 +118,7 @@ def test_field_grid_agrees_with_landmark_shift(identities) -> None:
 
 
 def test_deterministic_for_a_seed(identities) -> None:
-    settings = SynthSettings(seed=5, subjects=2, clips_per_class=1, videos=1, video_seconds=6.0)
+    settings = SynthOptions(seed=5, subjects=2, clips_per_class=1, videos=1, video_seconds=6.0)
     a, b = SynthGenerator(settings, identities), SynthGenerator(settings, identities)
     # order does not matter: plan clip 2 first on one generator
     pb = b.clip_plan(1, 2)
@@ -129,13 +129,13 @@ def test_deterministic_for_a_seed(identities) -> None:
     va = [f.image for f in a.render_video(a.video_plan(0))][::40]
     vb = [f.image for f in b.render_video(b.video_plan(0))][::40]
     assert all(np.array_equal(x, y) for x, y in zip(va, vb, strict=True))
-    other = SynthGenerator(SynthSettings(seed=6, subjects=2), identities).clip_plan(1, 2)
+    other = SynthGenerator(SynthOptions(seed=6, subjects=2), identities).clip_plan(1, 2)
     assert other.expression != pa.expression
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])
 def test_annotations_are_consistent(identities, fps: float) -> None:
-    settings = SynthSettings(fps=fps, videos=6)
+    settings = SynthOptions(fps=fps, videos=6)
     gen = SynthGenerator(settings, identities)
     for plan in gen.clip_plans():
         assert 0 < plan.onset <= plan.apex <= plan.offset < plan.n_frames - 1
@@ -162,7 +162,7 @@ def test_annotations_are_consistent(identities, fps: float) -> None:
 def test_motion_intensity_peaks_at_the_apex_of_recognition_clips(identities) -> None:
     """The intensity training uses for MIDI and missing apexes (difference to the onset frame) peaks within
     ±2 frames (30 fps) of the annotated apex."""
-    gen = SynthGenerator(SynthSettings(clips_per_class=2), identities)
+    gen = SynthGenerator(SynthOptions(clips_per_class=2), identities)
     misses = []
     total = 0
     for s in range(len(gen.identities)):
@@ -185,7 +185,7 @@ def test_the_spotter_finds_the_expressions_of_a_long_video_and_not_its_distracto
     reported during blinks, talking, head moves, flicker or the macro-expression."""
     from core.metrics import frame_iou
 
-    gen = SynthGenerator(SynthSettings(mes_per_video=(4, 4), macros_per_video=(1, 1)), identities)
+    gen = SynthGenerator(SynthOptions(mes_per_video=(4, 4), macros_per_video=(1, 1)), identities)
     plan = gen.video_plan(0, seconds=16.0)
     meter = MotionMeter()
     crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -14,7 +14,7 @@ from cli.synth import main
 from realtime.face import FaceTrackerOptions
 from training.synth_onto import (
     ONTO_COLUMNS,
-    OntoSettings,
+    OntoOptions,
     SourceTrack,
     plan_onto,
     render_frame,
@@ -73,7 +73,7 @@ def test_the_track_covers_every_frame(track: SourceTrack) -> None:
 
 @pytest.mark.parametrize("amplitude", [0.03, 0.06])
 def test_truth_frames_and_amplitude_match_what_is_rendered(track: SourceTrack, clip: Path, amplitude: float) -> None:
-    settings = OntoSettings(amplitude=(amplitude, amplitude), single_au=0.0, one_sided=0.0, **DENSE)
+    settings = OntoOptions(amplitude=(amplitude, amplitude), single_au=0.0, one_sided=0.0, **DENSE)
     plan = plan_onto(track, settings, video="v")
     rows = plan.rows()
     assert len(rows) >= 2
@@ -109,7 +109,7 @@ def test_truth_frames_and_amplitude_match_what_is_rendered(track: SourceTrack, c
 
 
 def test_one_sided_and_single_au_variants(track: SourceTrack, clip: Path) -> None:
-    settings = OntoSettings(amplitude=(0.05, 0.05), single_au=1.0, one_sided=1.0, seed=3, **DENSE)
+    settings = OntoOptions(amplitude=(0.05, 0.05), single_au=1.0, one_sided=1.0, seed=3, **DENSE)
     plan = plan_onto(track, settings, video="v")
     assert plan.expressions and all(len(e.aus) == 1 and e.side in ("left", "right") for e in plan.expressions)
     frames = _frames(clip)
@@ -130,22 +130,22 @@ def test_calm_placement_avoids_the_busy_part(track: SourceTrack) -> None:
     rng = np.random.default_rng(0)
     busy[36:] += rng.normal(0.0, 3.0, busy[36:].shape).astype(np.float32)  # the second half "talks"
     noisy = SourceTrack(track.path, track.fps, track.size, busy)
-    settings = OntoSettings(calm=True, calm_quantile=0.5, **DENSE)
+    settings = OntoOptions(calm=True, calm_quantile=0.5, **DENSE)
     for seed in range(3):
-        plan = plan_onto(noisy, OntoSettings(**{**settings.__dict__, "seed": seed}), video="v")
+        plan = plan_onto(noisy, OntoOptions(**{**settings.__dict__, "seed": seed}), video="v")
         assert plan.expressions
         assert all(e.offset_s * track.fps < 40 for e in plan.expressions if e.kind == "micro")
 
 
 def test_deterministic_for_a_seed(track: SourceTrack) -> None:
-    a = plan_onto(track, OntoSettings(seed=5, **DENSE), video="v").rows()
-    b = plan_onto(track, OntoSettings(seed=5, **DENSE), video="v").rows()
-    c = plan_onto(track, OntoSettings(seed=6, **DENSE), video="v").rows()
+    a = plan_onto(track, OntoOptions(seed=5, **DENSE), video="v").rows()
+    b = plan_onto(track, OntoOptions(seed=5, **DENSE), video="v").rows()
+    c = plan_onto(track, OntoOptions(seed=6, **DENSE), video="v").rows()
     assert a == b and a != c
 
 
 def test_render_writes_a_camera_like_video_of_the_same_length(track: SourceTrack, tmp_path: Path) -> None:
-    settings = OntoSettings(**DENSE)
+    settings = OntoOptions(**DENSE)
     plan = plan_onto(track, settings, video="v")
     out = render_onto(track, plan, tmp_path / "v.avi", settings)
     cap = cv2.VideoCapture(str(out))

@@ -22,7 +22,7 @@ from training.train import (
     Fold,
     NullProgress,
     TrainError,
-    TrainSettings,
+    TrainOptions,
     make_folds,
     run_training,
     select_folds,
@@ -70,10 +70,10 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dicache")
 
 
-def _tiny(**kw: Any) -> TrainSettings:
+def _tiny(**kw: Any) -> TrainOptions:
     base: dict[str, Any] = dict(model="dual-phase", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
     base.update(kw)
-    return TrainSettings(**base)
+    return TrainOptions(**base)
 
 
 def test_synth_reader_accepts_root_or_recognition(synth_root: Path) -> None:

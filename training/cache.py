@@ -27,7 +27,7 @@ from core.paths import user_cache_dir
 from training.datasets.base import Sample
 from training.datasets.frames import FrameError, FrameOptions, load_clip
 
-__all__ = ["CACHE_VERSION", "DIBatch", "DICache", "DISettings", "default_cache_dir"]
+__all__ = ["CACHE_VERSION", "DIBatch", "DICache", "DIOptions", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _code_digest() -> str:
 
 
 @dataclass(frozen=True)
-class DISettings:
+class DIOptions:
     """What DIs are built: which streams, at which sizes, from frames prepared how."""
 
     streams: tuple[str, ...]
@@ -79,7 +79,7 @@ class DISettings:
         if unknown:
             raise ValueError(f"unknown DI stream(s) {unknown}; known: {sorted(STREAMS)}")
         if not self.streams:
-            raise ValueError("DISettings.streams is empty")
+            raise ValueError("DIOptions.streams is empty")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class DICache:
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory is not None else None
 
-    def key(self, sample: Sample, stream: str, settings: DISettings) -> str:
+    def key(self, sample: Sample, stream: str, settings: DIOptions) -> str:
         """SHA-256 over everything that changes this sample's ``stream`` DI."""
         files = []
         for path in sample.frames:
@@ -156,7 +156,7 @@ class DICache:
         np.save(tmp, np.ascontiguousarray(di, dtype=np.float32), allow_pickle=False)
         os.replace(tmp, path)
 
-    def get(self, sample: Sample, settings: DISettings) -> tuple[np.ndarray, bool, bool]:
+    def get(self, sample: Sample, settings: DIOptions) -> tuple[np.ndarray, bool, bool]:
         """(S, C, H, W) for ``sample``; also whether anything was computed and whether apex was estimated.
 
         Raises :class:`~training.datasets.frames.FrameError` when the frames cannot be made into crops.
@@ -177,7 +177,7 @@ class DICache:
         return np.stack([np.asarray(di, dtype=np.float32) for di in found]), bool(missing), estimated
 
     def build(
-        self, samples: Sequence[Sample], settings: DISettings, *, progress: ProgressFn | None = None
+        self, samples: Sequence[Sample], settings: DIOptions, *, progress: ProgressFn | None = None
     ) -> DIBatch:
         """DIs for every sample (cache first); samples whose frames fail are left out and listed."""
         arrays: list[np.ndarray] = []

@@ -54,7 +54,7 @@ __all__ = [
     "Expression",
     "SynthError",
     "SynthGenerator",
-    "SynthSettings",
+    "SynthOptions",
     "VideoFrame",
     "VideoPlan",
     "ease",
@@ -79,7 +79,7 @@ Range = tuple[float, float]
 
 
 @dataclass(frozen=True)
-class SynthSettings:
+class SynthOptions:
     """Everything that decides the generated data. Times in seconds; amplitudes as fractions of the IOD."""
 
     seed: int = 0
@@ -236,7 +236,7 @@ def _draw_easing(rng: np.random.Generator) -> tuple[str, float]:
     return kind, float(rng.uniform(1.3, 2.6)) if kind == "power" else 2.0
 
 
-def draw_expression(rng: np.random.Generator, settings: SynthSettings, label: str, kind: str) -> Expression:
+def draw_expression(rng: np.random.Generator, settings: SynthOptions, label: str, kind: str) -> Expression:
     """An expression of class ``label`` (``kind`` micro or macro) starting at t = 0.
 
     Recipe, per-AU intensities, amplitude and timing come from distributions shared by every class.
@@ -480,12 +480,12 @@ def _place(rng: np.random.Generator, duration: float, start: float, stop: float,
 
 
 class SynthGenerator:
-    """Plans and renders clips and videos from :class:`SynthSettings` and loaded identities.
+    """Plans and renders clips and videos from :class:`SynthOptions` and loaded identities.
 
     Holds no open resources (identities are plain arrays); ``close()`` drops the cached rigs.
     """
 
-    def __init__(self, settings: SynthSettings, identities: Sequence[Identity]) -> None:
+    def __init__(self, settings: SynthOptions, identities: Sequence[Identity]) -> None:
         if not identities:
             raise SynthError("no identities: load some faces first")
         n = settings.subjects if settings.subjects is not None else len(identities)

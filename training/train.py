@@ -55,7 +55,7 @@ from training.augment import (
     phase_augmentation_applies,
     select_streams,
 )
-from training.cache import DIBatch, DICache, DISettings
+from training.cache import DIBatch, DICache, DIOptions
 from training.calibration import calibration_figures, fit_temperature, softmax, split_calibration
 from training.datasets.base import DatasetIndex
 from training.datasets.frames import FrameOptions
@@ -67,7 +67,7 @@ __all__ = [
     "PreparedData",
     "RunOutcome",
     "TrainError",
-    "TrainSettings",
+    "TrainOptions",
     "WeightAverage",
     "final_temperature",
     "make_folds",
@@ -89,7 +89,7 @@ class TrainError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainOptions:
     """Everything that decides a training run's results (device and threads only decide its speed)."""
 
     model: str = "dual-phase"
@@ -173,7 +173,7 @@ class PreparedData:
     y: np.ndarray  # (N,) class indices into labels
     subjects: np.ndarray  # (N,) subject ids
     card: ModelCard  # the model's card before training (streams, sizes, channels)
-    di_settings: DISettings
+    di_settings: DIOptions
     fps: float  # frame rate the DIs were formed at
 
     @property
@@ -297,7 +297,7 @@ def model_streams_needed(card: ModelCard, augment_phases: bool, *, pretrain: boo
 
 def prepare_data(
     index: DatasetIndex,
-    settings: TrainSettings,
+    settings: TrainOptions,
     *,
     frames: FrameOptions | None = None,
     cache: DICache | None = None,
@@ -320,7 +320,7 @@ def prepare_data(
                          "has one stream (its phase augmentation already gives it those views)")
     base = frames or FrameOptions()
     frame_options = replace(base, crop_size=card.crop_size, channels=card.channels)
-    di_settings = DISettings(streams=model_streams_needed(card, settings.augment_phases,
+    di_settings = DIOptions(streams=model_streams_needed(card, settings.augment_phases,
                                                           pretrain=settings.pretrain_epochs > 0),
                              input_size=card.input_size, frames=frame_options)
     progress.stage(f"building DIs ({', '.join(di_settings.streams)}) for {len(index.samples)} samples")
@@ -439,7 +439,7 @@ class WeightAverage:
 class _Trainer:
     """Trains one model on given samples; checkpoints its state each epoch for resuming."""
 
-    def __init__(self, data: PreparedData, settings: TrainSettings, *, seed: int, state_path: Path | None) -> None:
+    def __init__(self, data: PreparedData, settings: TrainOptions, *, seed: int, state_path: Path | None) -> None:
         self.data = data
         self.settings = settings
         self.seed = seed
@@ -607,7 +607,7 @@ class _Trainer:
         return int(payload["epoch"]), list(payload["history"]), best
 
 
-def _identity_hash(settings: TrainSettings, data: PreparedData) -> str:
+def _identity_hash(settings: TrainOptions, data: PreparedData) -> str:
     ident = {"settings": settings.identity(), "samples": [s.key for s in data.batch.samples],
              "streams": list(data.batch.streams)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -623,7 +623,7 @@ def _split_validation(train_subjects: Sequence[str], fraction: float, seed: int)
     return set(subjects) - val, val
 
 
-def _fold_split(train_subjects: Sequence[str], settings: TrainSettings,
+def _fold_split(train_subjects: Sequence[str], settings: TrainOptions,
                 seed: int) -> tuple[list[str], set[str], set[str]]:
     """``(calibration, fit, validation)`` subjects of a fold, all from its training subjects, disjoint.
 
@@ -635,7 +635,7 @@ def _fold_split(train_subjects: Sequence[str], settings: TrainSettings,
     return calibration, fit, val
 
 
-def _calibrate(model: Any, data: PreparedData, settings: TrainSettings, subjects: Sequence[str],
+def _calibrate(model: Any, data: PreparedData, settings: TrainOptions, subjects: Sequence[str],
                val_subjects: set[str], device: torch.device) -> dict[str, Any]:
     """Fit ``model``'s temperature on the clips of ``subjects`` (training subjects it was not trained on),
     set it, and say what was done; T stays 1 when calibration is off or no subject could be held out."""
@@ -675,14 +675,14 @@ def _trained_on(data: PreparedData, subjects: Sequence[str]) -> str:
             f"DIs at {data.fps:g} fps, alignment {data.di_settings.frames.alignment}")
 
 
-def _with_card(model: Any, data: PreparedData, settings: TrainSettings, *, trained_on: str,
+def _with_card(model: Any, data: PreparedData, settings: TrainOptions, *, trained_on: str,
                evaluation: dict[str, Any]) -> Any:
     name = f"{settings.model}-{data.index.name}-{data.index.scheme}"
     model.card = replace(model.card, name=name, fps=data.fps, trained_on=trained_on, evaluation=evaluation)
     return model
 
 
-def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir: Path,
+def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: Path,
                *, progress: NullProgress | None = None, save_model: bool = True) -> dict[str, Any]:
     """Train on every subject but ``fold.test_subjects``, predict them, write ``folds/<name>.json``."""
     progress = progress or NullProgress()
@@ -752,7 +752,7 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainSettings, run_dir:
     return result
 
 
-def train_final(data: PreparedData, settings: TrainSettings, run_dir: Path, *, evaluation: dict[str, Any],
+def train_final(data: PreparedData, settings: TrainOptions, run_dir: Path, *, evaluation: dict[str, Any],
                 temperature: dict[str, Any] | None = None, progress: NullProgress | None = None) -> Path:
     """Train one model on every subject (same schedule; with a validation fraction, early-stopped on a
     split of them) and save ``RUN_DIR/final/model.pt`` + card carrying the cross-validation figures.
@@ -806,7 +806,7 @@ def _check_run_dir(run_dir: Path, identity: dict[str, Any], *, resume: bool) -> 
 
 def run_training(
     index: DatasetIndex,
-    settings: TrainSettings,
+    settings: TrainOptions,
     run_dir: str | Path,
     *,
     frames: FrameOptions | None = None,
