@@ -29,6 +29,7 @@ from training.datasets.base import DatasetError, merge_indices
 from training.datasets.classes import SchemeError
 from training.datasets.frames import FrameError, FrameOptions
 from training.report import ReportError, merge_runs
+from training.train_types import Fold, NullProgress, TrainError, TrainOptions
 
 __all__ = ["main"]
 
@@ -165,8 +166,6 @@ def _configure_logging(verbose: bool, console: Any = None) -> None:
 
 
 def _progress_classes() -> tuple[type, type]:
-    from training.train import Fold, NullProgress  # pulls in torch (the optional 'train' extra)
-
     class PlainProgress(NullProgress):
         """One line per stage, fold and epoch (stdout is not a terminal)."""
 
@@ -298,8 +297,6 @@ def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tu
     ``flip_average`` is added unless a pair sets it (only when true, so older runs keep their identity)."""
     import json
 
-    from training.train import TrainError  # pulls in torch (the optional 'train' extra)
-
     out: dict[str, Any] = {"flip_average": True} if flip_average else {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -321,7 +318,7 @@ def _console(**kwargs: Any) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from training.train import TrainOptions, run_training  # pulls in torch (the optional 'train' extra)
+    from training.train import run_training  # pulls in torch (the optional 'train' extra)
 
     interactive = _interactive()
     console = None
@@ -408,8 +405,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TorchMissingError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
-        from training.train import TrainError  # pulls in torch (the optional 'train' extra)
-
         user_errors += (TrainError,)
     try:
         return _run_merge(args) if merging else _run_train(args)

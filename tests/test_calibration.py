@@ -34,7 +34,7 @@ if HAS_TORCH:  # the numpy, card and display tests run without it
     import torch
 if TYPE_CHECKING:
     from engines.network import MERModel
-    from training.train import TrainOptions
+    from training.train_types import TrainOptions
 
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install 'mer-live[train]')")
 
@@ -136,7 +136,9 @@ def test_calibration_figures_before_and_after() -> None:
 @pytest.mark.parametrize("protocol", ["loso", "kfold"])
 @pytest.mark.parametrize("val_fraction", [0.0, 0.3])
 def test_calibration_subjects_are_training_subjects_never_test_subjects(protocol: str, val_fraction: float) -> None:
-    from training.train import TrainOptions, _fold_split, make_folds
+    from training.folds import make_folds
+    from training.train import _fold_split
+    from training.train_types import TrainOptions
 
     subjects = [f"s{i:02d}" for i in range(7)]
     settings = TrainOptions(protocol=protocol, k=3, val_fraction=val_fraction, calibration_subjects=2)
@@ -282,7 +284,7 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tiny(**kw: Any) -> TrainOptions:
-    from training.train import TrainOptions
+    from training.train_types import TrainOptions
 
     base: dict[str, Any] = dict(model="single", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
     base.update(kw)
@@ -294,7 +296,9 @@ def test_the_fitted_temperature_does_not_depend_on_the_test_subject(synth_root: 
                                                                     tmp_path: Path) -> None:
     from training.cache import DICache
     from training.datasets import load_dataset
-    from training.train import make_folds, prepare_data, train_fold
+    from training.folds import make_folds
+    from training.train import train_fold
+    from training.train_data import prepare_data
 
     torch.set_num_threads(1)
     index = load_dataset("synth", synth_root, scheme="megc3")

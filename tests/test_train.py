@@ -17,16 +17,10 @@ from engines.card import ModelCard
 from engines.checkpoint import load_checkpoint
 from training.cache import DICache
 from training.datasets import load_dataset
+from training.folds import make_folds, select_folds
 from training.report import merge_runs
-from training.train import (
-    Fold,
-    NullProgress,
-    TrainError,
-    TrainOptions,
-    make_folds,
-    run_training,
-    select_folds,
-)
+from training.train import run_training
+from training.train_types import Fold, NullProgress, TrainError, TrainOptions
 
 if TYPE_CHECKING:  # torch is imported by the tests that need it
     import torch
@@ -216,7 +210,7 @@ def test_single_stream_phase_augmentation_and_validation(synth_root: Path, cache
 def test_weight_average_is_the_mean_and_recomputes_batchnorm() -> None:
     import torch
 
-    from training.train import WeightAverage
+    from training.trainer import WeightAverage
 
     conv, norm = torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2)
     net = torch.nn.Sequential(conv, norm)
