@@ -15,9 +15,11 @@ from realtime.face import FaceTrackerOptions
 from realtime.face_model import face_model_from_env
 from realtime.native_stderr import native_stderr_silenced
 from training.aus import SCHEMES, AuError
-from training.synth import SynthGenerator, SynthOptions, write_dataset
+from training.synth import SynthGenerator
 from training.synth_faces import SHARED_FACES_ENV, FaceSourceError, load_identities
 from training.synth_onto import OntoOptions, write_onto
+from training.synth_options import SynthOptions
+from training.synth_writer import write_dataset
 
 __all__ = ["build_onto_parser", "build_parser", "main"]
 
@@ -153,7 +155,7 @@ def _sets(which: str) -> tuple[str, ...]:
 
 
 def check_out(out: Path, sets: Sequence[str], *, force: bool) -> str | None:
-    """Why writing ``sets`` into ``out`` would be refused (the rule of ``training.synth.write_dataset``), or
+    """Why writing ``sets`` into ``out`` would be refused (the rule of ``training.synth_writer.write_dataset``), or
     None. Checked before faces are loaded, so a mistake is reported at once, not after the slow part."""
     for name in sets:
         path = out / name

@@ -85,8 +85,9 @@ def _from_set(folder: Path, per_class: int) -> list[tuple[str, np.ndarray, int, 
 def _generated(per_class: int, seed: int, face_model: Path | None, shared_faces: Path | None
                ) -> list[tuple[str, np.ndarray, int, int, int]]:
     from cli.synth import _face_model
-    from training.synth import SynthGenerator, SynthOptions
+    from training.synth import SynthGenerator
     from training.synth_faces import load_identities
+    from training.synth_options import SynthOptions
 
     identities = load_identities(shared_faces=shared_faces, model_path=_face_model(face_model))
     settings = SynthOptions(seed=seed, clips_per_class=per_class)

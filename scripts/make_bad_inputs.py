@@ -100,7 +100,7 @@ class _Writer:
     def __init__(self, stem: Path, fps: float, size: tuple[int, int], *, fourcc: str | None = None,
                  suffix: str | None = None) -> None:
         if fourcc is None or suffix is None:
-            from training.synth import video_container
+            from training.synth_writer import video_container
 
             fourcc, suffix = video_container("mp4v")
         self.path = stem.with_suffix(suffix)

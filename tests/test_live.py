@@ -17,7 +17,7 @@ from ports import free_port
 
 from core.events import EventRecord, Record, SummaryRecord, parse_record
 from core.metrics import spotting_scores
-from training.synth import video_container
+from training.synth_writer import video_container
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,17 +19,11 @@ from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import MotionMeter
 from realtime.spotting import Spotter
 from training.aus import ACTION_UNITS, SCHEMES, au_field, au_landmark_shift, get_scheme
-from training.synth import (
-    DISTRACTOR_COLUMNS,
-    RECOGNITION_COLUMNS,
-    SPOTTING_COLUMNS,
-    SynthError,
-    SynthGenerator,
-    SynthOptions,
-    draw_expression,
-    ease,
-)
+from training.synth import SynthGenerator
 from training.synth_faces import FaceSourceError, load_identities
+from training.synth_options import SynthError, SynthOptions
+from training.synth_timing import draw_expression, ease
+from training.synth_writer import DISTRACTOR_COLUMNS, RECOGNITION_COLUMNS, SPOTTING_COLUMNS
 
 # --- no faces needed ----------------------------------------------------------------------------------------
 

@@ -196,7 +196,7 @@ def test_none_clips_come_from_the_uninjected_video(clip: Path, face_model_path: 
         frames = sorted((tmp_path / "recognition" / str(r["clip"])).glob("*.png"))
         assert len(frames) == r["n_frames"] and 0 <= _int(r["onset"]) <= _int(r["apex"]) <= _int(r["offset"])
     with (tmp_path / "recognition" / "annotations.csv").open("w", newline="") as fh:
-        from training.synth import RECOGNITION_COLUMNS
+        from training.synth_writer import RECOGNITION_COLUMNS
 
         writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS))
         writer.writeheader()

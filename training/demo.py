@@ -17,8 +17,10 @@ from pathlib import Path
 from core.paths import user_cache_dir
 from realtime.errors import UserError
 from realtime.face_model import FaceModelError, resolve_face_model
-from training.synth import SynthGenerator, SynthOptions, write_dataset
+from training.synth import SynthGenerator
 from training.synth_faces import load_identities
+from training.synth_options import SynthOptions
+from training.synth_writer import write_dataset
 
 log = logging.getLogger(__name__)
 

@@ -33,16 +33,11 @@ from realtime.motion import MotionMeter
 from realtime.sources import open_source
 from realtime.spotting import Spotter, SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
-from training.synth import (
-    RECOGNITION_COLUMNS,
-    SPOTTING_COLUMNS,
-    Expression,
-    SynthError,
-    SynthOptions,
-    _frames,
-    draw_expression,
-)
+from training.synth_options import SynthError, SynthOptions
+from training.synth_plans import _frames
 from training.synth_render import FaceRig
+from training.synth_timing import Expression, draw_expression
+from training.synth_writer import RECOGNITION_COLUMNS, SPOTTING_COLUMNS
 
 __all__ = [
     "CLIP_CONTEXT_S",
