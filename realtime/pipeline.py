@@ -283,9 +283,9 @@ class Pipeline:
         self.classifier.start()
         if self.options.face_thread and isinstance(self.analyzer, Analyzer):
             self._split = self.analyzer
-        self._thread.start()
-        if self._split is not None:
+        if self._split is not None:  # before the analyser thread, which takes a face thread not alive as ended
             self._face_thread.start()
+        self._thread.start()
         self.capture.start()
         return self
 

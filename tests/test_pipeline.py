@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import ScriptedAnalysis, fake_card
+from fakes import ScriptedAnalysis, fake_card, tracked_face
 
 from core.events import EventRecord, Record, SummaryRecord, TimePoint
 from realtime.analysis import WindowJob
 from realtime.dashboard import render_text
+from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
 from realtime.spotting import SpottedWindow
@@ -123,3 +125,29 @@ def test_the_face_thread_changes_nothing_but_speed(face_model_path: Path, shared
     threaded, single = results(True), results(False)
     assert [r[0] for r in threaded] == list(range(len(frames)))
     assert threaded == single
+
+
+class _CentreCrop:
+    """A face on every frame: the frame's centre as the aligned crop."""
+
+    landmarks = np.random.default_rng(0).uniform(20, 108, (478, 2)).astype(np.float32)
+
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None:
+        return tracked_face(np.ascontiguousarray(frame_bgr[:128, :128, 0]), self.landmarks)
+
+
+def test_a_face_thread_that_starts_late_loses_no_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analyser took a face thread not yet started for one that had ended, and stopped the run after a
+    frame or two when the starting thread was descheduled between the two starts (seen under load)."""
+    frames = [np.full((160, 160, 3), i, np.uint8) for i in range(30)]
+    pipeline = Pipeline(ArraySource(frames, fps=FPS, name="array:late"), _CentreCrop(), None, lambda r: None,
+                        PipelineOptions(fast=True, face_thread=True))
+    start = pipeline._face_thread.start
+
+    def late_start() -> None:
+        time.sleep(0.5)  # the starting thread descheduled: longer than the analyser's 0.1 s poll
+        start()
+
+    monkeypatch.setattr(pipeline._face_thread, "start", late_start)
+    summary = pipeline.run()
+    assert summary.frames == 30 and summary.face_frames == 30
