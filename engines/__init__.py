@@ -1,4 +1,7 @@
-"""mer-live engines: model architectures and registry, model cards, inference backends, export."""
+"""mer-live engines: model architectures and registry, model cards, inference backends, ONNX/TensorRT export.
+
+Above :mod:`core` only: nothing here knows about cameras, ZMQ or training (``mer-export`` is :mod:`cli.export`).
+"""
 
 from __future__ import annotations
 

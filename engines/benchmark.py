@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engines.backends.base import Predictor
+
 
 @dataclass(frozen=True)
 class PredictTiming:
@@ -16,9 +18,9 @@ class PredictTiming:
     samples_per_s: float
 
 
-def time_predict(engine: object, batch: np.ndarray, *, iters: int = 200, warmup: int = 10) -> PredictTiming:
+def time_predict(engine: Predictor, batch: np.ndarray, *, iters: int = 200, warmup: int = 10) -> PredictTiming:
     """Wall time of whole ``engine.predict`` calls (input check, copies, run, softmax) on ``batch``."""
-    predict = engine.predict  # type: ignore[attr-defined]
+    predict = engine.predict
     for _ in range(warmup):
         predict(batch)
     samples = np.empty(iters)

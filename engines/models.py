@@ -1,7 +1,7 @@
 """The registered MER models: short entry points over :func:`engines.network.create_model`.
 
-Streams are ``realtime.dynamic_image.STREAMS`` names, in model input order. Settings: see
-:class:`engines.network.ModelSettings` (``backbone="fast" | "resnet18"``, ``dropout``, ``width``, ...).
+Streams are ``core.dynamic_image.STREAMS`` names, in model input order. Settings: see
+:class:`engines.network.ModelOptions` (``backbone="fast" | "resnet18"``, ``dropout``, ``width``, ...).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from engines.network import MERModel, create_model
 from engines.registry import register_model
 
 PHASE_STREAMS = ("onset_apex", "apex_offset")
-FLOW_STREAMS = ("flow_u", "flow_v")  # realtime.dynamic_image.FLOW_STREAMS: onset→apex optical flow
+FLOW_STREAMS = ("flow_u", "flow_v")  # core.dynamic_image.FLOW_STREAMS: onset→apex optical flow
 AFN_STREAMS = ("trdi", "midi")
 
 

@@ -19,7 +19,7 @@ from engines.backbones import BACKBONES, DEFAULT_WIDTHS, build_backbone
 from engines.card import ModelCard
 from engines.fusion import FUSIONS, build_fusion
 
-__all__ = ["HORIZONTAL_STREAMS", "MERModel", "ModelError", "ModelSettings", "create_model"]
+__all__ = ["HORIZONTAL_STREAMS", "MERModel", "ModelError", "ModelOptions", "create_model"]
 
 HORIZONTAL_STREAMS = ("flow_u",)  # streams whose values change sign in a mirror image
 
@@ -31,7 +31,7 @@ class ModelError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelOptions:
     """Everything ``build_model(**settings)`` accepts. Sizes in pixels."""
 
     backbone: str = "fast"  # "fast" | "resnet18"
@@ -70,7 +70,7 @@ class ModelSettings:
                 raise ModelError(f"setting {name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
-    def from_kwargs(cls, settings: dict[str, Any]) -> ModelSettings:
+    def from_kwargs(cls, settings: dict[str, Any]) -> ModelOptions:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - known)
         if unknown:
@@ -87,17 +87,17 @@ class ModelSettings:
 class MERModel(nn.Module):
     """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
 
-    Input: normalised DIs (``realtime.dynamic_image.build_streams``) in ``card.streams`` order. In eval
+    Input: normalised DIs (``core.dynamic_image.build_streams``) in ``card.streams`` order. In eval
     mode the logits are divided by ``card.temperature`` (calibration; 1 = as trained); training sees them raw.
     """
 
-    def __init__(self, card: ModelCard, fusion: str, settings: ModelSettings) -> None:
+    def __init__(self, card: ModelCard, fusion: str, settings: ModelOptions) -> None:
         super().__init__()
         self.card = card
         self.fusion_kind = fusion
         n_streams = len(card.streams)
         width = settings.width
-        assert width is not None  # resolved in ModelSettings
+        assert width is not None  # resolved in ModelOptions
         n_backbones = 1 if settings.shared_backbone else n_streams
         backbones = [
             build_backbone(settings.backbone, in_channels=settings.channels, width=width)
@@ -187,7 +187,7 @@ def create_model(
     architecture: str, *, labels: Sequence[str], streams: Sequence[str], fusion: str, **settings: Any
 ) -> MERModel:
     """The one builder behind every registered entry point: validate, make the card, build the network."""
-    parsed = ModelSettings.from_kwargs(settings)
+    parsed = ModelOptions.from_kwargs(settings)
     if isinstance(labels, str):
         raise ModelError(f"labels must be a sequence of class names, not the string {labels!r}")
     labels = tuple(str(label) for label in labels)

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.paths import atomic_write
 from engines.backends.base import ModelFileError, cache_root
 from engines.backends.plan_meta import file_sha256
 from engines.card import CardError, ModelCard
-from realtime.paths import atomic_write
 
 if TYPE_CHECKING:
     import onnx

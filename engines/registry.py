@@ -47,7 +47,7 @@ def list_models() -> list[str]:
 
 def build_model(name: str, *, labels: Sequence[str], **settings: Any) -> MERModel:
     """Build the registered model ``name`` for ``labels``; ``settings`` as in
-    :class:`engines.network.ModelSettings`. Unknown name -> KeyError; bad settings -> ModelError."""
+    :class:`engines.network.ModelOptions`. Unknown name -> KeyError; bad settings -> ModelError."""
     registry = _registry()
     try:
         entry = registry[name]

@@ -1,9 +1,9 @@
 """Checking exported artefacts against the torch model they came from, on random and on real-face DIs.
 
-Real inputs are built the way live inputs are: aligned face crops (``realtime.alignment.align_face`` on
+Real inputs are built the way live inputs are: aligned face crops (``core.alignment.align_face`` on
 scikit-image's astronaut portrait, a real face) with a small synthetic facial movement (a smooth local
 warp rising to an apex and falling back, plus sub-pixel head jitter), turned into the card's streams by
-``realtime.dynamic_image.build_streams`` — the one DI builder used in training and live.
+``core.dynamic_image.build_streams`` — the one DI builder used in training and live.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.alignment import align_face
+from core.dynamic_image import build_streams
 from engines.card import ModelCard
 
 FP32_TOLERANCE = 1e-4
@@ -64,9 +66,6 @@ def real_inputs(card: ModelCard, samples: int = 8, *, frames: int = 9, seed: int
     """DI stacks built from a real aligned face with synthetic micro-movements (see module docstring)."""
     import cv2
     from skimage import data
-
-    from realtime.alignment import align_face
-    from realtime.dynamic_image import build_streams
 
     rng = np.random.default_rng(seed)
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)

@@ -1,4 +1,5 @@
-"""mer-live real-time side: sources, capture, ring buffer, face alignment, motion, spotting, DIs, events.
+"""mer-live real-time side: sources, capture, ring buffer, face tracking, motion, spotting, the live pipeline,
+publisher, subscriber, dashboard, offline analysis. Above :mod:`engines` and :mod:`core`, below :mod:`training`.
 
 Nothing heavy is imported here: ``import realtime`` must stay cheap (no torch, no mediapipe).
 """

@@ -11,19 +11,27 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 
+from core.dynamic_image import build_streams
 from engines.card import ModelCard
-from realtime.dynamic_image import build_streams
-from realtime.face import NUM_LANDMARKS, TrackedFace
+from realtime.face import TrackedFace
+from realtime.landmarks import NUM_LANDMARKS
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
-from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
+from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
 
 log = logging.getLogger(__name__)
 
 StageRecorder = Callable[[str, float], None]
+
+
+class FaceTracking(Protocol):
+    """The face stage as the analysis chain calls it (:class:`realtime.face.FaceTracker`, mer-analyze's
+    blendshape tap, fakes in tests): one BGR frame and its source time in, the aligned face or None out."""
+
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None: ...
 
 
 def _ignore_stage(stage: str, ms: float) -> None:
@@ -41,21 +49,26 @@ class AnalyzerOptions:
     max_fps: float = 240.0  # sizes the crop history (a 200 fps lab camera fits)
     history_frames: int = 0  # ... and at least this many crops are held (mer-live --windows: the longest window)
     motion: MotionOptions = field(default_factory=MotionOptions)
-    spotter: SpotterSettings = field(default_factory=SpotterSettings)
+    spotter: SpotterOptions = field(default_factory=SpotterOptions)
 
     @classmethod
-    def for_card(cls, card: ModelCard, **options: Any) -> AnalyzerOptions:
-        """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), plus
-        ``options``."""
-        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams, **options)
+    def for_card(cls, card: ModelCard, *, spotter: SpotterOptions | None = None) -> AnalyzerOptions:
+        """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), with
+        ``spotter`` settings (default: the defaults)."""
+        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
+                   spotter=spotter if spotter is not None else SpotterOptions())
 
 
 @dataclass(frozen=True, slots=True)
 class WindowJob:
-    """A spotted window and, when its crops are all still held, the model input (S, C, H, W)."""
+    """A spotted window and, when its crops are all still held, the model input (S, C, H, W). The capture
+    clock values of the frame that closed it and of its offset frame travel with it (None when unknown), so
+    the classifier measures ``latency_ms`` and ``delay_ms`` without asking the capture thread."""
 
     window: SpottedWindow
     inputs: np.ndarray | None
+    closed_at: float | None = None  # capture clock at the grab of window.decided_at's frame
+    offset_at: float | None = None  # capture clock at the grab of window.offset's frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +79,7 @@ class FrameResult:
     intensity: float | None  # the spotter's score (see Spotter.score); None without a face
     regions: dict[str, float]  # each region's displacement over the motion lag, IOD units
     jobs: tuple[WindowJob, ...]
+    captured_at: float | None = None  # capture clock at this frame's grab (None: not from a capture thread)
 
 
 class CropHistory:
@@ -105,44 +119,68 @@ class CropHistory:
         self._index.fill(-1)
 
 
+class CaptureTimes:
+    """The capture clock value of each of the last ``capacity`` frames analysed, by frame index: how a window
+    finds when its offset frame was grabbed. Written and read by the analysing thread only."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._index = np.full(capacity, -1, dtype=np.int64)
+        self._time = np.zeros(capacity, dtype=np.float64)
+
+    def put(self, index: int, captured_at: float | None) -> None:
+        slot = index % self.capacity
+        self._index[slot] = index if captured_at is not None else -1
+        self._time[slot] = captured_at if captured_at is not None else 0.0
+
+    def get(self, index: int) -> float | None:
+        """When frame ``index`` was grabbed, or None (unknown, not analysed, or too old)."""
+        slot = index % self.capacity
+        return float(self._time[slot]) if index >= 0 and self._index[slot] == index else None
+
+
 class Analyzer:
     """Face tracking, motion, spotting and DI building for one stream of frames."""
 
     def __init__(
         self,
-        tracker: object,
+        tracker: FaceTracking,
         options: AnalyzerOptions | None = None,
         *,
         record_stage: StageRecorder = _ignore_stage,
     ) -> None:
         self.options = options or AnalyzerOptions()
-        self.tracker = tracker  # realtime.face.FaceTracker (or anything with process(frame, t))
+        self.tracker = tracker
         self.motion = MotionMeter(self.options.motion, max_fps=self.options.max_fps)
         self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
         capacity = max(8, int(self.options.history_s * self.options.max_fps), self.options.history_frames)
         self.history = CropHistory(capacity, self.options.crop_size)
+        self.capture_times = CaptureTimes(capacity)
         self._record = record_stage
         self.frames = 0
         self.face_frames = 0
         self.face_now = False
 
-    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
-        """Analyse one frame; frames must come in increasing index order."""
-        return self.analyse(self.track(frame, t), index, t)
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
+        """Analyse one frame; frames must come in increasing index order. ``captured_at``: the capture clock
+        at its grab (:attr:`realtime.ringbuffer.FramePacket.captured_at`), carried on to its windows."""
+        return self.analyze(self.track(frame, t), index, t, captured_at=captured_at)
 
     def track(self, frame: np.ndarray, t: float) -> TrackedFace | None:
-        """The face stage alone. It may run on another thread than :meth:`analyse`, a few frames ahead (the
+        """The face stage alone. It may run on another thread than :meth:`analyze`, a few frames ahead (the
         pipeline overlaps MediaPipe with motion and spotting that way): the result owns its arrays."""
         t0 = time.perf_counter()
-        face: TrackedFace | None = self.tracker.process(frame, t)  # type: ignore[attr-defined]
+        face = self.tracker.process(frame, t)
         self._record("face", (time.perf_counter() - t0) * 1e3)
         return face
 
-    def analyse(self, face: TrackedFace | None, index: int, t: float) -> FrameResult:
+    def analyze(self, face: TrackedFace | None, index: int, t: float, *,
+                captured_at: float | None = None) -> FrameResult:
         """Everything after the face stage, for the face :meth:`track` found in frame ``index``."""
         perf = time.perf_counter
         t1 = perf()
         self.frames += 1
+        self.capture_times.put(index, captured_at)
         intensity: float | None = None
         regions: dict[str, float] = {}
         sample: MotionSample | None = None
@@ -169,7 +207,7 @@ class Analyzer:
         jobs = self._jobs(windows)
         if jobs:
             self._record("di", (perf() - t3) * 1e3)
-        return FrameResult(index, t, face is not None, intensity, regions, jobs)
+        return FrameResult(index, t, face is not None, intensity, regions, jobs, captured_at)
 
     def flush(self) -> tuple[WindowJob, ...]:
         """End of stream: windows still open or awaiting look-ahead are decided now."""
@@ -178,7 +216,13 @@ class Analyzer:
     def _jobs(self, windows: Sequence[SpottedWindow]) -> tuple[WindowJob, ...]:
         if not windows:
             return ()
-        return tuple(WindowJob(w, self.build_inputs(w)) for w in windows)
+        return tuple(self.job(w, self.build_inputs(w)) for w in windows)
+
+    def job(self, window: SpottedWindow, inputs: np.ndarray | None) -> WindowJob:
+        """``window`` with its inputs and the capture times of its closing and offset frames."""
+        times = self.capture_times
+        return WindowJob(window, inputs, closed_at=times.get(window.decided_at.frame),
+                         offset_at=times.get(window.offset.frame))
 
     def build_inputs(self, window: SpottedWindow) -> np.ndarray | None:
         """The model input for a window, from the held crops, via the one shared DI builder."""

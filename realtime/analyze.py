@@ -19,17 +19,21 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
-from realtime.analysis import FrameResult
-from realtime.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
-from realtime.paths import atomic_write
-from realtime.spotting import SpotterSettings
-
-if TYPE_CHECKING:
-    from realtime.analysis import Analyzer
+from core.dynamic_image import normalize_di, phase_dynamic_images
+from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
+from core.paths import atomic_write
+from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_model import FaceModelError
+from realtime.motion import REGION_NAMES
+from realtime.pipeline import Pipeline, PipelineOptions
+from realtime.publisher import Publisher, PublisherError, PublisherOptions
+from realtime.sources import SourceError, open_source
+from realtime.spotting import SpotterOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ __all__ = [
     "BLENDSHAPE_NAMES",
     "EVENT_COLUMNS",
     "RESULT_FILE",
-    "AnalyzeSettings",
+    "AnalyzeOptions",
     "FrameLog",
     "ProgressSink",
     "VideoJob",
@@ -103,7 +107,7 @@ class ProgressSink(Protocol):
 
 
 @dataclass(frozen=True)
-class AnalyzeSettings:
+class AnalyzeOptions:
     """Everything besides the video that decides the results (part of the re-run key), plus display."""
 
     model: str | None = None  # .pt / .onnx / .plan / folder; None = the bundled model
@@ -111,7 +115,7 @@ class AnalyzeSettings:
     face_model: str | None = None
     landmark_every: int = 1
     blendshapes: bool = False
-    spotter: SpotterSettings = field(default_factory=SpotterSettings)
+    spotter: SpotterOptions = field(default_factory=SpotterOptions)
     quiet_native: bool = True  # worker processes hide what MediaPipe's native code prints (not a result setting)
 
     def identity(self) -> dict[str, Any]:
@@ -199,8 +203,6 @@ class WindowImages:
 
 def _di_for_display(di: np.ndarray) -> np.ndarray:
     """A DI as the network sees it (the shared normalisation), ±3 standard deviations onto 0..255."""
-    from realtime.dynamic_image import normalize_di
-
     z = normalize_di(di)
     return np.clip(127.5 + z * (127.5 / 3.0), 0, 255).astype(np.uint8)
 
@@ -262,7 +264,7 @@ class FrameLog:
         self._analyzer = analyzer
 
     def add(self, result: FrameResult) -> None:
-        threshold = getattr(self._analyzer.spotter, "threshold", None) if self._analyzer is not None else None
+        threshold = self._analyzer.spotter.threshold if self._analyzer is not None else None
         score = result.intensity
         row = [str(result.index), f"{result.t:.6f}", "1" if result.face else "0", _num(score), _num(threshold)]
         row += [_num(result.regions.get(r)) for r in self.regions]
@@ -289,7 +291,6 @@ class FrameLog:
         if crops is None:
             self.windows[key] = None
             return
-        from realtime.dynamic_image import phase_dynamic_images
 
         frames = crops.astype(np.float32)
         rise, fall = phase_dynamic_images(frames, 0, apex - onset, offset - onset)
@@ -310,7 +311,7 @@ def _failed(job: VideoJob, error: str, *, model: str, engine: str, started: floa
                        key=job.key, finished=utc_now_iso(), wall_s=round(time.monotonic() - started, 3), **counts)
 
 
-def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
+def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
                   progress: ProgressSink | None = None) -> VideoResult:
     """Analyse ``job.path`` into ``job.folder``; a video that cannot be analysed gives a ``failed`` result.
 
@@ -318,13 +319,6 @@ def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
     ``KeyboardInterrupt`` (after the recording got its summary) when interrupted; the folder then has no
     ``analysis.json`` and is analysed again next time.
     """
-    from realtime.analysis import AnalyzerOptions
-    from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
-    from realtime.motion import REGION_NAMES
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.publisher import Publisher, PublisherError, PublisherOptions
-    from realtime.sources import SourceError, open_source
-
     started = time.monotonic()
     card = engine.card
     model_name, engine_name = str(card.name), str(engine.name)
@@ -378,6 +372,7 @@ def analyze_video(job: VideoJob, settings: AnalyzeSettings, engine: Any, *,
         )
         pipeline = Pipeline(source, tap if tap is not None else tracker, engine, publisher.publish, options,
                             engine_reason=engine.reason)
+        assert isinstance(pipeline.analyzer, Analyzer)  # built by the pipeline from the tracker
         frame_log.attach(pipeline.analyzer)
         summary = pipeline.run()  # KeyboardInterrupt propagates, after the summary record
         publisher.close()

@@ -34,11 +34,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from core.events import KINDS, utc_now_iso
+from core.paths import atomic_write
+from engines.backends import load_engine
 from realtime.analyze import (
     DONE_STATUSES,
     FAILED,
     INTERRUPTED,
-    AnalyzeSettings,
+    AnalyzeOptions,
     ProgressSink,
     VideoJob,
     VideoResult,
@@ -46,8 +49,7 @@ from realtime.analyze import (
     load_result,
     save_result,
 )
-from realtime.events import KINDS, utc_now_iso
-from realtime.paths import atomic_write
+from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def make_jobs(videos: Sequence[Path], names: Sequence[str], out: Path, model: ModelIdentity,
-              settings: AnalyzeSettings) -> list[VideoJob]:
+              settings: AnalyzeOptions) -> list[VideoJob]:
     """One job per video with its output folder and re-run key."""
     jobs = []
     common = {"version": KEY_VERSION, "model": asdict(model), "settings": settings.identity()}
@@ -297,7 +299,7 @@ def _saved(result: VideoResult, job: VideoJob) -> VideoResult:
     return result
 
 
-def _analyze_safely(job: VideoJob, settings: AnalyzeSettings, engine: Any, progress: ProgressSink | None,
+def _analyze_safely(job: VideoJob, settings: AnalyzeOptions, engine: Any, progress: ProgressSink | None,
                     model: ModelIdentity) -> VideoResult:
     """analyze_video, with an unexpected error turned into a failed result (KeyboardInterrupt passes)."""
     try:
@@ -307,7 +309,7 @@ def _analyze_safely(job: VideoJob, settings: AnalyzeSettings, engine: Any, progr
         return _saved(_crashed(job, f"{type(exc).__name__}: {exc}", model), job)
 
 
-def run_jobs(jobs: Sequence[VideoJob], settings: AnalyzeSettings, *, engine: Any, model: ModelIdentity,
+def run_jobs(jobs: Sequence[VideoJob], settings: AnalyzeOptions, *, engine: Any, model: ModelIdentity,
              workers: int = 1, progress: ProgressSink | None = None, report: Report | None = None) -> list[VideoResult]:
     """Analyse ``jobs`` (in this process with ``engine``, or in ``workers`` processes); results in job order.
 
@@ -331,10 +333,8 @@ _INTERRUPT_GRACE_S = 10.0  # how long interrupted videos get to write their summ
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(settings: AnalyzeSettings, messages: Any, log_level: int) -> None:
+def _worker_init(settings: AnalyzeOptions, messages: Any, log_level: int) -> None:
     """A worker process's start, set up like the command: signals, logging, native stderr lines hidden."""
-    from realtime.native_stderr import StderrHandler, native_stderr_silenced
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # idle workers ignore Ctrl-C; a running video handles it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     handler = StderrHandler()
@@ -373,15 +373,13 @@ class _QueueProgress:
 
 
 def _worker_run(job: VideoJob, model: ModelIdentity) -> VideoResult:
-    settings: AnalyzeSettings = _WORKER["settings"]
+    settings: AnalyzeOptions = _WORKER["settings"]
     messages = _WORKER["messages"]
     messages.put(("begin", job.name, None))
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if _WORKER["engine"] is None:
-            from engines.backends import load_engine
-
             _WORKER["engine"] = load_engine(settings.model, backend=settings.engine)
         return _analyze_safely(job, settings, _WORKER["engine"], _QueueProgress(messages), model)
     except KeyboardInterrupt:
@@ -416,7 +414,7 @@ def _drain(messages: Any, progress: ProgressSink | None, begun: set[str]) -> Non
                 progress.stop(name)
 
 
-def _run_parallel(jobs: Sequence[VideoJob], settings: AnalyzeSettings, *, model: ModelIdentity, workers: int,
+def _run_parallel(jobs: Sequence[VideoJob], settings: AnalyzeOptions, *, model: ModelIdentity, workers: int,
                   progress: ProgressSink | None, report: Report | None) -> list[VideoResult]:
     """Run the jobs in worker processes. A worker that dies (a crash in native code) breaks the whole pool:
     the videos that had not started go on in a new pool; those that were running are analysed again one at a
@@ -456,7 +454,7 @@ def _run_parallel(jobs: Sequence[VideoJob], settings: AnalyzeSettings, *, model:
     return [results[job.name] for job in jobs if job.name in results]
 
 
-def _pool_round(ctx: Any, messages: Any, batch: list[VideoJob], size: int, settings: AnalyzeSettings,
+def _pool_round(ctx: Any, messages: Any, batch: list[VideoJob], size: int, settings: AnalyzeOptions,
                 model: ModelIdentity, progress: ProgressSink | None,
                 report: Report | None) -> tuple[dict[str, VideoResult], list[VideoJob], list[VideoJob]]:
     """One pool over ``batch``: (results, jobs running when the pool broke, jobs not started then)."""

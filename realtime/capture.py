@@ -3,8 +3,8 @@
 It owns the source from the moment it is handed over until it releases it, whatever happens. Every frame
 gets ``(index, t)``: the index counts frames read (0-based); ``t`` is seconds on the source clock — for a
 live source the injected monotonic clock at grab, relative to the first frame; for a file its position
-(index / fps). The absolute clock value at grab is kept for the last ``history`` frames
-(:meth:`CaptureThread.captured_at`) so the pipeline can report latency against the same clock.
+(index / fps). The absolute clock value at grab travels with the frame through the ring
+(:attr:`FramePacket.captured_at`), so latency downstream is measured against the same clock.
 
 Never blocks forever: ring writes wait in short slices and check the stop event (a ``finally`` that joins a
 writer stuck on a full buffer is how vidgear hangs on exit). At the end — source exhausted, failed, or
@@ -37,12 +37,11 @@ class CaptureOptions:
     reconnect_max_delay_s: float = 1.0  # ... up to this
     write_slice_s: float = 0.1  # a blocked ring write re-checks the stop event this often
     join_timeout_s: float = 2.0  # how long stop() waits for the thread
-    history: int = 4096  # capture times kept for captured_at(); > ring capacity + spotter look-ahead
     clock: Callable[[], float] = field(default=time.monotonic)
 
     def __post_init__(self) -> None:
-        if self.reconnect_s < 0 or self.write_slice_s <= 0 or self.history < 1:
-            raise ValueError("reconnect_s must be >= 0, write_slice_s > 0 and history >= 1")
+        if self.reconnect_s < 0 or self.write_slice_s <= 0:
+            raise ValueError("reconnect_s must be >= 0 and write_slice_s > 0")
 
 
 class CaptureThread:
@@ -63,9 +62,6 @@ class CaptureThread:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"capture[{source.name}]", daemon=False)
         self._started = False
-        self._hist_index = np.full(self.options.history, -1, dtype=np.int64)
-        self._hist_time = np.zeros(self.options.history, dtype=np.float64)
-        self._hist_lock = threading.Lock()
         self.frames_read = 0
         self.reconnects = 0
         self.first_grab: float | None = None  # clock() at the first frame
@@ -111,17 +107,6 @@ class CaptureThread:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # --- side channel for latency ----------------------------------------------------------------
-    def captured_at(self, index: int) -> float | None:
-        """The clock value when frame ``index`` was grabbed, or None if unknown (not yet, or too old)."""
-        if index < 0:
-            return None
-        slot = index % self.options.history
-        with self._hist_lock:
-            if self._hist_index[slot] != index:
-                return None
-            return float(self._hist_time[slot])
 
     # --- the thread ------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -172,18 +157,14 @@ class CaptureThread:
                     if not self._wait_until(start + t):
                         break
                     now = clock()
-            self._remember(index, now)
-            if not self._write(frame, index, t):
+            self._remember(now)
+            if not self._write(frame, index, t, now):
                 break
             self.frames_read = index + 1
             index += 1
         return "stopped"
 
-    def _remember(self, index: int, now: float) -> None:
-        slot = index % self.options.history
-        with self._hist_lock:
-            self._hist_index[slot] = index
-            self._hist_time[slot] = now
+    def _remember(self, now: float) -> None:
         if self.first_grab is None:
             self.first_grab = now
         self.last_grab = now
@@ -197,10 +178,10 @@ class CaptureThread:
             if self._stop.wait(min(remaining, 0.05)):
                 return False
 
-    def _write(self, frame: np.ndarray, index: int, t: float) -> bool:
+    def _write(self, frame: np.ndarray, index: int, t: float, captured_at: float) -> bool:
         """Write, in slices, until written; False when stopped or the ring was closed by someone else."""
         while not self._stop.is_set():
-            if self.ring.write(frame, index, t, timeout=self.options.write_slice_s):
+            if self.ring.write(frame, index, t, timeout=self.options.write_slice_s, captured_at=captured_at):
                 return True
             if self.ring.closed:
                 return False

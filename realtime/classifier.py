@@ -2,7 +2,8 @@
 
 The analyser hands over spotted windows without waiting (a bounded queue; if it is full the window is
 still published, unclassified, and counted), so classification never stalls per-frame analysis. Jobs
-waiting together are classified as one batch.
+waiting together are classified as one batch. Every event is emitted by this worker's thread, overflowed
+windows included, so whatever ``emit`` updates has one writer.
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from core.events import EventRecord
+from engines.backends.base import Predictor
 from engines.card import NONE_LABEL
 from realtime.analysis import WindowJob
-from realtime.events import EventRecord
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+class _Stop:
+    """The queue's last item: finish the batch in hand, then end."""
+
+
+_STOP = _Stop()
 
 
 @dataclass(frozen=True)
@@ -35,15 +42,14 @@ class ClassifierOptions:
 
 
 class ClassifierWorker:
-    """Owns ``engine`` (anything with ``predict``, ``card``, ``name``); emits :class:`EventRecord` s."""
+    """Owns ``engine`` (None: windows are published unlabelled); emits :class:`EventRecord` s."""
 
     def __init__(
         self,
-        engine: object | None,
+        engine: Predictor | None,
         emit: Callable[[EventRecord], None],
         *,
         source: str,
-        captured_at: Callable[[int], float | None],
         options: ClassifierOptions | None = None,
         record_stage: Callable[[str, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -52,30 +58,32 @@ class ClassifierWorker:
         self.engine = engine
         self._emit = emit
         self._source = source
-        self._captured_at = captured_at
         self._record = record_stage or (lambda stage, ms: None)
         self._clock = clock
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=self.options.queue_size)
+        self._queue: queue.Queue[WindowJob | _Stop] = queue.Queue(maxsize=self.options.queue_size)
         self._thread = threading.Thread(target=self._run, name="mer-classifier")
-        self.overflow = 0
+        # windows that found the queue full, published unclassified by the worker's thread (deque: thread-safe
+        # append and popleft); their inputs are dropped, so each is a few small objects
+        self._overflowed: deque[WindowJob] = deque()
+        self.overflow = 0  # written by the submitting thread only
         self.classified = 0
         self.failures = 0
         self.vetoed = 0  # windows the model called "none", not published
-        card = getattr(engine, "card", None)
-        self.labels: tuple[str, ...] = tuple(card.labels) if card is not None else ()
-        self.model_name: str | None = card.name if card is not None else None
-        self.engine_name: str | None = getattr(engine, "name", None)
+        self.labels: tuple[str, ...] = tuple(engine.card.labels) if engine is not None else ()
+        self.model_name: str | None = engine.card.name if engine is not None else None
+        self.engine_name: str | None = engine.name if engine is not None else None
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, job: WindowJob) -> None:
-        """Never blocks: a full queue means the window goes out unclassified right away."""
+        """Never blocks: a full queue means the window goes out unclassified, as soon as the worker's thread
+        is free (the thread that publishes every event)."""
         try:
             self._queue.put_nowait(job)
         except queue.Full:
             self.overflow += 1
-            self._publish(job, None)
+            self._overflowed.append(replace(job, inputs=None))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish queued jobs (bounded by ``timeout``), then end the thread."""
@@ -93,11 +101,13 @@ class ClassifierWorker:
 
     def _run(self) -> None:
         while True:
+            self._publish_overflowed()
             try:
                 first = self._queue.get(timeout=self.options.poll_s)
             except queue.Empty:
                 continue
-            if first is _STOP:
+            if isinstance(first, _Stop):
+                self._publish_overflowed()
                 return
             batch = [first]
             while len(batch) < self.options.max_batch:
@@ -105,26 +115,28 @@ class ClassifierWorker:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
-                    self._classify(batch)  # type: ignore[arg-type]
+                if isinstance(item, _Stop):
+                    self._classify(batch)
+                    self._publish_overflowed()
                     return
                 batch.append(item)
-            self._classify(batch)  # type: ignore[arg-type]
+            self._classify(batch)
+
+    def _publish_overflowed(self) -> None:
+        while self._overflowed:
+            self._publish(self._overflowed.popleft(), None)
 
     def _wants_label(self, job: WindowJob) -> bool:
-        return (
-            self.engine is not None
-            and job.inputs is not None
-            and (job.window.kind == "micro" or self.options.classify_macro)
-        )
+        return job.inputs is not None and (job.window.kind == "micro" or self.options.classify_macro)
 
     def _classify(self, jobs: list[WindowJob]) -> None:
-        todo = [j for j in jobs if self._wants_label(j)]
+        engine = self.engine
+        todo = [j for j in jobs if self._wants_label(j)] if engine is not None else []
         probs: dict[int, np.ndarray] = {}
-        if todo:
+        if engine is not None and todo:
             t0 = time.perf_counter()
             try:
-                out = self.engine.predict(np.stack([j.inputs for j in todo]))  # type: ignore[union-attr,misc]
+                out = engine.predict(np.stack([j.inputs for j in todo if j.inputs is not None]))
                 finite = np.isfinite(out).all(axis=1)  # NaN/inf (damaged weights) cannot go into a record
                 probs = {id(j): out[i] for i, j in enumerate(todo) if finite[i]}
                 self.classified += int(finite.sum())
@@ -142,8 +154,7 @@ class ClassifierWorker:
     def _publish(self, job: WindowJob, probs: np.ndarray | None) -> None:
         w = job.window
         now = self._clock()
-        closed_at = self._captured_at(w.decided_at.frame)
-        offset_at = self._captured_at(w.offset.frame)
+        closed_at, offset_at = job.closed_at, job.offset_at
         label = confidence = None
         prob_map: dict[str, float] = {}
         if probs is not None and self.labels:

@@ -19,12 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Console, ConsoleOptions, Group, JustifyMethod, RenderableType, RenderResult
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from realtime.events import EventRecord
+from core.events import EventRecord
 from realtime.recordtext import UNCERTAIN_BELOW, format_record, is_uncertain, label_text
 
 __all__ = [
@@ -66,7 +66,7 @@ class DashboardSnapshot:
     model: str | None = None  # model name/version from the card
     elapsed_s: float = 0.0  # since the run started
     frames: int = 0  # frames read from the source
-    analysed: int = 0  # frames the analyser processed
+    analyzed: int = 0  # frames the analyser processed
     dropped: int = 0  # frames lost because analysis fell behind
     fps_in: float = 0.0
     fps_proc: float = 0.0
@@ -189,15 +189,16 @@ def _events_table(events: Sequence[EventRecord], uncertain_below: float = UNCERT
     if not events:
         return Text("no events yet", style="dim")
     table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("t (s)", "right"),
         ("kind", "left"),
         ("dur ms", "right"),
         ("label", "left"),
         ("conf", "right"),
         ("lat ms", "right"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    )
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=True)
     for e in reversed(list(events)[-8:]):
         unsure = "dim" if e.label and is_uncertain(e.confidence, uncertain_below) else ""
         table.add_row(

@@ -1,9 +1,9 @@
-"""Face landmarks and tracking: MediaPipe Face Landmarker behind our own small API.
+"""Face tracking: MediaPipe Face Landmarker (VIDEO mode) behind our own small API.
 
-``detect_faces`` finds every face in a still (synthetic generator, dataset readers); ``FaceTracker``
-follows one face through a video and returns it aligned by :func:`realtime.alignment.align_face`, the
-one alignment used everywhere. The model file is resolved by :func:`resolve_face_model` (explicit
-path → ``$MER_FACE_MODEL`` → user cache → download with a SHA-256 check).
+``FaceTracker`` follows one face through a video and returns it aligned by :func:`core.alignment.align_face`,
+the one alignment used everywhere. The model file comes from :mod:`realtime.face_model`, the face mesh's
+indices and MediaPipe image plumbing from :mod:`realtime.landmarks`; every face in a still image is
+:mod:`training.still_faces`.
 
 MediaPipe is imported lazily, so ``import realtime.face`` stays cheap. Its native code writes a few
 lines to stderr when a landmarker is created; mediapipe 1.2.2 offers no switch for them
@@ -12,16 +12,9 @@ lines to stderr when a landmarker is created; mediapipe 1.2.2 offers no switch f
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-import sys
-import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -30,223 +23,24 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from realtime.alignment import DEFAULT_CROP_SIZE, align_face, transform_points
+from core.alignment import DEFAULT_CROP_SIZE, align_face, transform_points
+from realtime.face_model import resolve_face_model
+from realtime.landmarks import (
+    PAD_VALUE,
+    Box,
+    anchors_from_landmarks,
+    area,
+    bbox,
+    check_image,
+    landmarks_px,
+    mediapipe_module,
+    to_rgb,
+)
 
 logger = logging.getLogger(__name__)
 
-FACE_MODEL_URL = "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
-FACE_MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
-FACE_MODEL_ENV = "MER_FACE_MODEL"
-FACE_MODEL_FILENAME = "face_landmarker.task"
-DOWNLOAD_TIMEOUT_S = 30.0
 
-NUM_LANDMARKS = 478
-
-# MediaPipe face-mesh indices. "Right eye" is the subject's right eye, which is on the image left of an
-# upright, unmirrored face; the landmark model names eyes by appearance, so this holds for mirrored
-# (selfie) frames too.
-RIGHT_EYE_CONTOUR = (33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173)
-LEFT_EYE_CONTOUR = (263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398)
-RIGHT_IRIS = (468, 469, 470, 471, 472)
-LEFT_IRIS = (473, 474, 475, 476, 477)
-RIGHT_EYE_CORNERS = (33, 133)  # outer, inner
-LEFT_EYE_CORNERS = (263, 362)  # outer, inner
-NOSE_TIP = 1
-
-
-class FaceModelError(RuntimeError):
-    """The face landmark model file is missing, unreadable, not the expected file, or cannot be downloaded."""
-
-
-# --------------------------------------------------------------------------------------------- model file
-
-
-def default_cache_path() -> Path:
-    """Where the model is cached: the user cache folder (``realtime.paths.user_cache_dir``)."""
-    from realtime.paths import user_cache_dir
-
-    return user_cache_dir() / FACE_MODEL_FILENAME
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# (resolved path, size, mtime_ns, expected hash) of files already checked: hashing 3.7 MB per call of
-# detect_faces would be wasted work.
-_VERIFIED: set[tuple[str, int, int, str]] = set()
-
-
-def _hash_ok(path: Path) -> bool:
-    expected = FACE_MODEL_SHA256
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, expected)
-    if key in _VERIFIED:
-        return True
-    if _sha256(path) != expected:
-        return False
-    _VERIFIED.add(key)
-    return True
-
-
-def _where_to_put_it(cache: Path) -> str:
-    return (
-        f"set {FACE_MODEL_ENV}=/path/to/{FACE_MODEL_FILENAME} or put the file at {cache} "
-        f"(official download: {FACE_MODEL_URL}, SHA-256 {FACE_MODEL_SHA256})"
-    )
-
-
-def _checked(path: Path, what: str, cache: Path) -> Path:
-    if not path.is_file():
-        raise FaceModelError(f"face model from {what} not found: {path}; {_where_to_put_it(cache)}")
-    try:
-        ok = _hash_ok(path)
-    except OSError as exc:
-        raise FaceModelError(f"cannot read face model {path} ({what}): {exc}") from exc
-    if not ok:
-        raise FaceModelError(
-            f"face model {path} ({what}) is not the expected file (SHA-256 mismatch); {_where_to_put_it(cache)}"
-        )
-    return path
-
-
-def _download(url: str, dest: Path, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
-    """Fetch ``url`` into ``dest`` atomically (temporary file + rename), checking the SHA-256 on the way."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(1 << 16):
-                digest.update(chunk)
-                out.write(chunk)
-        if digest.hexdigest() != FACE_MODEL_SHA256:
-            raise FaceModelError(
-                f"downloaded face model from {url} has SHA-256 {digest.hexdigest()}, expected "
-                f"{FACE_MODEL_SHA256}; {_where_to_put_it(dest)}"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def face_model_from_env() -> Path | None:
-    """``$MER_FACE_MODEL`` as an absolute path (None when unset or blank).
-
-    Made absolute when read, relative to the current folder, so a relative setting such as
-    ``../shared/models/face_landmarker.task`` still names the same file in a process started elsewhere.
-    """
-    env = os.environ.get(FACE_MODEL_ENV, "").strip()
-    return Path(os.path.abspath(Path(env).expanduser())) if env else None
-
-
-def resolve_face_model(explicit: str | Path | None = None, *, download: bool = True) -> Path:
-    """Find the face landmark model: explicit path → ``$MER_FACE_MODEL`` → user cache → download.
-
-    An explicit or environment path that is missing or has the wrong SHA-256 is refused rather than
-    skipped, so a typo never silently falls through to another file. A cached file with the wrong hash
-    (e.g. an interrupted copy) is replaced by a fresh download when ``download`` is allowed.
-    """
-    cache = default_cache_path()
-    if explicit is not None and str(explicit) != "":
-        return _checked(Path(explicit).expanduser(), "explicit path", cache)
-    env = face_model_from_env()
-    if env is not None:
-        return _checked(env, f"${FACE_MODEL_ENV}", cache)
-    if cache.is_file():
-        try:
-            if _hash_ok(cache):
-                return cache
-        except OSError as exc:
-            raise FaceModelError(f"cannot read cached face model {cache}: {exc}") from exc
-        if not download:
-            raise FaceModelError(
-                f"cached face model {cache} is corrupt (SHA-256 mismatch); {_where_to_put_it(cache)}"
-            )
-        logger.warning("cached face model %s has the wrong SHA-256; downloading it again", cache)
-    if not download:
-        raise FaceModelError(f"face model not found and downloading is off; {_where_to_put_it(cache)}")
-    logger.info("downloading face model %s -> %s", FACE_MODEL_URL, cache)
-    try:
-        _download(FACE_MODEL_URL, cache)
-    except FaceModelError:
-        raise
-    except (urllib.error.URLError, OSError, ValueError) as exc:  # offline, timeout, HTTP error, disk
-        raise FaceModelError(
-            f"face model not found and the download failed ({exc}); {_where_to_put_it(cache)}"
-        ) from exc
-    _hash_ok(cache)
-    return cache
-
-
-# ------------------------------------------------------------------------------------------- landmarks
-
-
-def anchors_from_landmarks(landmarks: np.ndarray) -> np.ndarray:
-    """(478, 2) landmarks → (3, 2) alignment anchors: image-left eye centre, image-right eye centre, nose tip.
-
-    An eye centre is the midpoint of the eye's two corners. Corners are fixed to the skull; the eyelid
-    contour and the iris are not: on a blink in single_face.mp4 the contour+iris mean moved 3.5 px (eye
-    opening 12 px) against 1.8 px for the corners, and the iris follows the gaze. Either would shift the
-    whole aligned crop on every blink or glance, which the motion meter would then see as face motion.
-    """
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    if pts.shape[0] < NUM_LANDMARKS:
-        raise ValueError(f"need the {NUM_LANDMARKS}-point MediaPipe face mesh, got {pts.shape[0]} points")
-    right = pts[list(RIGHT_EYE_CORNERS)].mean(axis=0)
-    left = pts[list(LEFT_EYE_CORNERS)].mean(axis=0)
-    return np.stack([right, left, pts[NOSE_TIP]])
-
-
-def _mediapipe() -> Any:
-    """Import mediapipe on first use (it is slow to import and most callers never need it).
-
-    mediapipe imports matplotlib, which creates ``~/.config/matplotlib`` and a font cache in
-    ``~/.cache/matplotlib``; unless the user chose a place (``MPLCONFIGDIR``) or matplotlib is loaded already,
-    both go into the mer-live user cache, the one place we write besides the paths a user names.
-    """
-    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
-        from realtime.paths import user_cache_dir
-
-        os.environ["MPLCONFIGDIR"] = str(user_cache_dir() / "matplotlib")
-    import mediapipe as mp
-
-    return mp
-
-
-def _check_image(image: np.ndarray) -> None:
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-        raise ValueError(f"expected an H×W gray, H×W×3 BGR or H×W×4 BGRA image, got shape {image.shape}")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ValueError(f"image too small: {image.shape}")
-
-
-def _to_rgb(image: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """BGR / BGRA / gray uint8 → contiguous RGB uint8 (into ``out`` when its shape fits)."""
-    image = np.asarray(image)
-    _check_image(image)
-    if image.ndim == 2:
-        code = cv2.COLOR_GRAY2RGB
-    elif image.shape[2] == 3:
-        code = cv2.COLOR_BGR2RGB
-    else:
-        code = cv2.COLOR_BGRA2RGB
-    if out is not None and out.shape == (*image.shape[:2], 3):
-        return cv2.cvtColor(image, code, dst=out)
-    return cv2.cvtColor(image, code)
-
-
-def _landmarks_px(face: Any, width: int, height: int) -> np.ndarray:
-    pts = np.array([(p.x, p.y) for p in face], dtype=np.float32)
-    pts *= np.array([width, height], dtype=np.float32)
-    return pts
+# ------------------------------------------------------------------- MediaPipe's VIDEO result, read raw
 
 
 @dataclass(frozen=True)
@@ -312,161 +106,6 @@ def _detect_for_video_raw(
             faces.append(pts)
     finally:
         close(ctypes.byref(result))
-    return faces
-
-
-def _bbox(landmarks: np.ndarray) -> tuple[float, float, float, float]:
-    lo = landmarks.min(axis=0)
-    hi = landmarks.max(axis=0)
-    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
-
-
-def _area(box: tuple[float, float, float, float]) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
-
-
-# ----------------------------------------------------------------------------------------------- stills
-
-# The short-range face detector inside the landmarker sees the image shrunk to 128 px, so it misses faces
-# narrower than roughly 12 % of the image's long side, and places the landmarks of faces it barely finds
-# tens of pixels off. detect_faces therefore (1) also searches overlapping square tiles (a face is reliably
-# found in a tile it fills 15-48 % of) and (2) re-runs the landmarker on a square window around each face
-# found, 3 face widths wide, so every face's landmarks come from the same framing whatever pass found it.
-_TILE_RELIABLE = 0.15
-_TILE_EDGE_MARGIN = 0.01  # a tile detection touching an inner tile edge is a cut-off face: drop it
-_DUPLICATE_IOU = 0.3
-_REFINE_CONTEXT = 3.0  # refinement window side, × face size
-_PAD_VALUE = 127
-
-_image_lock = threading.Lock()
-_image_landmarkers: dict[str, Any] = {}
-
-Box = tuple[float, float, float, float]
-
-
-def _image_landmarker(model: Path) -> Any:
-    key = str(model.resolve())
-    lm = _image_landmarkers.get(key)
-    if lm is None:
-        mp = _mediapipe()
-        vision = mp.tasks.vision
-        options = vision.FaceLandmarkerOptions(
-            base_options=mp.tasks.BaseOptions(model_asset_path=key),
-            running_mode=vision.RunningMode.IMAGE,
-            num_faces=10,
-        )
-        lm = vision.FaceLandmarker.create_from_options(options)
-        _image_landmarkers[key] = lm
-    return lm
-
-
-def _tile_origins(length: int, side: int) -> list[int]:
-    if length <= side:
-        return [0]
-    n = math.ceil((length - side) / (side / 2)) + 1
-    return sorted({int(round(v)) for v in np.linspace(0, length - side, n)})
-
-
-def _window(rgb: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-    """rgb[y0:y0+h, x0:x0+w] as a contiguous array, padded with grey where it leaves the image."""
-    height, width = rgb.shape[:2]
-    if x0 == 0 and y0 == 0 and (w, h) == (width, height):
-        return rgb
-    if x0 >= 0 and y0 >= 0 and x0 + w <= width and y0 + h <= height:
-        return np.ascontiguousarray(rgb[y0 : y0 + h, x0 : x0 + w])
-    out = np.full((h, w, 3), _PAD_VALUE, np.uint8)
-    sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + w, width), min(y0 + h, height)
-    if sx1 > sx0 and sy1 > sy0:
-        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = rgb[sy0:sy1, sx0:sx1]
-    return out
-
-
-def _dedupe(faces: list[np.ndarray]) -> list[np.ndarray]:
-    """Drop every face that overlaps (IoU or centre inside) one earlier in the list."""
-    kept: list[tuple[Box, np.ndarray]] = []
-    for pts in faces:
-        box = _bbox(pts)
-        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        if not any(
-            _iou(box, k) > _DUPLICATE_IOU or (k[0] <= cx <= k[2] and k[1] <= cy <= k[3]) for k, _ in kept
-        ):
-            kept.append((box, pts))
-    return [pts for _, pts in kept]
-
-
-def detect_faces(
-    image_bgr: np.ndarray,
-    *,
-    model_path: str | Path | None = None,
-    min_face_size: int | None = 80,
-) -> list[np.ndarray]:
-    """Every face in a still: (478, 2) float32 landmarks in image pixels each, largest face first.
-
-    Runs the landmarker (IMAGE mode, up to 10 faces per pass) on the whole image and, unless
-    ``min_face_size`` is None, on overlapping tiles small enough that faces down to about
-    ``min_face_size`` pixels wide are found (group photos); then refines each face on a window around it.
-    Takes 10-30 ms per pass on one CPU core (a 1000×667 group photo: 1 + 6 tiles + 5 refinements).
-    """
-    model = resolve_face_model(model_path)
-    mp = _mediapipe()
-    rgb = _to_rgb(image_bgr)
-    height, width = rgb.shape[:2]
-    with _image_lock:
-        lm = _image_landmarker(model)
-
-        def run(x0: int, y0: int, w: int, h: int) -> list[np.ndarray]:
-            result = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=_window(rgb, x0, y0, w, h)))
-            return [_landmarks_px(f, w, h) + np.array([x0, y0], np.float32) for f in result.face_landmarks]
-
-        # candidates: (level, -edge margin, landmarks); lower sorts first = preferred among duplicates
-        candidates: list[tuple[int, float, np.ndarray]] = [(0, 0.0, pts) for pts in run(0, 0, width, height)]
-        reliable_from = _TILE_RELIABLE * max(width, height)  # smallest face width the last pass finds
-        side = min(min(width, height), max(width, height) // 2)
-        level = 1
-        while min_face_size is not None and reliable_from > min_face_size and side >= 64:
-            for y0 in _tile_origins(height, side):
-                for x0 in _tile_origins(width, side):
-                    for pts in run(x0, y0, side, side):
-                        box = _bbox(pts)
-                        gaps = []
-                        if x0 > 0:
-                            gaps.append(box[0] - x0)
-                        if y0 > 0:
-                            gaps.append(box[1] - y0)
-                        if x0 + side < width:
-                            gaps.append(x0 + side - box[2])
-                        if y0 + side < height:
-                            gaps.append(y0 + side - box[3])
-                        margin = min(gaps, default=float(side)) / side
-                        if margin >= _TILE_EDGE_MARGIN:
-                            candidates.append((level, -margin, pts))
-            reliable_from = _TILE_RELIABLE * side
-            side //= 2
-            level += 1
-        candidates.sort(key=lambda c: (c[0], c[1]))
-        refined: list[np.ndarray] = []
-        for pts in _dedupe([c[2] for c in candidates]):
-            box = _bbox(pts)
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            win = max(64, int(round(_REFINE_CONTEXT * max(box[2] - box[0], box[3] - box[1]))))
-            x0, y0 = int(round(cx - win / 2)), int(round(cy - win / 2))
-            found = run(x0, y0, win, win)
-            if found:  # the face nearest the window centre is the one we came for
-                best = min(found, key=lambda f: float(np.hypot(*(f.mean(axis=0) - (cx, cy)))))
-                b = _bbox(best)
-                if b[0] <= cx <= b[2] and b[1] <= cy <= b[3]:
-                    pts = best
-            refined.append(pts)
-    faces = _dedupe(sorted(refined, key=lambda f: _area(_bbox(f)), reverse=True))
     return faces
 
 
@@ -628,7 +267,7 @@ class FaceTracker:
     def __init__(self, options: FaceTrackerOptions | None = None) -> None:
         self.options = options if options is not None else FaceTrackerOptions()
         model = resolve_face_model(self.options.model_path)
-        mp = _mediapipe()
+        mp = mediapipe_module()
         self._mp = mp
         # acquisition: up to max_faces; tracking: one face (the same landmarker when max_faces is 1)
         self._landmarker: Any = self._create_landmarker(model, self.options.max_faces)
@@ -724,7 +363,7 @@ class FaceTracker:
         ):
             prev = None  # gone too long: start again from the largest face
         if prev is None:
-            return max(range(len(boxes)), key=lambda i: _area(boxes[i])) if boxes else None
+            return max(range(len(boxes)), key=lambda i: area(boxes[i])) if boxes else None
         pcx, pcy = (prev[0] + prev[2]) / 2, (prev[1] + prev[3]) / 2
         width = max(prev[2] - prev[0], 1.0)
         best, best_d = None, self.options.max_shift * width
@@ -739,7 +378,7 @@ class FaceTracker:
         if self._landmarker is None:
             raise RuntimeError("FaceTracker is closed")
         frame = np.ascontiguousarray(frame_bgr)
-        _check_image(frame)
+        check_image(frame)
         ms = self._timestamp_ms(t)
         if self._auto:
             return self._process_timed(frame, t, ms)
@@ -756,7 +395,7 @@ class FaceTracker:
                 followed = self._follow(previous, gray)
                 if followed is not None:
                     self._since_landmarks += 1
-                    box = _bbox(followed)
+                    box = bbox(followed)
                     self._box, self._box_size, self._last_seen = box, (width, height), t
                     self._prev_landmarks = followed
                     return self._align(frame, followed, box, self._prev_blendshapes, landmarked=False)
@@ -775,7 +414,7 @@ class FaceTracker:
         """The tracked face by MediaPipe: the one-face landmarker while it follows the face (handed over on a
         frame greyed out around it), else the acquiring landmarker, on the same frame when the other failed."""
         size = (frame.shape[1], frame.shape[0])
-        self._rgb = rgb = _to_rgb(frame, self._rgb)
+        self._rgb = rgb = to_rgb(frame, self._rgb)
         found = None
         if (
             self._tracking is not self._landmarker
@@ -811,8 +450,8 @@ class FaceTracker:
         result = None
         if faces is None:
             result = landmarker.detect_for_video(image, ms)
-            faces = [_landmarks_px(f, size[0], size[1]) for f in result.face_landmarks]
-        boxes = [_bbox(f) for f in faces]
+            faces = [landmarks_px(f, size[0], size[1]) for f in result.face_landmarks]
+        boxes = [bbox(f) for f in faces]
         index = self._pick(boxes, t, size)
         if index is None:
             return None
@@ -833,7 +472,7 @@ class FaceTracker:
         out = self._handover_rgb
         if out is None or out.shape != rgb.shape:
             out = self._handover_rgb = np.empty_like(rgb)
-        out.fill(_PAD_VALUE)
+        out.fill(PAD_VALUE)
         out[top:bottom, left:right] = rgb[top:bottom, left:right]
         return out
 
@@ -898,7 +537,7 @@ class FaceTracker:
         if previous is None or landmarks is None or previous.shape != gray.shape:
             return None
         p0 = landmarks[list(RIGID_POINTS)].reshape(-1, 1, 2).astype(np.float32)
-        p1, status, err = cv2.calcOpticalFlowPyrLK(previous, gray, p0, None, **_LK_PARAMS)  # type: ignore[call-overload]
+        p1, status, err = cv2.calcOpticalFlowPyrLK(previous, gray, p0, None, **_LK_PARAMS)
         if p1 is None:
             return None
         good = (status.ravel() == 1) & (err.ravel() < _LK_MAX_ERROR)

@@ -54,14 +54,14 @@ def native_stderr_silenced(enabled: bool = True, *, keep_python: bool = False) -
         os.close(saved)
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class StderrHandler(logging.StreamHandler[TextIO]):
     """A logging handler writing to whatever ``sys.stderr`` is when a record is emitted (so it follows
     :func:`native_stderr_silenced` with ``keep_python``), like logging's last-resort handler."""
 
     def __init__(self, level: int = logging.NOTSET) -> None:
         logging.Handler.__init__(self, level)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

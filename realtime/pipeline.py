@@ -1,7 +1,9 @@
 """The live pipeline: capture thread → ring buffer → analyser thread → classifier worker → publisher.
 
 :class:`Pipeline` wires components that were built and checked beforehand (source, face tracker,
-engine, publisher), so each can be faked in tests and ``mer-bench``. The caller's thread supervises:
+engine, publisher), so each can be faked in tests and ``mer-bench``; every join is typed
+(:class:`~realtime.sources.FrameSource`, :class:`~realtime.analysis.FaceTracking`,
+:class:`~engines.backends.base.Predictor`, :class:`FrameAnalyzing`). The caller's thread supervises:
 :meth:`Pipeline.run` publishes a ``status`` record about once a second, and a ``summary`` record at the
 end of the source, on ``stop()``, and on Ctrl-C (``KeyboardInterrupt`` is re-raised after it is written).
 """
@@ -15,26 +17,59 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
-from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult, WindowJob
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord
+from engines.backends.base import Predictor
+from realtime.analysis import Analyzer, AnalyzerOptions, FaceTracking, FrameResult, WindowJob
 from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
-from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord
-from realtime.face import TrackedFace
+from realtime.face import FaceTracker, TrackedFace
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
+from realtime.spotting import SpottedWindow
 from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
 from realtime.windows import WindowPlan, WindowsFile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Pipeline", "PipelineOptions"]
+__all__ = ["FrameAnalyzing", "Pipeline", "PipelineOptions", "SpotterView"]
 
 _END = object()  # the face thread's last item: no more frames
+
+
+class SpotterView(Protocol):
+    """What the dashboard shows of the spotter (:class:`realtime.spotting.Spotter`)."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+
+class FrameAnalyzing(Protocol):
+    """The analysis chain as the analyser thread drives it: :class:`realtime.analysis.Analyzer`, or a stand-in
+    handed to :class:`Pipeline` as ``analyzer`` (tests script windows so). The counters are read by other
+    threads."""
+
+    frames: int
+    face_frames: int
+    face_now: bool
+
+    @property
+    def spotter(self) -> SpotterView: ...
+
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult: ...
+
+    def flush(self) -> tuple[WindowJob, ...]: ...
+
+    def build_inputs(self, window: SpottedWindow) -> np.ndarray | None: ...
+
+    def job(self, window: SpottedWindow, inputs: np.ndarray | None) -> WindowJob: ...
 
 
 @dataclass(frozen=True)
@@ -64,16 +99,18 @@ class PipelineOptions:
 
 
 class Pipeline:
-    """Owns the threads of one run; components are handed in already opened."""
+    """Owns the threads of one run; components are handed in already opened. The analysis chain is an
+    :class:`Analyzer` over ``tracker``, unless ``analyzer`` is given (then ``tracker`` may be None)."""
 
     def __init__(
         self,
         source: FrameSource,
-        tracker: object,
-        engine: object | None,
+        tracker: FaceTracking | None,
+        engine: Predictor | None,
         publish: Callable[[Record], object],
         options: PipelineOptions | None = None,
         *,
+        analyzer: FrameAnalyzing | None = None,
         engine_reason: str = "",
         endpoint: str = "",
     ) -> None:
@@ -97,26 +134,33 @@ class Pipeline:
                                                                       opts.windows.longest))
             classifier_opts = replace(classifier_opts, classify_macro=True, veto_none=False,
                                       queue_size=max(classifier_opts.queue_size, len(opts.windows.windows) + 1))
-        self.analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
+        if analyzer is None:
+            if tracker is None:
+                raise ValueError("Pipeline needs a face tracker or an analyzer")
+            analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
+        self.tracker = tracker
+        self.analyzer: FrameAnalyzing = analyzer
         self.classifier = ClassifierWorker(
-            engine, self._emit_event, source=source.name, captured_at=self.capture.captured_at,
-            options=classifier_opts, record_stage=self._record_stage, clock=self._clock,
+            engine, self._emit_event, source=source.name, options=classifier_opts,
+            record_stage=self._record_stage, clock=self._clock,
         )
         self.windows = None if opts.windows is None else WindowPlan(
-            opts.windows, build=self.analyzer.build_inputs, fps=source.fps,
+            opts.windows, build=self.analyzer.build_inputs, job=self.analyzer.job, fps=source.fps,
             micro_max_s=analyzer_opts.spotter.micro_max_s, record_stage=self._record_stage)
         self.stopped_by_duration = False  # --duration ended the run before the source did
         self._rate_in = RateMeter(RateMeterOptions(clock=self._clock))
         self._rate_proc = RateMeter(RateMeterOptions(clock=self._clock))
         self._intensity: deque[float] = deque(maxlen=opts.sparkline_len)
+        # written by the classifier thread alone (it emits every event), read by status/snapshot/summary
         self._events: deque[EventRecord] = deque(maxlen=opts.recent_events)
         self._event_counts = {"micro": 0, "macro": 0}
+        self._events_lock = threading.Lock()
         self._stop = threading.Event()
         self._analysis_done = threading.Event()
-        self._thread = threading.Thread(target=self._analyse, name="mer-analyser")
+        self._thread = threading.Thread(target=self._analyze, name="mer-analyser")
         self._faces: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.face_queue))
         self._face_thread = threading.Thread(target=self._track, name="mer-face")
-        self._split = False  # face_thread and a real Analyzer (decided at start: tests swap in fakes)
+        self._split: Analyzer | None = None  # the Analyzer, when its face stage runs on the face thread
         self._started_at: float | None = None
         self._summary: SummaryRecord | None = None
         self.error: BaseException | None = None
@@ -130,11 +174,13 @@ class Pipeline:
             self.stage_samples.setdefault(stage, []).append(ms)
 
     def _emit_event(self, record: EventRecord) -> None:
+        """The classifier thread's way out for every event (the one thread that emits them)."""
         t0 = time.perf_counter()
         self._publish(record)
         self._record_stage("publish", (time.perf_counter() - t0) * 1e3)
-        self._events.append(record)
-        self._event_counts[record.kind] = self._event_counts.get(record.kind, 0) + 1
+        with self._events_lock:
+            self._events.append(record)
+            self._event_counts[record.kind] = self._event_counts.get(record.kind, 0) + 1
         if self.windows is not None:
             self.windows.published(record)
 
@@ -157,9 +203,12 @@ class Pipeline:
         """The face thread: ring → face tracker → a short queue → the analyser thread. A packet's frame is
         the reader's buffer, overwritten by the next read; the tracked face owns its arrays."""
         end: object = _END
+        chain = self._split
+        assert chain is not None, "the face thread runs only with a real Analyzer"
         try:
             for packet in self._packets():
-                if not self._hand_over((packet.index, packet.t, self.analyzer.track(packet.frame, packet.t))):
+                face = chain.track(packet.frame, packet.t)
+                if not self._hand_over((packet.index, packet.t, packet.captured_at, face)):
                     return
         except BaseException as exc:  # raised again on the analyser thread, which reports it
             end = exc
@@ -177,8 +226,8 @@ class Pipeline:
                 continue
         return False
 
-    def _tracked(self) -> Iterator[tuple[int, float, TrackedFace | None]]:
-        """(index, t, face) from the face thread until it ends; its failure is raised here."""
+    def _tracked(self) -> Iterator[tuple[int, float, float | None, TrackedFace | None]]:
+        """(index, t, captured_at, face) from the face thread until it ends; its failure is raised here."""
         while True:
             try:
                 item = self._faces.get(timeout=0.1)
@@ -190,19 +239,20 @@ class Pipeline:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield cast(tuple[int, float, TrackedFace | None], item)
+            yield cast(tuple[int, float, float | None, TrackedFace | None], item)
 
-    def _analyse(self) -> None:
+    def _analyze(self) -> None:
         last_index: int | None = None  # the last frame analysed
         try:
-            if self._split:
-                for index, t, face in self._tracked():
+            if self._split is not None:
+                for index, t, captured_at, face in self._tracked():
                     last_index = index
-                    self._after_frame(self.analyzer.analyse(face, index, t))
+                    self._after_frame(self._split.analyze(face, index, t, captured_at=captured_at))
             else:
                 for packet in self._packets():
                     last_index = packet.index
-                    self._after_frame(self.analyzer.process(packet.frame, packet.index, packet.t))
+                    self._after_frame(self.analyzer.process(packet.frame, packet.index, packet.t,
+                                                            captured_at=packet.captured_at))
             for job in self.windows.finish() if self.windows is not None else self.analyzer.flush():
                 if self.windows is None and _cut_by_the_end(job, last_index):
                     continue
@@ -231,10 +281,11 @@ class Pipeline:
     def start(self) -> Pipeline:
         self._started_at = self._clock()
         self.classifier.start()
-        self._split = self.options.face_thread and isinstance(self.analyzer, Analyzer)
-        self._thread.start()
-        if self._split:
+        if self.options.face_thread and isinstance(self.analyzer, Analyzer):
+            self._split = self.analyzer
+        if self._split is not None:  # before the analyser thread, which takes a face thread not alive as ended
             self._face_thread.start()
+        self._thread.start()
         self.capture.start()
         return self
 
@@ -287,10 +338,10 @@ class Pipeline:
         return self.capture.frames_read, self.analyzer.frames, self._reader.missed
 
     def status(self) -> StatusRecord:
-        frames, analysed, dropped = self._counters()
+        frames, analyzed, dropped = self._counters()
         now = self._clock()
         self._rate_in.update(frames, now)
-        self._rate_proc.update(analysed, now)
+        self._rate_proc.update(analyzed, now)
         return StatusRecord(
             source=self.source.name,
             frames=frames,
@@ -307,13 +358,17 @@ class Pipeline:
     @property
     def auto_landmark_every(self) -> int | None:
         """The N that ``--landmark-every auto`` chose (None without auto, and while it is still measuring)."""
-        tracker = getattr(self.analyzer, "tracker", None)
-        if getattr(getattr(tracker, "options", None), "landmark_every", None) != "auto":
+        tracker = self.tracker
+        if not isinstance(tracker, FaceTracker) or tracker.options.landmark_every != "auto":
             return None
-        return getattr(tracker, "landmark_every", None)
+        return tracker.landmark_every
+
+    def _event_totals(self) -> dict[str, int]:
+        with self._events_lock:
+            return dict(self._event_counts)
 
     def _make_summary(self, reason: str) -> SummaryRecord:
-        frames, analysed, dropped = self._counters()
+        frames, analyzed, dropped = self._counters()
         wall = self._clock() - (self._started_at or self._clock())
         scores = self.windows.scores(self.classifier.labels) if self.windows is not None else None
         return SummaryRecord(
@@ -321,9 +376,9 @@ class Pipeline:
             frames=frames,
             dropped=dropped,
             face_frames=self.analyzer.face_frames,
-            events=dict(self._event_counts),
+            events=self._event_totals(),
             wall_s=round(wall, 3),
-            mean_fps=round(analysed / wall, 2) if wall > 0 else 0.0,
+            mean_fps=round(analyzed / wall, 2) if wall > 0 else 0.0,
             reason=reason,
             scored=scores.scored if scores is not None else None,
             accuracy=round(scores.accuracy, 6) if scores is not None and scores.accuracy is not None else None,
@@ -334,13 +389,15 @@ class Pipeline:
 
     def snapshot(self, message: str = "") -> DashboardSnapshot:
         """What the dashboard draws; taken by its thread at its own pace, never pushed."""
-        frames, analysed, dropped = self._counters()
+        frames, analyzed, dropped = self._counters()
         now = self._clock()
         self._rate_in.update(frames, now)
-        self._rate_proc.update(analysed, now)
+        self._rate_proc.update(analyzed, now)
         spotter = self.analyzer.spotter
-        threshold = getattr(spotter, "threshold", None)
+        threshold = spotter.threshold
         intensity = tuple(self._intensity)
+        with self._events_lock:
+            events, counts = tuple(self._events), dict(self._event_counts)
         fps = self.source.fps or 30.0
         return DashboardSnapshot(
             source=self.source.name,
@@ -350,7 +407,7 @@ class Pipeline:
             model=self.classifier.model_name,
             elapsed_s=now - (self._started_at or now),
             frames=frames,
-            analysed=analysed,
+            analyzed=analyzed,
             dropped=dropped,
             fps_in=self._rate_in.rate(),
             fps_proc=self._rate_proc.rate(),
@@ -359,9 +416,9 @@ class Pipeline:
             intensity=intensity,
             intensity_window_s=len(intensity) / fps,
             threshold=float(threshold) if threshold is not None and np.isfinite(threshold) else None,
-            spotting=str(getattr(spotter, "state", "")),
-            events=tuple(self._events),
-            event_counts=dict(self._event_counts),
+            spotting=spotter.state,
+            events=events,
+            event_counts=counts,
             stage_ms=self.stages.snapshot(now),
             message=message or ("finished" if self._analysis_done.is_set() else self._auto_note()),
         )

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from realtime.events import Record, SummaryRecord
+from core.events import Record, SummaryRecord
+from realtime.curve import CurveError, load_server_keys
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -131,8 +132,6 @@ class Publisher:
         self._bind_to = check_endpoint(opts.endpoint) if opts.endpoint is not None else None
         self._curve: tuple[bytes, bytes] | None = None
         if opts.curve_keydir is not None:
-            from realtime.curve import CurveError, load_server_keys
-
             try:
                 self._curve = load_server_keys(opts.curve_keydir)
             except CurveError as exc:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from realtime.events import KINDS, EventRecord
-from realtime.paths import atomic_write
+from core.events import KINDS, EventRecord
+from core.paths import atomic_write, user_cache_dir
 
 if TYPE_CHECKING:
-    from realtime.analyze import AnalyzeSettings, VideoResult, WindowImages
+    from realtime.analyze import AnalyzeOptions, VideoResult, WindowImages
 
 __all__ = ["ReportInputs", "render_report", "write_report"]
 
@@ -39,7 +39,7 @@ class ReportInputs:
     result: VideoResult
     labels: tuple[str, ...]
     engine_reason: str
-    settings: AnalyzeSettings
+    settings: AnalyzeOptions
     t: np.ndarray
     score: np.ndarray  # NaN without a face
     threshold: np.ndarray  # NaN while the spotter warms up
@@ -66,8 +66,6 @@ def _png_uri(image: np.ndarray) -> str:
 def _matplotlib_figure(width_in: float, height_in: float) -> Any:
     """A Figure on the Agg canvas, without pyplot (no global backend, no GUI); config in the user cache."""
     if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
-        from realtime.paths import user_cache_dir
-
         os.environ["MPLCONFIGDIR"] = str(user_cache_dir() / "matplotlib")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -46,6 +46,7 @@ class FramePacket:
     t: float  # seconds on the source clock
     frame: np.ndarray
     missed: int  # frames this reader lost to overwriting just before this one
+    captured_at: float | None = None  # the capture clock (monotonic) at grab; latency is measured against it
 
 
 class RingBuffer:
@@ -57,6 +58,7 @@ class RingBuffer:
         self._slots: list[np.ndarray | None] = [None] * cap
         self._index = np.zeros(cap, dtype=np.int64)
         self._t = np.zeros(cap, dtype=np.float64)
+        self._captured_at = np.full(cap, np.nan, dtype=np.float64)
         self._written = 0  # sequence number of the next write
         self._readers: list[RingReader] = []
         self._closed = False
@@ -65,8 +67,10 @@ class RingBuffer:
         self._writable = threading.Condition(self._lock)
 
     # --- writer side -------------------------------------------------------------------------------
-    def write(self, frame: np.ndarray, index: int, t: float, timeout: float | None = None) -> bool:
-        """Store one frame. Returns False when the buffer is closed (or, in BLOCK mode, on timeout)."""
+    def write(self, frame: np.ndarray, index: int, t: float, timeout: float | None = None, *,
+              captured_at: float | None = None) -> bool:
+        """Store one frame with its index, source time and capture clock value. Returns False when the buffer
+        is closed (or, in BLOCK mode, on timeout)."""
         cap = self.options.capacity
         with self._lock:
             if self.options.policy is Policy.BLOCK:
@@ -87,6 +91,7 @@ class RingBuffer:
             np.copyto(buf, frame)
             self._index[slot] = index
             self._t[slot] = t
+            self._captured_at[slot] = np.nan if captured_at is None else captured_at
             self._written += 1
             self._readable.notify_all()
         return True
@@ -132,7 +137,9 @@ class RingBuffer:
             if out is None or out.shape != src.shape or out.dtype != src.dtype:
                 out = reader._buffer = np.empty_like(src)
             np.copyto(out, src)
-            packet = FramePacket(index=int(self._index[slot]), t=float(self._t[slot]), frame=out, missed=missed)
+            grabbed = float(self._captured_at[slot])
+            packet = FramePacket(index=int(self._index[slot]), t=float(self._t[slot]), frame=out, missed=missed,
+                                 captured_at=None if np.isnan(grabbed) else grabbed)
             reader._next += 1
             reader.read_count += 1
             self._writable.notify_all()

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from realtime.events import TimePoint
+from core.events import TimePoint
 from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATES", "Displacement", "SpottedWindow", "Spotter", "SpotterSettings"]
+__all__ = ["STATES", "Displacement", "SpottedWindow", "Spotter", "SpotterOptions"]
 
 STATES = ("warming-up", "idle", "moving", "no-face")
 
@@ -45,7 +45,7 @@ Displacement = Callable[[int, int], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
-class SpotterSettings:
+class SpotterOptions:
     """Spotting thresholds and timings. Times in seconds; displacements in fractions of the IOD."""
 
     min_peak: float = 0.008  # a region's contrast must reach this (0.8 % of the IOD, about 0.4 px at 128 px)
@@ -174,8 +174,8 @@ class Spotter:
     the spotter checks that a candidate rose from its onset face and came back to it.
     """
 
-    def __init__(self, settings: SpotterSettings | None = None, *, displacement: Displacement | None = None) -> None:
-        self.settings = settings or SpotterSettings()
+    def __init__(self, settings: SpotterOptions | None = None, *, displacement: Displacement | None = None) -> None:
+        self.settings = settings or SpotterOptions()
         self._displacement = displacement
         self._frames: deque[_Frame] = deque()
         self._levels = _Levels()

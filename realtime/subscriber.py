@@ -1,4 +1,5 @@
-"""Receiving ``mer/1`` records: :class:`Subscriber`, the :func:`subscribe` generator, and ``mer-subscribe``.
+"""Receiving ``mer/1`` records: :class:`Subscriber` and the :func:`subscribe` generator (``mer-subscribe``
+is :mod:`cli.subscribe`).
 
     for record in subscribe("tcp://127.0.0.1:5556", topics=("event",)):  # ends with mer-live's summary
         print(record.kind, record.label, record.confidence)
@@ -10,18 +11,17 @@ the publisher is there. For a CURVE publisher pass its public key (``KEYDIR/serv
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from realtime.events import Record, RecordError, parse_record
+from core.events import Record, RecordError, parse_record
+from realtime.curve import CurveError, client_keypair, load_public_key
 
-__all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "Subscriber", "SubscriberError", "main", "subscribe"]
+__all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "Subscriber", "SubscriberError", "subscribe"]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,6 @@ class Subscriber:
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.RCVHWM, rcvhwm)
             if curve_server_key is not None:
-                from realtime.curve import CurveError, client_keypair, load_public_key
-
                 try:
                     public, secret = client_keypair(curve_client_keydir)
                     self._sock.setsockopt(zmq.CURVE_SERVERKEY, load_public_key(curve_server_key))
@@ -150,7 +148,7 @@ def subscribe(
     timeout_s: float | None = None,
     curve_server_key: str | bytes | os.PathLike[str] | None = None,
     keep_going: bool = False,
-) -> Iterator[Record]:
+) -> Generator[Record, None, None]:
     """Yield records as they arrive, until the publisher's ``summary`` (the end of its run) or ``timeout_s``
     seconds without any record (None = no limit).
 
@@ -170,106 +168,3 @@ def subscribe(
                 yield message.record
             if not keep_going and message.record.type == "summary":
                 return
-
-
-# --- mer-subscribe ----------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mer-subscribe",
-        description="Print the micro-expression events (and status) published by mer-live.",
-    )
-    p.add_argument(
-        "endpoint",
-        nargs="?",
-        default=DEFAULT_ENDPOINT,
-        help=f"publisher address (default {DEFAULT_ENDPOINT})",
-    )
-    p.add_argument(
-        "--topic", action="append", choices=TOPICS, help="record types to show (repeatable; default all)"
-    )
-    p.add_argument("--json", action="store_true", help="print each record as its raw JSON line")
-    p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N records")
-    p.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="exit after S seconds without a record"
-    )
-    p.add_argument(
-        "--curve-server-key",
-        default=None,
-        metavar="KEY",
-        help="publisher's CURVE public key, key file or KEYDIR",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log skipped messages")
-    return p
-
-
-def _style(record: Record) -> str:
-    if record.type == "event":
-        return "bold magenta" if getattr(record, "kind", "") == "micro" else "cyan"
-    return "dim" if record.type == "status" else "bold"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``mer-subscribe [ENDPOINT] [--topic T]... [--json] [--count N] [--timeout S]``; Ctrl-C exits 0."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR, format="mer-subscribe: %(message)s"
-    )
-    from rich.console import Console
-    from rich.text import Text
-
-    from realtime.recordtext import format_record
-
-    console = Console(highlight=False, soft_wrap=True)
-    shown = 0
-    waiting: Any = None  # the "waiting for ENDPOINT" spinner on a terminal, until the first message
-    try:
-        with Subscriber(
-            args.endpoint, topics=args.topic or TOPICS, curve_server_key=args.curve_server_key
-        ) as sub:
-            waiting = _say_waiting(args.endpoint)
-            while args.count is None or shown < args.count:
-                message = sub.recv_message(args.timeout)
-                if waiting is not None:
-                    waiting.stop()
-                    waiting = None
-                if message is None:
-                    break
-                if args.json:
-                    sys.stdout.write(message.payload.decode("utf-8") + "\n")
-                    sys.stdout.flush()
-                else:
-                    console.print(Text(format_record(message.record), style=_style(message.record)))
-                shown += 1
-    except KeyboardInterrupt:
-        return 0
-    except SubscriberError as exc:
-        print(f"mer-subscribe: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # e.g. piped into `head`
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    finally:
-        if waiting is not None:
-            waiting.stop()
-    return 0 if args.count is None or shown >= args.count else 1
-
-
-def _say_waiting(endpoint: str) -> Any:
-    """Say on stderr that nothing has arrived yet: a spinner on a terminal (returned, to stop at the first
-    message), else one line (None returned). Records go to stdout, so ``--json`` output stays clean."""
-    text = f"waiting for {endpoint} ..."
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        status = Console(stderr=True).status(f"{text} (start mer-live there; Ctrl-C to stop)")
-        status.start()
-        return status
-    print(f"mer-subscribe: {text}", file=sys.stderr, flush=True)
-    return None
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.events import EventRecord, TimePoint
+from core.metrics import recognition_scores
 from realtime.analysis import FrameResult, WindowJob
 from realtime.errors import UserError
-from realtime.events import EventRecord, TimePoint
 from realtime.spotting import SpottedWindow
 
 log = logging.getLogger(__name__)
@@ -230,12 +231,14 @@ class WindowPlan:
         file: WindowsFile,
         *,
         build: Callable[[SpottedWindow], np.ndarray | None],
+        job: Callable[[SpottedWindow, np.ndarray | None], WindowJob] = WindowJob,
         fps: float,
         micro_max_s: float,
         record_stage: Callable[[str, float], None] | None = None,
     ) -> None:
         self.file = file
         self._build = build
+        self._make_job = job  # Analyzer.job: the window with its inputs and capture times
         self._fps = fps
         self._micro_max_s = micro_max_s
         self._record = record_stage or (lambda stage, ms: None)
@@ -304,12 +307,11 @@ class WindowPlan:
         self.outcomes.append((window, record.label))
 
     def scores(self, labels: Sequence[str]) -> WindowScores | None:
-        """Accuracy and UF1 (``training.metrics.recognition_scores``) of the predicted labels against the
+        """Accuracy and UF1 (``core.metrics.recognition_scores``) of the predicted labels against the
         file's; None without a label column. File labels match the model's ignoring case; one that matches
         none counts as wrong, and a window left unlabelled counts as wrong without becoming a class."""
         if not self.file.labelled:
             return None
-        from training.metrics import recognition_scores
 
         known = {name.casefold(): name for name in labels}
         y_true: list[str] = []
@@ -342,7 +344,7 @@ class WindowPlan:
         if inputs is None:
             log.warning("%s line %d (frames %d-%d): published without a label: %s", self.file.path, w.line,
                         w.onset, w.offset, self._why(item))
-        return WindowJob(window, inputs)
+        return self._make_job(window, inputs)
 
     @staticmethod
     def _why(item: _Open) -> str:

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engines.backends import BACKEND_NAMES, EngineError, load_engine, probe_environment  # noqa: E402
 from engines.backends.artefacts import DEFAULT_MODEL_DIR  # noqa: E402
+from engines.backends.base import Predictor  # noqa: E402
 from engines.benchmark import time_predict  # noqa: E402
 from engines.card import CardError  # noqa: E402
 
@@ -40,7 +41,7 @@ def _random_model(arch: str, root: Path) -> Path:
     return root
 
 
-def _time(engine, batch: np.ndarray, iters: int, warmup: int) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+def _time(engine: Predictor, batch: np.ndarray, iters: int, warmup: int) -> tuple[float, float, float]:
     timing = time_predict(engine, batch, iters=iters, warmup=warmup)
     return timing.p50_ms, timing.p95_ms, timing.samples_per_s
 

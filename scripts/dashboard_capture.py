@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engines.backends import load_engine  # noqa: E402
 from realtime.analysis import AnalyzerOptions  # noqa: E402
 from realtime.dashboard import render_text  # noqa: E402
-from realtime.demo import demo_video  # noqa: E402
 from realtime.face import FaceTracker, FaceTrackerOptions  # noqa: E402
 from realtime.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from realtime.sources import open_source  # noqa: E402
+from training.demo import demo_video  # noqa: E402
 
 
 def main() -> int:

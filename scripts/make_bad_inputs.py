@@ -100,7 +100,7 @@ class _Writer:
     def __init__(self, stem: Path, fps: float, size: tuple[int, int], *, fourcc: str | None = None,
                  suffix: str | None = None) -> None:
         if fourcc is None or suffix is None:
-            from training.synth import video_container
+            from training.synth_writer import video_container
 
             fourcc, suffix = video_container("mp4v")
         self.path = stem.with_suffix(suffix)
@@ -200,10 +200,10 @@ def _videos(out: Path, good: Path, annotations: Path | None) -> dict[str, Path]:
 
 def _check_faces(made: dict[str, Path], face_model: Path) -> None:
     """The corpus promises a face in ``still_face`` and none in ``noface_video``: check both."""
-    from realtime.face import detect_faces
+    from training.still_faces import detect_faces
 
     still = cv2.imread(str(made["still_face"]))
-    if not detect_faces(still, model_path=face_model, min_face_size=None):
+    if still is None or not detect_faces(still, model_path=face_model, min_face_size=None):
         raise SystemExit(f"make_bad_inputs: no face found in {made['still_face']}; give a video with a face")
     noface = next(_frames(made["noface_video"], 1))
     if detect_faces(noface, model_path=face_model, min_face_size=None):
@@ -380,7 +380,8 @@ def _sheets(out: Path) -> dict[str, Path]:
 
     from openpyxl import Workbook
 
-    header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
+    header: list[object] = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units",
+                            "Estimated Emotion"]
     rows: list[list[object]] = [
         header,
         [1, "EP01_01", 10, 13, 16, "4+L7", "disgust"],  # the good row
@@ -436,13 +437,13 @@ def make_bad_inputs(
     micro-expression; ``model``: a folder with model.pt / model.onnx / model.card.json (default: a random
     dual-phase model made here, which needs torch). ``face_model`` also checks the face / no-face cases.
     """
-    from realtime.face import resolve_face_model
+    from realtime.face_model import resolve_face_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     face = resolve_face_model(face_model)
     if good_video is None:
-        from realtime.demo import synthetic_video
+        from training.demo import synthetic_video
 
         video, notes = synthetic_video(seconds=6.0, fps=30.0, seed=3, face_model=face)
         good_video, annotations = video, annotations or notes
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(default: a random dual-phase model made here)")
     p.add_argument("--face-model", type=Path, help="face_landmarker.task (default: $MER_FACE_MODEL, user cache)")
     args = p.parse_args(argv)
-    from realtime.face import FaceModelError
+    from realtime.face_model import FaceModelError
 
     try:
         made = make_bad_inputs(args.out_dir, good_video=args.video, face_model=args.face_model,

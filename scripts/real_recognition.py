@@ -7,7 +7,7 @@ TEST_DIR is ``mer-synth onto VIDEO... --clips --amplitude 0.04 --out TEST_DIR`` 
 aligned crops as the live tracker gives them, one subject per source video). With ``--model`` (default: the
 bundled model) every clip is classified by that model. With ``--run`` (a ``mer-train`` run whose subjects
 include the test videos' subjects), each video is classified by the fold model that never saw it — the
-leave-one-video-out figure. DIs come from the project's one builder (training.cache / realtime.dynamic_image);
+leave-one-video-out figure. DIs come from the project's one builder (training.cache / core.dynamic_image);
 the probabilities from the engines backend (temperature included), as in live use.
 
 Prints accuracy, UF1, per-class recall and F1, per-video accuracy, the mean confidence on wrong answers and
@@ -26,12 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.metrics import recognition_scores  # noqa: E402
 from engines.backends import load_engine  # noqa: E402
-from training.cache import DICache, DISettings  # noqa: E402
+from training.cache import DICache, DIOptions  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
-from training.datasets.base import merge_indices  # noqa: E402
+from training.datasets.base import Sample, merge_indices  # noqa: E402
 from training.datasets.frames import FrameOptions  # noqa: E402
-from training.metrics import recognition_scores  # noqa: E402
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -44,10 +44,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
     return float(total)
 
 
-def classify(model: str | None, samples: list, scheme_labels: tuple[str, ...]) -> list[tuple[object, str, np.ndarray]]:
+def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str, ...]) -> list[tuple[Sample, str, np.ndarray]]:
     engine = load_engine(model, backend="onnxruntime" if model is None or str(model).endswith(".onnx") else "auto")
     card = engine.card
-    settings = DISettings(streams=card.streams, input_size=card.input_size,
+    settings = DIOptions(streams=card.streams, input_size=card.input_size,
                           frames=FrameOptions(alignment="none", crop_size=card.crop_size, channels=card.channels))
     batch = DICache(None).build(samples, settings)
     out = []
@@ -68,7 +68,7 @@ def main() -> int:
     args = p.parse_args()
     index = merge_indices([load_dataset("synth", d, scheme=args.scheme) for d in args.test_dirs])
     samples = list(index.samples)
-    results: list[tuple[object, str, np.ndarray]] = []
+    results: list[tuple[Sample, str, np.ndarray]] = []
     if args.run is not None:
         by_subject: dict[str, list] = defaultdict(list)
         for s in samples:

@@ -112,8 +112,8 @@ def _engine(model: str | None, backend: str, tmp: Path) -> tuple[Any, str]:
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
+    from core.events import EventRecord, Record
     from realtime.analysis import AnalyzerOptions
-    from realtime.events import EventRecord, Record
     from realtime.face import FaceTracker, FaceTrackerOptions
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.publisher import Publisher, PublisherOptions
@@ -121,7 +121,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     if args.video is not None:
         video = Path(args.video)
     else:
-        from realtime.demo import demo_video
+        from training.demo import demo_video
 
         video = demo_video(face_model=args.face_model)
     with tempfile.TemporaryDirectory(prefix="mer-soak-") as tmp:
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     from engines.backends import EngineError
     from engines.card import CardError
     from realtime.errors import UserError
-    from realtime.face import FaceModelError
+    from realtime.face_model import FaceModelError
     from realtime.publisher import PublisherError
 
     try:

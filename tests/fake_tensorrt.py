@@ -16,26 +16,23 @@ import numpy as np
 import pytest
 
 MAGIC = b"FAKEPLAN"
+_IntEnum: Any = enum.IntEnum  # called, not subclassed: mypy refuses functional enums stored as module attributes
 VERSION = "10.9.0.34"
-
-
-class _Enum(enum.IntEnum):
-    pass
 
 
 def make_tensorrt(version: str = VERSION) -> types.ModuleType:
     import onnxruntime as ort
 
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version  # type: ignore[attr-defined]
-    trt.TensorIOMode = _Enum("TensorIOMode", "NONE INPUT OUTPUT", start=0)  # type: ignore[attr-defined]
-    trt.DataType = _Enum("DataType", "FLOAT HALF INT8 INT32", start=0)  # type: ignore[attr-defined]
-    trt.NetworkDefinitionCreationFlag = _Enum("NetworkDefinitionCreationFlag", "STRONGLY_TYPED", start=0)  # type: ignore[attr-defined]
-    trt.BuilderFlag = _Enum("BuilderFlag", "FP16 TF32 VERSION_COMPATIBLE", start=0)  # type: ignore[attr-defined]
-    trt.MemoryPoolType = _Enum("MemoryPoolType", "WORKSPACE", start=0)  # type: ignore[attr-defined]
-    trt.HardwareCompatibilityLevel = _Enum("HardwareCompatibilityLevel", "NONE AMPERE_PLUS", start=0)  # type: ignore[attr-defined]
-    trt.nptype = lambda dtype: {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16}[dtype]  # type: ignore[attr-defined]
-    trt.calls = []  # type: ignore[attr-defined]
+    trt: Any = types.ModuleType("tensorrt")  # Any: the fake grows attributes a ModuleType has not
+    trt.__version__ = version
+    trt.TensorIOMode = _IntEnum("TensorIOMode", "NONE INPUT OUTPUT", start=0)
+    trt.DataType = _IntEnum("DataType", "FLOAT HALF INT8 INT32", start=0)
+    trt.NetworkDefinitionCreationFlag = _IntEnum("NetworkDefinitionCreationFlag", "STRONGLY_TYPED", start=0)
+    trt.BuilderFlag = _IntEnum("BuilderFlag", "FP16 TF32 VERSION_COMPATIBLE", start=0)
+    trt.MemoryPoolType = _IntEnum("MemoryPoolType", "WORKSPACE", start=0)
+    trt.HardwareCompatibilityLevel = _IntEnum("HardwareCompatibilityLevel", "NONE AMPERE_PLUS", start=0)
+    trt.nptype = lambda dtype: {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16}[dtype]
+    trt.calls = []
 
     class Logger:
         WARNING = 2
@@ -49,6 +46,7 @@ def make_tensorrt(version: str = VERSION) -> types.ModuleType:
             self.io = [(i.name, trt.TensorIOMode.INPUT, i.shape) for i in self.session.get_inputs()]
             self.io += [(o.name, trt.TensorIOMode.OUTPUT, o.shape) for o in self.session.get_outputs()]
             self.num_io_tensors = len(self.io)
+            self.max_batch = 1  # the plan's profile; set when deserialized
 
         def get_tensor_name(self, i: int) -> str:
             return self.io[i][0]
@@ -108,7 +106,7 @@ def make_tensorrt(version: str = VERSION) -> types.ModuleType:
                 return None
             max_batch = int.from_bytes(data[len(MAGIC) : len(MAGIC) + 4], "little")
             engine = Engine(bytes(data[len(MAGIC) + 4 :]))
-            engine.max_batch = max_batch  # type: ignore[attr-defined]
+            engine.max_batch = max_batch
             return engine
 
     class Network:
@@ -184,19 +182,19 @@ def make_tensorrt(version: str = VERSION) -> types.ModuleType:
             return Profile()
 
         def build_serialized_network(self, network: Network, config: Config) -> bytes:
-            trt.last_build = (network, config)  # type: ignore[attr-defined]
+            trt.last_build = (network, config)
             max_batch = config.profiles[0].shape[3][0]
             return MAGIC + int(max_batch).to_bytes(4, "little") + network.onnx
 
-    trt.Logger, trt.Runtime, trt.Builder, trt.OnnxParser = Logger, Runtime, Builder, Parser  # type: ignore[attr-defined]
+    trt.Logger, trt.Runtime, trt.Builder, trt.OnnxParser = Logger, Runtime, Builder, Parser
     return trt
 
 
 def make_cudart() -> types.ModuleType:
-    rt = types.ModuleType("cuda.bindings.runtime")
+    rt: Any = types.ModuleType("cuda.bindings.runtime")
     buffers: dict[int, ctypes.Array[ctypes.c_char]] = {}
-    rt.buffers = buffers  # type: ignore[attr-defined]
-    rt.cudaMemcpyKind = _Enum("cudaMemcpyKind", "cudaMemcpyHostToDevice cudaMemcpyDeviceToHost", start=1)  # type: ignore[attr-defined]
+    rt.buffers = buffers
+    rt.cudaMemcpyKind = _IntEnum("cudaMemcpyKind", "cudaMemcpyHostToDevice cudaMemcpyDeviceToHost", start=1)
 
     def alloc(nbytes: int) -> tuple[int, int]:
         buf = ctypes.create_string_buffer(nbytes)
@@ -211,26 +209,26 @@ def make_cudart() -> types.ModuleType:
         ctypes.memmove(dst, src, count)
         return (0,)
 
-    rt.cudaSetDevice = lambda i: (0,)  # type: ignore[attr-defined]
-    rt.cudaStreamCreate = lambda: (0, 4242)  # type: ignore[attr-defined]
-    rt.cudaStreamSynchronize = lambda s: (0,)  # type: ignore[attr-defined]
-    rt.cudaStreamDestroy = lambda s: (0,)  # type: ignore[attr-defined]
-    rt.cudaMallocHost = alloc  # type: ignore[attr-defined]
-    rt.cudaMalloc = alloc  # type: ignore[attr-defined]
-    rt.cudaFreeHost = free  # type: ignore[attr-defined]
-    rt.cudaFree = free  # type: ignore[attr-defined]
-    rt.cudaMemcpyAsync = memcpy  # type: ignore[attr-defined]
-    rt.cudaGetErrorString = lambda err: (0, b"fake CUDA error")  # type: ignore[attr-defined]
+    rt.cudaSetDevice = lambda i: (0,)
+    rt.cudaStreamCreate = lambda: (0, 4242)
+    rt.cudaStreamSynchronize = lambda s: (0,)
+    rt.cudaStreamDestroy = lambda s: (0,)
+    rt.cudaMallocHost = alloc
+    rt.cudaMalloc = alloc
+    rt.cudaFreeHost = free
+    rt.cudaFree = free
+    rt.cudaMemcpyAsync = memcpy
+    rt.cudaGetErrorString = lambda err: (0, b"fake CUDA error")
     return rt
 
 
-def install(monkeypatch: pytest.MonkeyPatch, version: str = VERSION) -> tuple[types.ModuleType, types.ModuleType]:
+def install(monkeypatch: pytest.MonkeyPatch, version: str = VERSION) -> tuple[Any, Any]:
     """Put the fakes into ``sys.modules`` for one test."""
     trt, rt = make_tensorrt(version), make_cudart()
-    cuda = types.ModuleType("cuda")
-    bindings = types.ModuleType("cuda.bindings")
-    bindings.runtime = rt  # type: ignore[attr-defined]
-    cuda.bindings = bindings  # type: ignore[attr-defined]
+    cuda: Any = types.ModuleType("cuda")
+    bindings: Any = types.ModuleType("cuda.bindings")
+    bindings.runtime = rt
+    cuda.bindings = bindings
     for name, module in (("tensorrt", trt), ("cuda", cuda), ("cuda.bindings", bindings),
                          ("cuda.bindings.runtime", rt)):
         monkeypatch.setitem(sys.modules, name, module)

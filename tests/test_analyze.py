@@ -20,15 +20,16 @@ import cv2
 import numpy as np
 import pytest
 
+from cli.analyze import build_parser, main
+from core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from realtime.analyze import (
     BLENDSHAPE_NAMES,
-    AnalyzeSettings,
+    AnalyzeOptions,
     VideoResult,
     WindowImages,
     event_columns,
     save_result,
 )
-from realtime.analyze_cli import build_parser, main
 from realtime.batch import (
     SUMMARY_COLUMNS,
     BatchError,
@@ -39,7 +40,6 @@ from realtime.batch import (
     read_summary,
     select_shard,
 )
-from realtime.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from realtime.report import ReportInputs, render_report
 
 PNG_URI = re.compile(r'data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -166,7 +166,7 @@ def test_bad_options_are_one_line(tmp_path: Path, args: list[str], needle: str) 
     assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_nothing_to_analyse_is_one_line(tmp_path: Path) -> None:
+def test_nothing_to_analyze_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, err = _run(tmp_path / "empty", "--out", tmp_path / "out")
     assert code == 2 and "no video to analyse" in err and "Traceback" not in err
@@ -201,7 +201,7 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
     result = VideoResult(path="/v/<clip>.mp4", name="clip", status="ok", frames=n, face_frames=290, duration_s=10.0,
                          fps=30.0, events={"micro": 2, "macro": 1}, model="m", engine="onnxruntime")
     page = render_report(ReportInputs(
-        result=result, labels=("negative", "positive", "surprise"), engine_reason="test", settings=AnalyzeSettings(),
+        result=result, labels=("negative", "positive", "surprise"), engine_reason="test", settings=AnalyzeOptions(),
         t=t, score=score, threshold=np.where(t > 1.0, 2.0, np.nan), face=face, events=events,
         windows={(40, 43, 47): images, (150, 170, 200): None},
     ))
@@ -222,7 +222,7 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
 def corpus(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     """in/clips/clip.mp4 (8 s synthetic, one micro-expression), in/bad.txt naming bad/broken.mp4 (random bytes)
     and bad/noface.avi (grey noise); the user cache in tmp."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     root = tmp_path_factory.mktemp("analyze")
     with pytest.MonkeyPatch.context() as mp:

@@ -3,18 +3,23 @@ only, the ECE, the reports, the final model's temperature, and uncertain labels 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from rich.table import Table
+from rich.text import Text
 
+from core.events import EventRecord, TimePoint
+from core.metrics import expected_calibration_error, wrong_confidence
 from engines.card import CardError, ModelCard
 from realtime.dashboard import DashboardSnapshot, PlainLog, _events_table, render_text
-from realtime.events import EventRecord, TimePoint
 from realtime.recordtext import UNCERTAIN_BELOW, format_record, label_text
 from training.calibration import (
     calibration_figures,
@@ -23,14 +28,15 @@ from training.calibration import (
     softmax,
     split_calibration,
 )
-from training.metrics import expected_calibration_error, wrong_confidence
 
-try:
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+if HAS_TORCH:  # the numpy, card and display tests run without it
     import torch
-except ImportError:  # the numpy, card and display tests run without it
-    torch = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from engines.network import MERModel
+    from training.train_types import TrainOptions
 
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install 'mer-live[train]')")
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install 'mer-live[train]')")
 
 LABELS = ("negative", "positive", "surprise")
 
@@ -130,10 +136,12 @@ def test_calibration_figures_before_and_after() -> None:
 @pytest.mark.parametrize("protocol", ["loso", "kfold"])
 @pytest.mark.parametrize("val_fraction", [0.0, 0.3])
 def test_calibration_subjects_are_training_subjects_never_test_subjects(protocol: str, val_fraction: float) -> None:
-    from training.train import TrainSettings, _fold_split, make_folds
+    from training.folds import make_folds
+    from training.train import _fold_split
+    from training.train_types import TrainOptions
 
     subjects = [f"s{i:02d}" for i in range(7)]
-    settings = TrainSettings(protocol=protocol, k=3, val_fraction=val_fraction, calibration_subjects=2)
+    settings = TrainOptions(protocol=protocol, k=3, val_fraction=val_fraction, calibration_subjects=2)
     for fold in make_folds(subjects, protocol=protocol, k=3):
         train = sorted(set(subjects) - set(fold.test_subjects))
         cal, fit, val = _fold_split(train, settings, seed=fold.number)
@@ -177,7 +185,7 @@ def test_a_card_without_temperature_loads_as_one_and_keeps_its_hash(tmp_path: Pa
             ModelCard.from_dict({**data, "temperature": bad})
 
 
-def _model(flip: bool) -> torch.nn.Module:
+def _model(flip: bool) -> MERModel:
     from engines.registry import build_model
 
     torch.manual_seed(0)
@@ -222,7 +230,8 @@ def test_torch_and_onnxruntime_probabilities_agree_with_a_temperature(flip: bool
     expected = torch.softmax(raw / 3.0, dim=1).numpy()
     save_checkpoint(model, tmp_path / "model.pt")
     onnx_path = export_onnx(model, tmp_path / "model.onnx")
-    assert card_from_onnx(read_onnx(onnx_path)).temperature == 3.0  # type: ignore[union-attr]
+    card = card_from_onnx(read_onnx(onnx_path))
+    assert card is not None and card.temperature == 3.0
     probs = {}
     for backend in ("torch", "onnxruntime"):
         with load_engine(tmp_path, backend, device="cpu", cache_dir=tmp_path / "cache") as engine:
@@ -277,12 +286,12 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("dicache-cal")
 
 
-def _tiny(**kw: object):  # type: ignore[no-untyped-def]
-    from training.train import TrainSettings
+def _tiny(**kw: Any) -> TrainOptions:
+    from training.train_types import TrainOptions
 
-    base = dict(model="single", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
+    base: dict[str, Any] = dict(model="single", epochs=2, batch_size=8, lr=3e-3, seed=0, threads=1)
     base.update(kw)
-    return TrainSettings(**base)  # type: ignore[arg-type]
+    return TrainOptions(**base)
 
 
 @needs_torch
@@ -290,7 +299,9 @@ def test_the_fitted_temperature_does_not_depend_on_the_test_subject(synth_root: 
                                                                     tmp_path: Path) -> None:
     from training.cache import DICache
     from training.datasets import load_dataset
-    from training.train import make_folds, prepare_data, train_fold
+    from training.folds import make_folds
+    from training.train import train_fold
+    from training.train_data import prepare_data
 
     torch.set_num_threads(1)
     index = load_dataset("synth", synth_root, scheme="megc3")
@@ -317,8 +328,8 @@ def test_the_fitted_temperature_does_not_depend_on_the_test_subject(synth_root: 
 @needs_torch
 def test_training_records_calibration_and_the_final_model_takes_the_median(
         synth_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.train import main
     from engines.checkpoint import load_checkpoint
-    from training.train_cli import main
 
     run = tmp_path / "run"
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "2",
@@ -364,8 +375,8 @@ def test_training_records_calibration_and_the_final_model_takes_the_median(
 @needs_torch
 def test_no_calibration_trains_on_every_training_subject_with_temperature_one(
         synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    from cli.train import main
     from engines.checkpoint import load_checkpoint
-    from training.train_cli import main
 
     run = tmp_path / "off"
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
@@ -441,9 +452,11 @@ def test_the_dashboard_marks_and_dims_uncertain_labels() -> None:
     assert "positive?" in text and "negative?" not in text
     assert "last event · positive?" in text
     table = _events_table(events)
-    label_cells = table.columns[3]._cells  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    label_cells = table.columns[3]._cells
     assert [str(c) for c in label_cells] == ["positive?", "negative"]  # newest first
-    assert [c.style for c in label_cells] == ["dim", ""]
+    assert all(isinstance(c, Text) for c in label_cells)
+    assert [c.style for c in label_cells if isinstance(c, Text)] == ["dim", ""]
     strict = render_text(DashboardSnapshot(events=events, uncertain_below=0.95), width=110)
     assert "negative?" in strict and "positive?" in strict
 

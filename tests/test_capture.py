@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -48,7 +48,7 @@ def test_block_mode_delivers_every_frame_with_index_and_time() -> None:
     with capture:
         got = []
         while (packet := reader.read(timeout=5.0)) is not None:
-            got.append((packet.index, packet.t, int(packet.frame[0, 0, 0]), packet.missed))
+            got.append((packet.index, packet.t, int(packet.frame[0, 0, 0]), packet.missed, packet.captured_at))
     assert [g[0] for g in got] == list(range(50))
     assert [g[1] for g in got] == pytest.approx([i / 25.0 for i in range(50)])
     assert [g[2] for g in got] == list(range(50))
@@ -56,7 +56,7 @@ def test_block_mode_delivers_every_frame_with_index_and_time() -> None:
     assert capture.end_reason == "end"
     assert capture.frames_read == 50
     assert rb.closed and capture.source.closed
-    assert capture.captured_at(49) is not None and capture.captured_at(50) is None
+    assert all(g[4] is not None for g in got)  # every frame carries its capture time
 
 
 def test_paced_overwrite_with_a_slow_reader_counts_drops() -> None:
@@ -82,14 +82,15 @@ def test_paced_file_times_follow_the_clock() -> None:
     capture = CaptureThread(ArraySource(frames(5), fps=100.0), rb, CaptureOptions(pace=True))
     with capture:
         assert capture.wait(timeout=5.0)
-    indices = []
+    indices: list[int] = []
+    grabs: list[float] = []
     while (packet := reader.read(timeout=1.0)) is not None:
         indices.append(packet.index)
+        assert packet.captured_at is not None
+        grabs.append(packet.captured_at)
     assert indices == [0, 1, 2, 3, 4]
-    grabs = [capture.captured_at(i) for i in range(5)]
-    assert all(g is not None for g in grabs)
-    assert grabs == sorted(grabs)  # type: ignore[type-var]
-    assert grabs[4] - grabs[0] >= 0.04 - 1e-9  # type: ignore[operator]  # paced: 4 frames at 100 fps
+    assert grabs == sorted(grabs)
+    assert grabs[4] - grabs[0] >= 0.04 - 1e-9  # paced: 4 frames at 100 fps
 
 
 def test_live_source_is_stamped_by_the_clock_relative_to_the_first_frame() -> None:
@@ -99,16 +100,18 @@ def test_live_source_is_stamped_by_the_clock_relative_to_the_first_frame() -> No
     source = ArraySource(frames(10), fps=25.0, name="camera:test", is_live=True)
     with CaptureThread(source, rb, CaptureOptions(clock=clock)) as capture:
         packets = []
+        grabbed: list[float | None] = []
         while (packet := reader.read(timeout=5.0)) is not None:
             packets.append((packet.index, packet.t))
+            grabbed.append(packet.captured_at)
     assert [p[0] for p in packets] == list(range(10))
     assert packets[0][1] == 0.0
     ts = [p[1] for p in packets]
     assert all(b > a for a, b in itertools.pairwise(ts))
-    first = capture.captured_at(0)
-    assert first is not None
-    for index, t in packets:
-        assert capture.captured_at(index) == pytest.approx(first + t)
+    first = grabbed[0]
+    assert first == 1000.0  # the injected clock at the first grab
+    for (_, t), at in zip(packets, grabbed, strict=True):
+        assert at == pytest.approx(first + t)
     assert capture.end_reason == "end"
 
 
@@ -200,7 +203,7 @@ def test_a_source_that_raises_ends_the_capture_with_an_error() -> None:
 
 
 def write_clip(path: Path, n: int = 20, fps: float = 25.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 24))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (32, 24))
     assert writer.isOpened()
     for i in range(n):
         writer.write(np.full((24, 32, 3), (i * 10) % 256, np.uint8))
@@ -249,7 +252,7 @@ def test_truncated_file_ends_early_and_says_why(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_file_errors_are_one_line_messages(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_file_errors_are_one_line_messages(tmp_path: Path, make: Callable[[Path], Path], message: str) -> None:
     with pytest.raises(SourceError, match=message) as info:
         open_source(make(tmp_path))
     assert "\n" not in str(info.value)
@@ -265,7 +268,8 @@ def test_camera_errors_say_how_to_pick_another() -> None:
 def test_array_source() -> None:
     with ArraySource(frames(3), fps=50.0, name="synthetic") as source:
         assert source.frame_count == 3 and source.fps == 50.0 and not source.is_live
-        assert [int(source.read()[0, 0, 0]) for _ in range(3)] == [0, 1, 2]  # type: ignore[index]
+        read = [source.read() for _ in range(3)]
+        assert [int(f[0, 0, 0]) for f in read if f is not None] == [0, 1, 2]
         assert source.read() is None and source.error is None
     with pytest.raises(ValueError):
         ArraySource([], fps=0.0)

@@ -31,17 +31,17 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 @pytest.fixture
 def faces_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading faces (the slow start of mer-synth) fails the test with a recognisable error."""
-    import training.synth_faces
+    import cli.synth
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("faces were loaded")
 
-    monkeypatch.setattr(training.synth_faces, "load_identities", refuse)
+    monkeypatch.setattr(cli.synth, "load_identities", refuse)
 
 
 @pytest.mark.usefixtures("faces_must_not_load")
 def test_mer_synth_checks_out_before_loading_faces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from training.synth_cli import main
+    from cli.synth import main
 
     (tmp_path / "recognition").mkdir()
     (tmp_path / "recognition" / "annotations.csv").write_text("old\n")
@@ -63,7 +63,7 @@ def test_mer_synth_checks_out_before_loading_faces(tmp_path: Path, capsys: pytes
 
 
 def test_mer_synth_help_shows_defaults_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
-    from training.synth_cli import build_parser, main
+    from cli.synth import build_parser, main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -82,7 +82,7 @@ def test_mer_synth_keeps_mediapipe_log_lines_out_of_its_output(
 ) -> None:
     args = ["--out", str(tmp_path / "out"), "--set", "recognition", "--subjects", "1", "--clips-per-class", "1",
             "--face-model", str(face_model_path), "--shared-faces", str(shared_faces)]
-    proc = subprocess.run([sys.executable, "-m", "training.synth_cli", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli.synth", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
@@ -92,8 +92,8 @@ def test_mer_synth_keeps_mediapipe_log_lines_out_of_its_output(
 
 
 def test_a_relative_mer_face_model_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from training.synth_cli import _face_model
-    from training.train_cli import _resolve_alignment
+    from cli.synth import _face_model
+    from cli.train import _resolve_alignment
 
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path / "models")
@@ -127,7 +127,7 @@ def test_native_lines_are_hidden_while_python_messages_still_show() -> None:
 
 
 def test_mer_train_help_explains_every_option_and_its_default(capsys: pytest.CaptureFixture[str]) -> None:
-    from training.train_cli import _merge_parser, _train_parser, main
+    from cli.train import _merge_parser, _train_parser, main
 
     for parser in (_train_parser(), _merge_parser()):
         for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
@@ -145,7 +145,7 @@ def test_mer_train_help_explains_every_option_and_its_default(capsys: pytest.Cap
 
 def test_mer_train_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from training.train_cli import main
+    from cli.train import main
 
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     assert main(["--data", str(tmp_path), "--dataset", "synth", "--out", str(tmp_path / "run")]) == 2
@@ -161,7 +161,7 @@ def test_mer_train_without_torch_names_the_extra(tmp_path: Path, monkeypatch: py
 
 def test_mer_export_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from engines.export import main
+    from cli.export import main
 
     monkeypatch.setitem(sys.modules, "torch", None)
     assert main([str(tmp_path / "model.pt"), "--onnx", str(tmp_path / "model.onnx")]) == 2
@@ -170,7 +170,7 @@ def test_mer_export_without_torch_names_the_extra(tmp_path: Path, monkeypatch: p
 
 
 def test_mer_bench_help_says_what_it_does_once_without_markup() -> None:
-    from realtime.bench import build_parser
+    from cli.bench import build_parser
 
     text = build_parser().format_help()
     assert "``" not in text
@@ -179,18 +179,18 @@ def test_mer_bench_help_says_what_it_does_once_without_markup() -> None:
 
 
 def test_mer_live_usage_shows_the_keys_form() -> None:
-    proc = subprocess.run([sys.executable, "-m", "realtime.live_cli", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli.live", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0
     usage = proc.stdout.split("\n\n")[0]
     assert usage.startswith("usage: mer-live [-h]") and "mer-live keys KEYDIR" in usage
-    keys = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(Path(os.devnull) / "x")],
+    keys = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(Path(os.devnull) / "x")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert keys.returncode == 2 and "Traceback" not in keys.stderr  # the form itself still parses
 
 
 def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
-    from realtime.live_cli import build_parser
+    from cli.live import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["--demo", "--landmark-every", "auto"]).landmark_every == "auto"
@@ -200,3 +200,26 @@ def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFi
             parser.parse_args(["--demo", "--landmark-every", bad])
         assert exit_info.value.code == 2
         assert "whole number >= 1 or 'auto'" in capsys.readouterr().err
+
+
+def test_every_spotting_option_reaches_the_spotter() -> None:
+    from cli.app import spotter_options
+    from cli.live import build_parser
+    from realtime.spotting import SpotterOptions
+
+    args = build_parser().parse_args(["--demo", "--micro-max", "0.4", "--min-duration", "0.1", "--threshold", "3",
+                                      "--min-peak", "0.01"])
+    s = spotter_options(args)
+    assert (s.micro_max_s, s.min_duration_s, s.min_score, s.min_peak) == (0.4, 0.1, 3.0, 0.01)
+    assert spotter_options(build_parser().parse_args(["--demo"])) == SpotterOptions()  # not given: defaults
+
+
+def test_an_unknown_setting_is_refused_by_name() -> None:
+    from core.options import OptionsError, replace_options
+    from realtime.spotting import SpotterOptions
+
+    assert replace_options(SpotterOptions(), min_score=3.0).min_score == 3.0
+    with pytest.raises(OptionsError) as info:
+        replace_options(SpotterOptions(), min_scor=3.0)
+    assert str(info.value).startswith("SpotterOptions has no setting 'min_scor'; known: ")
+    assert "min_score" in str(info.value) and "\n" not in str(info.value)

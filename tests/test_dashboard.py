@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import pytest
 from rich.console import Console
 
+from core.events import EventRecord, TimePoint
 from realtime.dashboard import (
     BLOCKS,
     STAGES,
@@ -19,7 +21,6 @@ from realtime.dashboard import (
     render_text,
     sparkline,
 )
-from realtime.events import EventRecord, TimePoint
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 
@@ -42,15 +43,15 @@ def event(i: int, label: str | None = "happiness") -> EventRecord:
     )
 
 
-def snapshot(n_events: int = 3, **kw: object) -> DashboardSnapshot:
-    values = dict(
+def snapshot(n_events: int = 3, **kw: Any) -> DashboardSnapshot:
+    values: dict[str, Any] = dict(
         source="file:clip.mp4",
         engine="onnxruntime-cpu",
         engine_reason="TensorRT not installed",
         model="dianet-synth 1.0",
         elapsed_s=65.5,
         frames=900,
-        analysed=897,
+        analyzed=897,
         dropped=7,
         fps_in=30.0,
         fps_proc=29.4,
@@ -66,7 +67,7 @@ def snapshot(n_events: int = 3, **kw: object) -> DashboardSnapshot:
         message="",
     )
     values.update(kw)
-    return DashboardSnapshot(**values)  # type: ignore[arg-type]
+    return DashboardSnapshot(**values)
 
 
 def test_render_text_shows_the_key_fields() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 
 openpyxl = pytest.importorskip("openpyxl")
 
-from training.cache import DICache, DISettings  # noqa: E402
+from training.cache import DICache, DIOptions  # noqa: E402
 from training.datasets import SCHEMES, load_dataset, normalize_emotion  # noqa: E402
 from training.datasets.base import DatasetError, parse_aus, parse_frame  # noqa: E402
 from training.datasets.frames import FrameOptions, estimate_apex, load_clip, resample_numbers  # noqa: E402
@@ -36,7 +37,7 @@ def _write_clip(folder: Path, numbers: range, name: str, *, seed: int = 0, ext: 
         cv2.imwrite(str(folder / name.format(number)), img)
 
 
-def _xlsx(path: Path, rows: list[list[object]]) -> None:
+def _xlsx(path: Path, rows: Sequence[Sequence[object]]) -> None:
     wb = openpyxl.Workbook()
     ws = wb.active
     for row in rows:
@@ -81,7 +82,7 @@ def casme_root(tmp_path: Path) -> Path:
     root = tmp_path / "CASME2"
     root.mkdir()
     header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
-    rows = [
+    rows: list[Sequence[object]] = [
         header,
         [1, "EP01_01", 10, 13, 16, "4+L7", "disgust"],
         [1, "EP01_02", 10, "/", 16, "R10", "happiness"],  # "/" apex
@@ -150,7 +151,7 @@ def test_samm_preamble_and_frame_numbers(tmp_path: Path) -> None:
     root.mkdir()
     header = ["Subject", "Filename", "Inducement Code", "Onset Frame", "Apex Frame", "Offset Frame", "Duration",
               "Type", "Action Units", "Notes", "Estimated Emotion"]
-    rows = [
+    rows: list[Sequence[object]] = [
         ["Spontaneous Micro-Facial Movement Dataset (SAMM)"],
         [None],
         ["Micro-movements coded with FACS", None, "v2"],
@@ -182,7 +183,7 @@ def test_mmew_emotion_folders(tmp_path: Path) -> None:
     root = tmp_path / "MMEW"
     root.mkdir()
     header = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "AU", "Estimated Emotion"]
-    rows = [
+    rows: list[Sequence[object]] = [
         header,
         ["S01", "S01_01", 1, 4, 7, "AU12", "happiness"],
         ["S01", "S01_02", 1, None, 7, "4+7", "disgust"],
@@ -212,7 +213,7 @@ def test_resample_200_to_50_fps() -> None:
     selected, on, ap, off, rate = resample_numbers(numbers, 100, 122, 140, 200.0, 50.0)
     assert selected == [100, 104, 108, 112, 116, 120, 124, 128, 132, 136, 140]
     assert (on, off, rate) == (0, 10, 50.0)
-    assert selected[ap] in (120, 124)
+    assert ap is not None and selected[ap] in (120, 124)
     same = resample_numbers(numbers, 100, None, 140, 200.0, None)
     assert same[0] == list(numbers) and same[2] is None and same[4] == 200.0
 
@@ -232,7 +233,7 @@ def test_load_clip_and_cached_dis(casme_root: Path, tmp_path: Path) -> None:
     assert clip.fps == 100.0 and clip.intensity.shape == (4,)
 
     cache = DICache(tmp_path / "cache")
-    settings = DISettings(streams=("onset_apex", "apex_offset", "trdi", "midi"), input_size=32, frames=options)
+    settings = DIOptions(streams=("onset_apex", "apex_offset", "trdi", "midi"), input_size=32, frames=options)
     batch = cache.build(index.samples, settings)
     assert batch.x.shape == (5, 4, 1, 32, 32) and np.isfinite(batch.x).all()
     assert batch.computed == 5
@@ -241,7 +242,7 @@ def test_load_clip_and_cached_dis(casme_root: Path, tmp_path: Path) -> None:
     again = cache.build(index.samples, settings)
     assert again.computed == 0 and np.array_equal(again.x, batch.x)
     # another setting → another key; touching a frame file invalidates that sample
-    other = DISettings(streams=("trdi",), input_size=32, frames=FrameOptions(alignment="none", crop_size=64))
+    other = DIOptions(streams=("trdi",), input_size=32, frames=FrameOptions(alignment="none", crop_size=64))
     assert cache.key(sample, "trdi", other) != cache.key(sample, "trdi", settings)
     before = cache.key(sample, "trdi", settings)
     import os
@@ -256,6 +257,7 @@ def test_onset_alignment_with_face_model(face_model_path: Path, shared_faces: Pa
     from training.datasets.base import Sample
 
     face = cv2.imread(str(shared_faces / "single_face.jpg"))
+    assert face is not None
     folder = tmp_path / "clip"
     folder.mkdir()
     paths = []

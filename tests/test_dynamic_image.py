@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.dynamic_image import (
+from core.dynamic_image import (
     STREAMS,
     apex_offset_di,
     build_streams,
@@ -54,7 +54,7 @@ def test_weights_are_copies_and_validate() -> None:
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(7, 16, 12), (7, 16, 12, 3)])
 def test_still_sequence_gives_zero(dtype: type, shape: tuple[int, ...]) -> None:
-    frame = (np.arange(np.prod(shape[1:])).reshape(shape[1:]) % 200).astype(dtype)
+    frame: np.ndarray = (np.arange(np.prod(shape[1:])).reshape(shape[1:]) % 200).astype(dtype)
     di = dynamic_image(np.stack([frame] * shape[0]))
     assert di.shape == shape[1:] and di.dtype == np.float32
     assert np.abs(di).max() < 1e-3

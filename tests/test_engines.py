@@ -4,16 +4,20 @@ artefact/card resolution and mismatch refusal, auto selection on faked machines,
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from engines.backends import (
+    BACKEND_NAMES,
     BackendUnavailableError,
     EngineError,
     EngineOptions,
@@ -33,10 +37,14 @@ from engines.backends import (
     resolve_artefacts,
 )
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
+from engines.backends.base import Engine
+from engines.backends.onnx_backend import OnnxRuntimeEngine
 from engines.card import CardError, ModelCard
 
 torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx")
+import onnx  # noqa: E402
+
 pytest.importorskip("onnxruntime")
 
 from engines.checkpoint import save_checkpoint  # noqa: E402
@@ -103,12 +111,29 @@ def test_importing_engines_does_not_import_torch(model_dir: Path) -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=60)
 
 
-# -- the Engine contract ------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_engine_contract(backend: str, model_dir: Path) -> None:
-    engine = load_engine(model_dir, backend, max_batch=2)
+# -- the Engine contract, for every backend the loader knows (BACKEND_NAMES) ---------------------------
+def _open(backend: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+          **options: Any) -> Engine:
+    """``backend``'s engine for the test model. TensorRT runs through tests/fake_tensorrt.py on a machine
+    without it (the real one is tested on a GPU machine below): the contract is the same."""
+    if backend == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+        import fake_tensorrt
+
+        fake_tensorrt.install(monkeypatch)
+        return load_engine(model_dir, backend, environment=GPU_TRT, cache_dir=tmp_path / "cache", **options)
+    return load_engine(model_dir, backend, **options)
+
+
+def test_every_backend_is_tested() -> None:
+    assert BACKEND_NAMES == ("torch", "onnxruntime", "tensorrt")  # a new one: give it a case in _open
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_engine_contract(backend: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = _open(backend, model_dir, tmp_path, monkeypatch, max_batch=2)
     card = engine.card
-    assert engine.name == backend and engine.device == "cpu" and engine.reason.startswith(backend)
+    assert engine.name == backend and engine.reason.startswith(backend)
+    assert engine.device == ("cuda:0" if backend == "tensorrt" else "cpu")
     assert card.labels == LABELS and engine.labels == LABELS
     probs = engine.predict(_batch(card, 5))  # > max_batch: split into 2 + 2 + 1
     assert probs.shape == (5, 3) and probs.dtype == np.float32
@@ -124,9 +149,9 @@ def test_engine_contract(backend: str, model_dir: Path) -> None:
         engine.predict(_batch(card, 1))
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_input_shape_is_checked(backend: str, model_dir: Path) -> None:
-    with load_engine(model_dir, backend) as engine:
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+def test_input_shape_is_checked(backend: str, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _open(backend, model_dir, tmp_path, monkeypatch) as engine:
         s, c, h, w = engine.card.input_shape
         for bad in (np.zeros((2, s + 1, c, h, w), np.float32), np.zeros((s, c, h, w), np.float32),
                     np.zeros((1, s, c, h // 2, w // 2), np.float32)):
@@ -138,9 +163,9 @@ def test_input_shape_is_checked(backend: str, model_dir: Path) -> None:
 
 def test_onnxruntime_threads_option(model_dir: Path) -> None:
     with load_engine(model_dir / "model.onnx", "onnxruntime", threads=2) as engine:
-        assert engine.threads == 2
+        assert isinstance(engine, OnnxRuntimeEngine) and engine.threads == 2
     with load_engine(model_dir / "model.onnx", "onnxruntime") as engine:
-        assert engine.threads == max(1, min(4, (os.cpu_count() or 2) // 2))
+        assert isinstance(engine, OnnxRuntimeEngine) and engine.threads == max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def test_engine_options_are_validated() -> None:
@@ -243,7 +268,7 @@ def test_corrupt_files_give_clear_errors(tmp_path: Path, model_dir: Path) -> Non
 
 
 # -- card / artefact mismatch -------------------------------------------------------------------------
-def _copy_onnx(model_dir: Path, target: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
+def _copy_onnx(model_dir: Path, target: Path, edit: Callable[[onnx.ModelProto], None] | None = None) -> Path:
     proto = read_onnx(model_dir / "model.onnx")
     if edit is not None:
         edit(proto)
@@ -273,7 +298,7 @@ def test_card_that_does_not_fit_the_graph_is_refused(model_dir: Path, tmp_path: 
 
 
 def test_card_hash_in_onnx_metadata_must_match(model_dir: Path, tmp_path: Path) -> None:
-    def tamper(proto) -> None:  # type: ignore[no-untyped-def]
+    def tamper(proto: onnx.ModelProto) -> None:
         for entry in proto.metadata_props:
             if entry.key == "mer_card_sha256":
                 entry.value = "0" * 64
@@ -284,7 +309,7 @@ def test_card_hash_in_onnx_metadata_must_match(model_dir: Path, tmp_path: Path) 
 
 
 def test_onnx_without_any_card_is_refused(model_dir: Path, tmp_path: Path) -> None:
-    def strip(proto) -> None:  # type: ignore[no-untyped-def]
+    def strip(proto: onnx.ModelProto) -> None:
         del proto.metadata_props[:]
 
     path = _copy_onnx(model_dir, tmp_path / "m.onnx", strip)
@@ -362,7 +387,7 @@ def test_cuda_device_without_a_gpu_is_refused(model_dir: Path) -> None:
 
 
 # -- TensorRT plans: metadata, mismatch refusal, fallback (no TensorRT needed) -------------------------
-def _meta(card: ModelCard, onnx_sha: str = "a" * 64, **changes: object) -> PlanMeta:
+def _meta(card: ModelCard, onnx_sha: str = "a" * 64, **changes: Any) -> PlanMeta:
     base = PlanMeta(tensorrt_version="10.9.0.34", gpu_name=GPU_TRT.gpu_name, compute_capability=(9, 0),
                     onnx_sha256=onnx_sha, card_sha256=card.sha256(), max_batch=8, card=card.to_dict())
     return dataclasses.replace(base, **changes)

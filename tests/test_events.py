@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from realtime.events import (
+from core.events import (
     SCHEMA,
     EventRecord,
+    Record,
     RecordError,
     StatusRecord,
     SummaryRecord,
@@ -17,15 +20,15 @@ from realtime.events import (
 )
 
 
-def _event(**overrides: object) -> EventRecord:
-    base: dict[str, object] = dict(
+def _event(**overrides: Any) -> EventRecord:
+    base: dict[str, Any] = dict(
         seq=3, source="file:clip.mp4", onset=TimePoint(10, 0.333), apex=TimePoint(14, 0.466),
         offset=TimePoint(19, 0.633), duration_ms=300.0, kind="micro", intensity=2.5, label="positive",
         confidence=0.7, probs={"negative": 0.1, "positive": 0.7, "surprise": 0.2}, model="default",
         engine="onnxruntime", latency_ms=12.5, delay_ms=180.0,
     )
     base.update(overrides)
-    return EventRecord(**base)  # type: ignore[arg-type]
+    return EventRecord(**base)
 
 
 RECORDS = [
@@ -41,14 +44,14 @@ RECORDS = [
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.type)
-def test_round_trip(record: object) -> None:
-    text = record.to_json()  # type: ignore[attr-defined]
+def test_round_trip(record: Record) -> None:
+    text = record.to_json()
     data = json.loads(text)
-    assert data["schema"] == SCHEMA and data["type"] == record.type  # type: ignore[attr-defined]
+    assert data["schema"] == SCHEMA and data["type"] == record.type
     assert parse_record(text) == record
     assert parse_record(text.encode()) == record
     assert type(record).from_json(text) == record
-    assert record.topic == "mer." + record.type  # type: ignore[attr-defined]
+    assert record.topic == "mer." + record.type
 
 
 def test_event_fields_match_design() -> None:
@@ -95,9 +98,9 @@ def test_with_seq_and_type_mismatch() -> None:
         (lambda d: d.update(latency_ms=None), "latency_ms"),
     ],
 )
-def test_malformed_event_names_the_field(mutate: object, field: str) -> None:
+def test_malformed_event_names_the_field(mutate: Callable[[dict[str, Any]], None], field: str) -> None:
     data = json.loads(_event().to_json())
-    mutate(data)  # type: ignore[operator]
+    mutate(data)
     with pytest.raises(RecordError) as info:
         parse_record(data)
     assert info.value.field == field
@@ -114,8 +117,8 @@ def test_malformed_event_names_the_field(mutate: object, field: str) -> None:
         (RECORDS[3], "frames", None, "frames"),
     ],
 )
-def test_malformed_status_and_summary(record: object, key: str, value: object, field: str) -> None:
-    data = json.loads(record.to_json())  # type: ignore[attr-defined]
+def test_malformed_status_and_summary(record: Record, key: str, value: object, field: str) -> None:
+    data = json.loads(record.to_json())
     data[key] = value
     with pytest.raises(RecordError) as info:
         parse_record(data)

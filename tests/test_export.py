@@ -9,15 +9,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
+import torch  # noqa: E402
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+import cli.export as export_cli  # noqa: E402
+from cli.export import EXIT_ERROR, EXIT_OK, EXIT_VERIFY, main  # noqa: E402
 from engines import verify  # noqa: E402
 from engines.backends import probe_environment  # noqa: E402
 from engines.card import ModelCard  # noqa: E402
 from engines.checkpoint import save_checkpoint  # noqa: E402
-from engines.export import EXIT_ERROR, EXIT_OK, EXIT_VERIFY, main  # noqa: E402
 from engines.onnx_io import ExportError, export_onnx, io_signature  # noqa: E402
 from engines.registry import build_model  # noqa: E402
 from engines.triton import TritonError, TritonOptions, config_pbtxt, write_triton_repository  # noqa: E402
@@ -128,7 +131,7 @@ def test_fp16_export_verifies_with_the_looser_tolerance(checkpoint: Path, tmp_pa
 
 def test_verification_failure_exits_non_zero(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(verify, "FP32_TOLERANCE", -1.0)  # nothing can pass
+    monkeypatch.setattr(export_cli, "FP32_TOLERANCE", -1.0)  # nothing can pass
     code, stdout, _ = _run(capsys, checkpoint, "--onnx", tmp_path / "m.onnx", "--verify", "--samples", "2")
     assert code == EXIT_VERIFY and "FAIL" in stdout and "verification failed" in stdout
 
@@ -144,6 +147,8 @@ def test_compare_counts_real_flips_not_near_ties() -> None:
 
 def test_unsupported_operation_is_a_clear_export_error(card: ModelCard, tmp_path: Path) -> None:
     class FFTNet(torch.nn.Module):
+        card: ModelCard
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             spectrum = torch.fft.rfft(x.flatten(1), dim=1).abs()
             return spectrum[:, : len(LABELS)]
@@ -278,12 +283,10 @@ def test_tensorrt_export_with_fake_tensorrt(checkpoint: Path, tmp_path: Path, ca
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import fake_tensorrt
 
-    from engines.backends import select
-
     fake_tensorrt.install(monkeypatch)
     gpu = dataclasses.replace(probe_environment(), has_tensorrt=True, tensorrt_version=fake_tensorrt.VERSION,
                               has_cuda_python=True, has_cuda=True, gpu_name="NVIDIA L4", compute_capability=(8, 9))
-    monkeypatch.setattr(select, "probe_environment", lambda device_index=0: gpu)
+    monkeypatch.setattr(export_cli, "probe_environment", lambda device_index=0: gpu)
     plan, cache = tmp_path / "m.plan", tmp_path / "timing.cache"
     code, stdout, err = _run(capsys, checkpoint, "--tensorrt", plan, "--timing-cache", cache, "--max-batch", "4",
                              "--hardware-compatible", "--triton", tmp_path / "triton", "--verify", "--samples", "6")

@@ -1,4 +1,5 @@
-"""realtime.face: model resolution (no network), landmarks on stills, tracking, alignment stability."""
+"""realtime.face, realtime.face_model, training.still_faces: model resolution (no network), landmarks on stills,
+tracking, alignment stability."""
 
 from __future__ import annotations
 
@@ -9,22 +10,20 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
 import pytest
 
 import realtime.face as face
-from realtime.alignment import align_face, canonical_points, transform_points
-from realtime.face import (
-    FaceModelError,
-    FaceTracker,
-    FaceTrackerOptions,
-    TrackedFace,
-    anchors_from_landmarks,
-    detect_faces,
-    resolve_face_model,
-)
+import realtime.face_model as face_model
+import realtime.landmarks as landmarks
+from core.alignment import align_face, canonical_points, transform_points
+from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
+from realtime.face_model import FaceModelError, resolve_face_model
+from realtime.landmarks import anchors_from_landmarks
+from training.still_faces import detect_faces
 
 # ------------------------------------------------------------------------------ model resolution (no model)
 
@@ -35,7 +34,7 @@ BAD = b"something else entirely"
 @pytest.fixture
 def fake_model_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Expected hash = hash of FAKE; cache under tmp_path; no env var; the network is a failing fake."""
-    monkeypatch.setattr(face, "FACE_MODEL_SHA256", hashlib.sha256(FAKE).hexdigest())
+    monkeypatch.setattr(face_model, "FACE_MODEL_SHA256", hashlib.sha256(FAKE).hexdigest())
     monkeypatch.delenv("MER_FACE_MODEL", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
@@ -66,10 +65,10 @@ def _serve(monkeypatch: pytest.MonkeyPatch, payload: bytes | Exception) -> list[
 
 def test_cache_path_honours_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert face.default_cache_path() == tmp_path / "xdg" / "mer-live" / "face_landmarker.task"
+    assert face_model.default_cache_path() == tmp_path / "xdg" / "mer-live" / "face_landmarker.task"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert face.default_cache_path() == tmp_path / "home" / ".cache" / "mer-live" / "face_landmarker.task"
+    assert face_model.default_cache_path() == tmp_path / "home" / ".cache" / "mer-live" / "face_landmarker.task"
 
 
 def test_resolution_order(fake_model_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,7 +91,7 @@ def test_a_relative_mer_face_model_is_resolved_when_read(
     (tmp_path / "repo").mkdir()
     monkeypatch.chdir(tmp_path / "repo")
     monkeypatch.setenv("MER_FACE_MODEL", f"../{p['env'].name}")
-    assert face.face_model_from_env() == p["env"]
+    assert face_model.face_model_from_env() == p["env"]
     assert resolve_face_model() == p["env"] and resolve_face_model().is_absolute()
     monkeypatch.setenv("MER_FACE_MODEL", "../missing.task")
     with pytest.raises(FaceModelError, match=str(tmp_path / "missing.task")):  # the absolute path in the message
@@ -118,7 +117,7 @@ def test_download_to_cache(fake_model_env: dict[str, Path], monkeypatch: pytest.
     calls = _serve(monkeypatch, FAKE)
     path = resolve_face_model()
     assert path == fake_model_env["cache"] and path.read_bytes() == FAKE
-    assert calls == [face.FACE_MODEL_URL]
+    assert calls == [face_model.FACE_MODEL_URL]
     assert [f.name for f in path.parent.iterdir()] == [path.name]  # no temporary file left behind
     assert resolve_face_model() == path and len(calls) == 1  # now served from the cache
 
@@ -203,8 +202,8 @@ def photo(shared_faces: Path) -> np.ndarray:
     return image
 
 
-def _tracker(model: Path, **kwargs: object) -> FaceTracker:
-    return FaceTracker(FaceTrackerOptions(model_path=model, **kwargs))  # type: ignore[arg-type]
+def _tracker(model: Path, **kwargs: Any) -> FaceTracker:
+    return FaceTracker(FaceTrackerOptions(model_path=model, **kwargs))
 
 
 def test_single_face_still(face_model_path: Path, photo: np.ndarray) -> None:
@@ -450,7 +449,7 @@ def test_choose_landmark_every_rejects_a_bad_rate() -> None:
     with pytest.raises(ValueError):
         face.choose_landmark_every(8.0, 0.0)
     with pytest.raises(ValueError):
-        FaceTrackerOptions(landmark_every="sometimes")  # type: ignore[arg-type]
+        FaceTrackerOptions(landmark_every=cast(Any, "sometimes"))  # checked at run time too
 
 
 def test_raw_results_equal_the_public_api(face_model_path: Path, video_frames: list[np.ndarray]) -> None:
@@ -458,14 +457,14 @@ def test_raw_results_equal_the_public_api(face_model_path: Path, video_frames: l
     api = face._raw_video_api()
     if api is None:
         pytest.skip("this mediapipe has no ctypes result layout that the fast path reads; the public call is used")
-    mp = face._mediapipe()
+    mp = landmarks.mediapipe_module()
     vision = mp.tasks.vision
     options = vision.FaceLandmarkerOptions(base_options=mp.tasks.BaseOptions(model_asset_path=str(face_model_path)),
                                            running_mode=vision.RunningMode.VIDEO, num_faces=1)
     frames = video_frames[:5]
     h, w = frames[0].shape[:2]
     with vision.FaceLandmarker.create_from_options(options) as public:
-        expected = [[face._landmarks_px(f, w, h) for f in public.detect_for_video(
+        expected = [[landmarks.landmarks_px(f, w, h) for f in public.detect_for_video(
             mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(fr[:, :, ::-1])), i * 33
         ).face_landmarks] for i, fr in enumerate(frames)]
     with vision.FaceLandmarker.create_from_options(options) as raw:

@@ -11,11 +11,13 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 from ports import free_port
 
-from realtime.events import EventRecord, SummaryRecord, parse_record
-from training.metrics import spotting_scores
+from core.events import EventRecord, Record, SummaryRecord, parse_record
+from core.metrics import spotting_scores
+from training.synth_writer import video_container
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +33,7 @@ def env(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 @pytest.fixture(scope="module")
 def video(env: dict[str, str]) -> tuple[Path, Path]:
     """A 20 s synthetic spotting video with annotated micro-expressions (made once per module)."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     return synthetic_video(seconds=20.0, fps=30.0, seed=11, face_model=env["MER_FACE_MODEL"],
                            cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
@@ -40,11 +42,11 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "realtime.live_cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
-def _records(path: Path) -> list[object]:
+def _records(path: Path) -> list[Record]:
     return [parse_record(line) for line in path.read_text().splitlines()]
 
 
@@ -56,9 +58,11 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     received: list[object] = []
     done = threading.Event()
+    connected = threading.Event()
 
     def listen() -> None:
         with Subscriber(endpoint, topics=("event", "summary")) as sub:
+            connected.set()  # connect() issued: ZMQ reconnects until mer-live binds, and keeps what follows
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not done.is_set():
                 record = sub.recv(timeout_s=0.2)
@@ -70,7 +74,7 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
 
     listener = threading.Thread(target=listen)
     listener.start()
-    time.sleep(0.3)  # the subscriber connects first; ZMQ reconnects until mer-live binds
+    assert connected.wait(timeout=30), "the subscriber did not start"  # a handshake, not a sleep
     record = tmp_path / "out.jsonl"
     proc = _mer_live("--video", str(video[0]), "--fast", "--no-dashboard", "--record", str(record),
                      "--model", str(model_dir), "--zmq", endpoint, env=env)
@@ -80,7 +84,7 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
     assert "Traceback" not in proc.stderr
 
     records = _records(record)
-    assert [r.seq for r in records] == list(range(len(records)))  # type: ignore[attr-defined]
+    assert [r.seq for r in records] == list(range(len(records)))
     assert isinstance(records[-1], SummaryRecord) and records[-1].reason == "end"
     events = [r for r in records if isinstance(r, EventRecord)]
     with video[1].open() as fh:
@@ -90,6 +94,7 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
     assert scores.f1 >= 0.8, (scores, pred, truth)
     for e in events:
         assert e.onset.frame <= e.apex.frame <= e.offset.frame
+        assert 0 < e.latency_ms <= e.delay_ms  # both from capture times that came with the frames
         if e.kind == "micro":
             assert e.label in ("negative", "positive", "surprise") and abs(sum(e.probs.values()) - 1) < 1e-3
     got = [r for r in received if isinstance(r, EventRecord)]
@@ -102,7 +107,7 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
 ) -> None:
     record = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "realtime.live_cli", "--video", str(video[0]), "--no-dashboard", "--record",
+        [sys.executable, "-m", "cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
          str(record), "--model", str(model_dir), "--zmq", "none"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
@@ -179,7 +184,7 @@ def test_an_exposed_endpoint_is_refused_before_anything_is_loaded(tmp_path: Path
 
 def test_the_demo_runs_without_torch(face_model_path: Path, tmp_path: Path) -> None:
     """Live use needs no torch: the demo clip is generated and played with torch made unimportable."""
-    no_torch = "import sys; sys.modules['torch'] = None; from realtime.live_cli import main; sys.exit(main())"
+    no_torch = "import sys; sys.modules['torch'] = None; from cli.live import main; sys.exit(main())"
     env = {**os.environ, "MER_FACE_MODEL": str(face_model_path), "MER_CACHE_DIR": str(tmp_path / "cache")}
     record = tmp_path / "demo.jsonl"
     proc = subprocess.run([sys.executable, "-c", no_torch, "--demo", "--fast", "--duration", "3", "--no-dashboard",
@@ -208,24 +213,62 @@ def test_corrupt_model_and_wrong_engine(video: tuple[Path, Path], env: dict[str,
     _one_line_error(proc, "tensorrt")
 
 
-def test_truncated_video_processes_what_it_can(
+def _reencode(video: Path, out: Path, fourcc: str, frames: int) -> Path:
+    """The first ``frames`` frames of ``video`` written again with ``fourcc``."""
+    cap = cv2.VideoCapture(str(video))
+    ok, frame = cap.read()
+    assert ok
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc), 30.0, (frame.shape[1], frame.shape[0]))
+    for _ in range(frames):
+        writer.write(frame)
+        ok, frame = cap.read()
+        assert ok
+    writer.release()
+    cap.release()
+    return out
+
+
+def _cut_in_half(path: Path, out: Path) -> Path:
+    data = path.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+def test_a_truncated_video_is_processed_as_far_as_it_goes(
     video: tuple[Path, Path], model_dir: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    data = video[0].read_bytes()
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(data[: len(data) // 2])
+    """MJPG in AVI (what webcams record) reads frame by frame: half a file is half a run, exit 0, a warning."""
+    cut = _cut_in_half(_reencode(video[0], tmp_path / "whole.avi", "MJPG", 120), tmp_path / "cut.avi")
     record = tmp_path / "cut.jsonl"
     proc = _mer_live("--video", str(cut), "--fast", "--no-dashboard", "--model", str(model_dir), "--zmq", "none",
                      "--record", str(record), env=env)
+    assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.returncode in (0, 2), proc.stderr
-    if record.exists():  # a container cut before its index may not open at all: that is the exit-2 case
-        records = _records(record)
-        assert isinstance(records[-1], SummaryRecord)
+    warning = [ln for ln in proc.stderr.splitlines() if ln.startswith("mer-live: warning:")]
+    assert len(warning) == 1 and "ended early at frame" in warning[0] and "of 120" in warning[0], proc.stderr
+    records = _records(record)
+    summary = records[-1]
+    assert isinstance(summary, SummaryRecord) and summary.reason == "error"
+    assert 0 < summary.frames < 120 and f"ended early at frame {summary.frames} of 120" in warning[0]
+    assert [r.seq for r in records] == list(range(len(records)))
+
+
+def test_a_video_cut_before_its_index_is_a_one_line_error(
+    video: tuple[Path, Path], model_dir: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """An MP4 keeps its index at the end: cut in half it does not open at all, so nothing is recorded."""
+    if video_container("mp4v")[1] != ".mp4":
+        pytest.skip("this OpenCV cannot write and read back MP4")
+    cut = _cut_in_half(_reencode(video[0], tmp_path / "whole.mp4", "mp4v", 120), tmp_path / "cut.mp4")
+    record = tmp_path / "cut.jsonl"
+    proc = _mer_live("--video", str(cut), "--fast", "--no-dashboard", "--model", str(model_dir), "--zmq", "none",
+                     "--record", str(record), env=env)
+    _one_line_error(proc, "cut.mp4")
+    assert not record.exists()
 
 
 def test_help_documents_exit_codes_and_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "realtime.live_cli", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "cli.live", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0
     for needle in ("--camera", "--video", "--demo", "--fast", "--engine", "--model", "--zmq", "--record",
@@ -234,16 +277,16 @@ def test_help_documents_exit_codes_and_options() -> None:
 
 
 def test_no_source_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "realtime.live_cli"], capture_output=True, text=True, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "cli.live"], capture_output=True, text=True, cwd=REPO,
                           timeout=60)
     assert proc.returncode == 2 and "pick a source" in proc.stderr
 
 
 def test_keys_are_created_once_and_never_overwritten(tmp_path: Path) -> None:
-    first = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(tmp_path / "keys")],
+    first = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(tmp_path / "keys")],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "keys" / "server.key").is_file() and (tmp_path / "keys" / "server.key_secret").is_file()
-    again = subprocess.run([sys.executable, "-m", "realtime.live_cli", "keys", str(tmp_path / "keys")],
+    again = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(tmp_path / "keys")],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     _one_line_error(again, "already holds")

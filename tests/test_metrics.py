@@ -1,4 +1,4 @@
-"""training.metrics: MEGC spotting scores and pooled recognition scores, checked against hand-computed values."""
+"""core.metrics: MEGC spotting scores and pooled recognition scores, checked against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from realtime.events import TimePoint
-from realtime.spotting import SpottedWindow
-from training.metrics import (
+from core.events import TimePoint
+from core.metrics import (
     Interval,
     SpottingScores,
     frame_iou,
@@ -19,6 +18,7 @@ from training.metrics import (
     spotting_scores,
     to_interval,
 )
+from realtime.spotting import SpottedWindow
 
 # --- IoU ------------------------------------------------------------------------------------------------
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import torch
 from engines.card import CardError, ModelCard
 from engines.checkpoint import card_path, load_checkpoint, save_checkpoint
 from engines.fusion import AdaptiveFusion
-from engines.network import ModelError
+from engines.network import MERModel, ModelError
 from engines.registry import build_from_card, build_model, default_card, list_models, register_model
 
 LABELS = ("negative", "positive", "surprise")
@@ -25,7 +26,7 @@ CASES = [
 ]
 
 
-def _build(name: str, backbone: str, **extra: object) -> torch.nn.Module:
+def _build(name: str, backbone: str, **extra: Any) -> MERModel:
     torch.manual_seed(0)
     return build_model(name, labels=LABELS, backbone=backbone, **SMALL[backbone], **extra)
 
@@ -72,6 +73,7 @@ def test_checkpoint_round_trip_is_exact(name: str, backbone: str, tmp_path) -> N
     with torch.no_grad():  # make BN running stats non-trivial so they must round-trip too
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 1.5)
     path = save_checkpoint(model, tmp_path / "m.pt", extra={"epoch": 3, "uf1": 0.5, "history": [1.0, 2.0]})
@@ -92,23 +94,23 @@ def test_checkpoint_round_trip_is_exact(name: str, backbone: str, tmp_path) -> N
 
 
 @pytest.mark.parametrize(("name", "backbone"), CASES)
-def test_onnx_export_matches_torch(name: str, backbone: str) -> None:
+def test_onnx_export_matches_torch(name: str, backbone: str, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
     model = _build(name, backbone).eval()
-    buffer = io.BytesIO()
+    onnx_path = tmp_path / "model.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter warns it is legacy
         torch.onnx.export(
             model,
             (model.example_input(2),),
-            buffer,
+            onnx_path,
             dynamo=False,
             opset_version=17,
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
-    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     x = model.example_input(3)  # another batch size than at export: the batch axis is dynamic
     onnx_logits = session.run(None, {"input": x.numpy()})[0]
     with torch.no_grad():

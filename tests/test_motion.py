@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from realtime.alignment import align_face
-from realtime.face import anchors_from_landmarks, detect_faces
+from core.alignment import align_face
+from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import REGION_NAMES, REGIONS, MotionError, MotionMeter, MotionOptions, eye_opening
+from training.still_faces import detect_faces
 
 FPS = 30.0
 IOD_PX = 0.36 * 128  # eye distance on the 128-px template crop
@@ -91,7 +92,7 @@ def test_the_heads_own_motion_is_fitted_away(image: np.ndarray, landmarks: np.nd
     crop, lm = aligned(image, landmarks)
     dx, dy, deg, scale = jitter
     m = cv2.getRotationMatrix2D((64, 64), deg, scale)
-    m[:, 2] += (dx, dy)
+    m[:, 2] += np.array((dx, dy))
     moved = cv2.warpAffine(crop, m, (128, 128), borderMode=cv2.BORDER_REPLICATE)
     lag = int(round(MotionOptions().lag_s * FPS))
     last = measure(MotionMeter(), [crop] * 20 + [moved] * lag, lm)[-1]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fakes import ScriptedAnalysis, fake_card, tracked_face
 
-from realtime.analysis import FrameResult, WindowJob
+from core.events import EventRecord, Record, SummaryRecord, TimePoint
+from realtime.analysis import WindowJob
 from realtime.dashboard import render_text
-from realtime.events import EventRecord, Record, SummaryRecord, TimePoint
+from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
 from realtime.spotting import SpottedWindow
@@ -30,22 +32,10 @@ def _job(onset: int, offset: int, decided: int) -> WindowJob:
     return WindowJob(window, None)
 
 
-class _OpenWindowAtTheEnd:
+class _OpenWindowAtTheEnd(ScriptedAnalysis):
     """Stands in for the analysis chain: nothing spotted while frames come; at the end (flush) a finished
     window still in its look-ahead, and a 433 ms window still open on the last frame seen — a longer
     expression cut short by the end of the source or --duration."""
-
-    def __init__(self) -> None:
-        self.frames = self.face_frames = 0
-        self.face_now = True
-        self.spotter = SimpleNamespace(state="idle", threshold=None)
-        self.last = -1
-
-    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
-        self.frames += 1
-        self.face_frames += 1
-        self.last = index
-        return FrameResult(index, t, True, 0.0, {}, ())
 
     def flush(self) -> tuple[WindowJob, ...]:
         return _job(2, 8, self.last), _job(self.last - 13, self.last, self.last)
@@ -54,9 +44,7 @@ class _OpenWindowAtTheEnd:
 def _run(options: PipelineOptions, frames: int = 40) -> list[Record]:
     records: list[Record] = []
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * frames, fps=FPS, name="array:test")
-    pipeline = Pipeline(source, object(), None, records.append, options)
-    pipeline.analyzer = _OpenWindowAtTheEnd()  # type: ignore[assignment]
-    pipeline.run()
+    Pipeline(source, None, None, records.append, options, analyzer=_OpenWindowAtTheEnd()).run()
     return records
 
 
@@ -71,7 +59,8 @@ def test_a_window_cut_by_the_end_is_not_published_as_micro(duration_s: float | N
 
 def test_the_snapshot_carries_the_endpoint() -> None:
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)], fps=FPS, name="array:test")
-    pipeline = Pipeline(source, object(), None, lambda record: None, endpoint="tcp://127.0.0.1:5556")
+    pipeline = Pipeline(source, None, None, lambda record: None, analyzer=ScriptedAnalysis(),
+                        endpoint="tcp://127.0.0.1:5556")
     snapshot = pipeline.snapshot()
     assert snapshot.endpoint == "tcp://127.0.0.1:5556"
     assert "tcp://127.0.0.1:5556" in render_text(snapshot, width=100)
@@ -83,7 +72,7 @@ class _NoneEngine:
     name = "fake"
 
     def __init__(self) -> None:
-        self.card = SimpleNamespace(labels=("negative", "positive", "surprise", "none"), name="fake-megc3n")
+        self.card = fake_card(("negative", "positive", "surprise", "none"), "fake-megc3n")
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         out = np.full((len(batch), 4), 0.05, np.float32)
@@ -91,27 +80,21 @@ class _NoneEngine:
         return out
 
 
-class _TwoWindows(_OpenWindowAtTheEnd):
+class _TwoWindows(ScriptedAnalysis):
     """Two finished micro windows on the way, with model inputs."""
 
-    def process(self, frame: np.ndarray, index: int, t: float) -> FrameResult:
-        result = super().process(frame, index, t)
+    def windows_at(self, index: int, captured_at: float | None) -> tuple[WindowJob, ...]:
         if index in (15, 30):
             window = SpottedWindow(onset=_point(index - 8), apex=_point(index - 5), offset=_point(index - 2),
                                    kind="micro", peak=1.0, decided_at=_point(index))
-            return FrameResult(index, t, True, 0.0, {}, (WindowJob(window, np.zeros((1, 1, 8, 8), np.float32)),))
-        return result
-
-    def flush(self) -> tuple[WindowJob, ...]:
+            return (WindowJob(window, np.zeros((1, 1, 8, 8), np.float32)),)
         return ()
 
 
 def test_a_window_the_model_calls_none_is_vetoed_and_counted() -> None:
     records: list[Record] = []
     source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * 40, fps=FPS, name="array:test")
-    pipeline = Pipeline(source, object(), _NoneEngine(), records.append, PipelineOptions(fast=True))
-    pipeline.analyzer = _TwoWindows()  # type: ignore[assignment]
-    pipeline.run()
+    Pipeline(source, None, _NoneEngine(), records.append, PipelineOptions(fast=True), analyzer=_TwoWindows()).run()
     events = [r for r in records if isinstance(r, EventRecord)]
     summary = [r for r in records if isinstance(r, SummaryRecord)][-1]
     assert events == [] and summary.vetoed == 2 and summary.events == {"micro": 0, "macro": 0}
@@ -142,3 +125,29 @@ def test_the_face_thread_changes_nothing_but_speed(face_model_path: Path, shared
     threaded, single = results(True), results(False)
     assert [r[0] for r in threaded] == list(range(len(frames)))
     assert threaded == single
+
+
+class _CentreCrop:
+    """A face on every frame: the frame's centre as the aligned crop."""
+
+    landmarks = np.random.default_rng(0).uniform(20, 108, (478, 2)).astype(np.float32)
+
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None:
+        return tracked_face(np.ascontiguousarray(frame_bgr[:128, :128, 0]), self.landmarks)
+
+
+def test_a_face_thread_that_starts_late_loses_no_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analyser took a face thread not yet started for one that had ended, and stopped the run after a
+    frame or two when the starting thread was descheduled between the two starts (seen under load)."""
+    frames = [np.full((160, 160, 3), i, np.uint8) for i in range(30)]
+    pipeline = Pipeline(ArraySource(frames, fps=FPS, name="array:late"), _CentreCrop(), None, lambda r: None,
+                        PipelineOptions(fast=True, face_thread=True))
+    start = pipeline._face_thread.start
+
+    def late_start() -> None:
+        time.sleep(0.5)  # the starting thread descheduled: longer than the analyser's 0.1 s poll
+        start()
+
+    monkeypatch.setattr(pipeline._face_thread, "start", late_start)
+    summary = pipeline.run()
+    assert summary.frames == 30 and summary.face_frames == 30

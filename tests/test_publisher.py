@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import zmq
 
+from cli.subscribe import main
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
 from realtime.curve import CurveError, create_keys, load_public_key, load_server_keys
-from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
 from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint
-from realtime.subscriber import Subscriber, SubscriberError, main, subscribe
+from realtime.subscriber import Subscriber, SubscriberError, subscribe
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 
@@ -104,7 +105,8 @@ def test_topic_filter(publisher: Publisher) -> None:
         for _ in range(5):
             publisher.publish(status())
         publisher.publish(event(2))
-        while (record := sub.recv(5.0)) is not None and record.onset.frame != 200:  # type: ignore[attr-defined]
+        while (record := sub.recv(5.0)) is not None and not (isinstance(record, EventRecord)
+                                                               and record.onset.frame == 200):
             assert isinstance(record, EventRecord)
         assert isinstance(record, EventRecord)
 
@@ -226,7 +228,7 @@ def test_curve_errors(tmp_path: Path) -> None:
 
 
 def test_malformed_messages_are_skipped() -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.PUB) as raw:
         raw.setsockopt(zmq.LINGER, 0)
         raw.bind("tcp://127.0.0.1:*")
@@ -245,7 +247,7 @@ def test_malformed_messages_are_skipped() -> None:
 
 
 def test_subscribe_generator_ends_on_timeout() -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.PUB) as raw:
         raw.setsockopt(zmq.LINGER, 0)
         raw.bind("tcp://127.0.0.1:*")
@@ -369,7 +371,7 @@ def test_mer_subscribe_readable_lines(publisher: Publisher, capsys: pytest.Captu
 
 
 def test_mer_subscribe_timeout_without_publisher(capsys: pytest.CaptureFixture[str]) -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.PUB) as raw:
         raw.bind("tcp://127.0.0.1:*")
         code = main([raw.getsockopt_string(zmq.LAST_ENDPOINT), "--count", "1", "--timeout", "0.05"])
@@ -378,7 +380,7 @@ def test_mer_subscribe_timeout_without_publisher(capsys: pytest.CaptureFixture[s
 
 
 def test_mer_subscribe_says_what_it_waits_for(capsys: pytest.CaptureFixture[str]) -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     with ctx.socket(zmq.PUB) as raw:
         raw.bind("tcp://127.0.0.1:*")
         endpoint = raw.getsockopt_string(zmq.LAST_ENDPOINT)

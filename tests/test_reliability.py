@@ -13,23 +13,30 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+from fakes import tracked_face
 from ports import free_port
 
-from realtime.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
+from realtime.face import TrackedFace
 from realtime.sources import ArraySource, FrameSource
+
+if TYPE_CHECKING:
+    from realtime.pipeline import Pipeline
+    from realtime.publisher import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
 FFMPEG_LINE = re.compile(r"^\[[\w,]+ @ 0x[0-9a-f]+\]", re.MULTILINE)  # e.g. "[mpeg4 @ 0x55...] ac-tex damaged"
 
 
-def _load_script(name: str):  # type: ignore[no-untyped-def]
+def _load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -51,7 +58,7 @@ def env(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 @pytest.fixture(scope="module")
 def video(env: dict[str, str]) -> tuple[Path, Path]:
     """A 6 s synthetic clip (one macro-, one micro-expression) and its annotations.csv."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     return synthetic_video(seconds=6.0, fps=30.0, seed=3, face_model=env["MER_FACE_MODEL"],
                            cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
@@ -78,7 +85,7 @@ def quiet_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _mer_live(*args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 120
               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "realtime.live_cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
 
 
@@ -218,7 +225,7 @@ def test_every_torch_load_in_the_project_uses_weights_only() -> None:
 
 
 def test_the_default_endpoint_is_loopback() -> None:
-    from realtime.live_cli import build_parser
+    from cli.live import build_parser
     from realtime.publisher import DEFAULT_ENDPOINT, PublisherOptions, is_loopback
 
     assert build_parser().parse_args(["--demo"]).zmq == DEFAULT_ENDPOINT == PublisherOptions().endpoint
@@ -265,12 +272,11 @@ class _CropTracker:
 
     landmarks = np.random.default_rng(0).uniform(20, 108, (478, 2)).astype(np.float32)
 
-    def process(self, frame: np.ndarray, t: float) -> SimpleNamespace:
-        gray = frame[..., 0] if frame.ndim == 3 else frame
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace:
+        gray = frame_bgr[..., 0] if frame_bgr.ndim == 3 else frame_bgr
         h, w = gray.shape
-        return SimpleNamespace(crop=np.ascontiguousarray(gray[(h - 128) // 2 : (h + 128) // 2,
-                                                               (w - 128) // 2 : (w + 128) // 2]),
-                               crop_landmarks=self.landmarks)
+        return tracked_face(np.ascontiguousarray(gray[(h - 128) // 2 : (h + 128) // 2, (w - 128) // 2 : (w + 128) // 2]),
+                            self.landmarks)
 
 
 def _noise_frames(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -307,7 +313,7 @@ class _FlakySource(FrameSource):
         return False
 
 
-def _run_bounded(pipeline, timeout: float = 60.0) -> SummaryRecord:  # type: ignore[no-untyped-def]
+def _run_bounded(pipeline: Pipeline, timeout: float = 60.0) -> SummaryRecord:
     """pipeline.run() on a helper thread; fails (instead of hanging) if it does not end in ``timeout``."""
     result: list[SummaryRecord] = []
     thread = threading.Thread(target=lambda: result.append(pipeline.run()), name="test-pipeline")
@@ -321,10 +327,10 @@ def _run_bounded(pipeline, timeout: float = 60.0) -> SummaryRecord:  # type: ign
     return result[0]
 
 
-def _publisher(record: Path, endpoint: str | None = None, **options: object):  # type: ignore[no-untyped-def]
+def _publisher(record: Path, endpoint: str | None = None, *, sndhwm: int = 1000) -> Publisher:
     from realtime.publisher import Publisher, PublisherOptions
 
-    return Publisher(PublisherOptions(endpoint=endpoint, record_path=record, **options)).start()  # type: ignore[arg-type]
+    return Publisher(PublisherOptions(endpoint=endpoint, record_path=record, sndhwm=sndhwm)).start()
 
 
 @pytest.mark.parametrize("live", [False, True], ids=["file-read-raises", "camera-unplugged"])
@@ -364,7 +370,8 @@ def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path: Pat
 
     record = tmp_path / "run.jsonl"
     publisher = _publisher(record, "tcp://127.0.0.1:0", sndhwm=4)
-    sub = zmq.Context.instance().socket(zmq.SUB)
+    assert publisher.endpoint is not None
+    sub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.SUB)
     try:
         sub.setsockopt(zmq.RCVHWM, 4)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -397,10 +404,9 @@ def test_a_subscriber_that_never_reads_does_not_stall_the_pipeline(tmp_path: Pat
     _complete_record(record)
 
 
-def _status(**fields: object) -> StatusRecord:
-    base: dict[str, object] = {"frames": 1, "dropped": 0, "fps_in": 30.0, "fps_proc": 30.0, "face": False,
-                               "face_frames": 0}
-    return StatusRecord(**{**base, **fields})  # type: ignore[arg-type]
+def _status(stage_ms: dict[str, dict[str, float]] | None = None) -> StatusRecord:
+    return StatusRecord(frames=1, dropped=0, fps_in=30.0, fps_proc=30.0, face=False, face_frames=0,
+                        stage_ms=stage_ms or {})
 
 
 def _source(frames: list[np.ndarray], *, live: bool = False) -> ArraySource:
@@ -409,7 +415,7 @@ def _source(frames: list[np.ndarray], *, live: bool = False) -> ArraySource:
 
 def _clip_frames(video: Path, n: int) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(video))
-    frames = []
+    frames: list[np.ndarray] = []
     while len(frames) < n:
         ok, frame = cap.read()
         if not ok:
@@ -435,9 +441,9 @@ def test_frames_that_change_size_mid_stream(
         with FaceTracker(FaceTrackerOptions(model_path=face_model_path)) as tracker:
 
             class Counting:
-                def process(self, frame: np.ndarray, t: float) -> object:
-                    face = tracker.process(frame, t)
-                    faces[frame.shape] = faces.get(frame.shape, 0) + (face is not None)
+                def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None:
+                    face = tracker.process(frame_bgr, t)
+                    faces[frame_bgr.shape] = faces.get(frame_bgr.shape, 0) + (face is not None)
                     return face
 
             pipeline = Pipeline(_source(resized), Counting(), None, publisher.publish, PipelineOptions(fast=True))
@@ -455,6 +461,7 @@ def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_mod
     from realtime.face import FaceTracker, FaceTrackerOptions
 
     still = cv2.imread(str(corpus["still_face"]))
+    assert still is not None
     with FaceTracker(FaceTrackerOptions(model_path=face_model_path)) as tracker:
         analyzer = Analyzer(tracker)
         results = [analyzer.process(still, i, i / 30.0) for i in range(60)]
@@ -469,9 +476,9 @@ def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_mod
 
 
 @pytest.fixture()
-def train_main(quiet_cache: Path) -> Iterator[object]:
-    """training.train_cli.main, with the root logger (which it configures, like a CLI) restored after."""
-    from training.train_cli import main
+def train_main(quiet_cache: Path) -> Iterator[Callable[[list[str]], int]]:
+    """cli.train.main, with the root logger (which it configures, like a CLI) restored after."""
+    from cli.train import main
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -481,7 +488,8 @@ def train_main(quiet_cache: Path) -> Iterator[object]:
 
 
 def test_mer_train_skips_garbage_rows_and_counts_them(
-    corpus: dict[str, Path], train_main, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+    corpus: dict[str, Path], train_main: Callable[[list[str]], int], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from training.datasets import load_dataset
 
@@ -504,7 +512,8 @@ def test_mer_train_skips_garbage_rows_and_counts_them(
     ("corrupt_xlsx", "casme2", "cannot open annotation workbook"),
 ])
 def test_unreadable_annotation_files_are_one_line_errors(
-    case: str, dataset: str, needle: str, corpus: dict[str, Path], train_main, tmp_path: Path,  # type: ignore[no-untyped-def]
+    case: str, dataset: str, needle: str, corpus: dict[str, Path], train_main: Callable[[list[str]], int],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from training.datasets import DatasetError, load_dataset

@@ -8,12 +8,17 @@ import time
 import numpy as np
 import pytest
 
-from realtime.ringbuffer import Policy, RingBuffer, RingBufferOptions
+from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 
 
 def _frame(i: int, shape: tuple[int, ...] = (4, 5)) -> np.ndarray:
     return np.full(shape, i % 251, dtype=np.uint8)
 
+
+
+def _index(packet: FramePacket | None) -> int:
+    assert packet is not None
+    return packet.index
 
 def test_overwrite_counts_what_a_slow_reader_missed() -> None:
     ring = RingBuffer(RingBufferOptions(capacity=4, policy=Policy.OVERWRITE))
@@ -24,7 +29,7 @@ def test_overwrite_counts_what_a_slow_reader_missed() -> None:
     assert packet is not None
     assert packet.index == 6 and packet.missed == 6 and reader.missed == 6
     assert packet.frame[0, 0] == 6 and packet.t == pytest.approx(6 / 30)
-    assert [reader.read(timeout=0).index for _ in range(3)] == [7, 8, 9]  # type: ignore[union-attr]
+    assert [_index(reader.read(timeout=0)) for _ in range(3)] == [7, 8, 9]
     assert reader.read(timeout=0) is None
     assert reader.missed + reader.read_count == ring.written
 
@@ -106,7 +111,7 @@ def test_close_wakes_a_blocked_writer_and_waiting_readers() -> None:
     assert not writer.is_alive() and not waiter.is_alive()
     assert results == {"write": False, "read": None}
     # The first reader still drains what was held, then sees the end.
-    assert [reader.read(timeout=0).index for _ in range(2)] == [0, 1]  # type: ignore[union-attr]
+    assert [_index(reader.read(timeout=0)) for _ in range(2)] == [0, 1]
     assert reader.read(timeout=0) is None
 
 

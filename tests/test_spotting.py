@@ -1,4 +1,4 @@
-"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with training.metrics."""
+"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with core.metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_events, run_spotter
 
+from core.metrics import spotting_scores
 from realtime.motion import REGION_NAMES
-from realtime.spotting import STATES, SpottedWindow, Spotter, SpotterSettings
-from training.metrics import spotting_scores
+from realtime.spotting import STATES, SpottedWindow, Spotter, SpotterOptions
 
 
 def _micro_f1(windows: list[SpottedWindow], stream: Stream) -> float:
@@ -95,7 +95,7 @@ def test_settings_in_seconds_give_the_same_windows_at_30_and_200_fps() -> None:
 
 @pytest.mark.parametrize("fps", [30, 200])
 def test_decided_at_is_after_the_offset_by_the_look_ahead_only(fps: int) -> None:
-    s = SpotterSettings()
+    s = SpotterOptions()
     events = random_events(duration_s=30, n=8, seed=5)
     windows = run_spotter(make_stream(fps=fps, duration_s=30, events=events), Spotter(s))
     assert windows
@@ -137,8 +137,9 @@ def test_threshold_score_and_states() -> None:
         spotter.update(sample, index=i, t=float(stream.t[i]))
         scores.append(spotter.score)
         assert spotter.state in STATES
-    assert spotter.threshold == SpotterSettings().min_score
-    assert max(scores) > 4 * spotter.threshold
+    threshold = spotter.threshold
+    assert threshold is not None and threshold == SpotterOptions().min_score
+    assert max(scores) > 4 * threshold
     assert np.isfinite(scores).all()
 
 
@@ -150,15 +151,15 @@ def test_memory_stays_bounded_on_a_long_stream() -> None:
     for i, sample in enumerate(stream2.samples):
         spotter.update(sample, index=i, t=float(stream2.t[i]))
     assert len(spotter._frames) < 10 * 30
-    assert len(spotter._levels.values) <= SpotterSettings().level_window_s * 30 + 2
+    assert len(spotter._levels.values) <= SpotterOptions().level_window_s * 30 + 2
 
 
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="min_score"):
-        SpotterSettings(min_score=0)
+        SpotterOptions(min_score=0)
     with pytest.raises(ValueError, match="max_peak"):
-        SpotterSettings(min_peak=0.1, max_peak=0.05)
+        SpotterOptions(min_peak=0.1, max_peak=0.05)
     with pytest.raises(ValueError, match="edge_fraction"):
-        SpotterSettings(edge_fraction=1.5)
+        SpotterOptions(edge_fraction=1.5)
     with pytest.raises(ValueError, match="max_blink"):
-        SpotterSettings(max_blink=1.0)
+        SpotterOptions(max_blink=1.0)

@@ -4,6 +4,7 @@ project's motion measures see the generated movements where the annotations put 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -11,27 +12,28 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.alignment import align_face
-from realtime.dynamic_image import motion_intensity
-from realtime.face import anchors_from_landmarks
+from cli.synth import main
+from core.alignment import align_face
+from core.dynamic_image import motion_intensity
+from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import MotionMeter
 from realtime.spotting import Spotter
 from training.aus import ACTION_UNITS, SCHEMES, au_field, au_landmark_shift, get_scheme
-from training.synth import (
-    DISTRACTOR_COLUMNS,
-    RECOGNITION_COLUMNS,
-    SPOTTING_COLUMNS,
-    SynthError,
-    SynthGenerator,
-    SynthSettings,
-    draw_expression,
-    ease,
-)
-from training.synth_cli import main
+from training.synth import SynthGenerator
 from training.synth_faces import FaceSourceError, load_identities
+from training.synth_options import SynthError, SynthOptions
+from training.synth_timing import draw_expression, ease
+from training.synth_writer import DISTRACTOR_COLUMNS, RECOGNITION_COLUMNS, SPOTTING_COLUMNS
 
 # --- no faces needed ----------------------------------------------------------------------------------------
 
+
+
+def _frames_of(row: dict[str, object]) -> tuple[int, int, int]:
+    """(onset, apex, offset) of a plan's annotation row."""
+    on, ap, off = row["onset"], row["apex"], row["offset"]
+    assert isinstance(on, int) and isinstance(ap, int) and isinstance(off, int)
+    return on, ap, off
 
 def test_schemes_match_the_dataset_readers() -> None:
     from training.datasets.classes import SCHEMES as READER_SCHEMES
@@ -54,17 +56,17 @@ def test_easing_goes_from_zero_to_one(kind: str) -> None:
 
 def test_settings_are_validated() -> None:
     with pytest.raises(SynthError):
-        SynthSettings(micro_duration_s=(0.15, 0.6))
+        SynthOptions(micro_duration_s=(0.15, 0.6))
     with pytest.raises(SynthError):
-        SynthSettings(macro_duration_s=(0.4, 2.0))
+        SynthOptions(macro_duration_s=(0.4, 2.0))
     with pytest.raises(ValueError):
-        SynthSettings(scheme="nope")
+        SynthOptions(scheme="nope")
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])
 def test_no_class_shortcut_in_duration_or_amplitude(fps: float) -> None:
     """Every class draws timing and amplitude from the same distributions."""
-    settings = SynthSettings(fps=fps)
+    settings = SynthOptions(fps=fps)
     stats = {}
     for label in settings.class_scheme.labels:
         rng = np.random.default_rng(1)
@@ -110,7 +112,7 @@ def test_field_grid_agrees_with_landmark_shift(identities) -> None:
 
 
 def test_deterministic_for_a_seed(identities) -> None:
-    settings = SynthSettings(seed=5, subjects=2, clips_per_class=1, videos=1, video_seconds=6.0)
+    settings = SynthOptions(seed=5, subjects=2, clips_per_class=1, videos=1, video_seconds=6.0)
     a, b = SynthGenerator(settings, identities), SynthGenerator(settings, identities)
     # order does not matter: plan clip 2 first on one generator
     pb = b.clip_plan(1, 2)
@@ -121,13 +123,13 @@ def test_deterministic_for_a_seed(identities) -> None:
     va = [f.image for f in a.render_video(a.video_plan(0))][::40]
     vb = [f.image for f in b.render_video(b.video_plan(0))][::40]
     assert all(np.array_equal(x, y) for x, y in zip(va, vb, strict=True))
-    other = SynthGenerator(SynthSettings(seed=6, subjects=2), identities).clip_plan(1, 2)
+    other = SynthGenerator(SynthOptions(seed=6, subjects=2), identities).clip_plan(1, 2)
     assert other.expression != pa.expression
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])
 def test_annotations_are_consistent(identities, fps: float) -> None:
-    settings = SynthSettings(fps=fps, videos=6)
+    settings = SynthOptions(fps=fps, videos=6)
     gen = SynthGenerator(settings, identities)
     for plan in gen.clip_plans():
         assert 0 < plan.onset <= plan.apex <= plan.offset < plan.n_frames - 1
@@ -137,23 +139,24 @@ def test_annotations_are_consistent(identities, fps: float) -> None:
     for vplan in gen.video_plans():
         rows = vplan.rows()
         assert sum(r["kind"] == "micro" for r in rows) >= 3
-        for r in rows:
-            on, ap, off = r["onset"], r["apex"], r["offset"]
+        windows = [_frames_of(r) for r in rows]
+        for r, (on, ap, off) in zip(rows, windows, strict=True):
             assert 0 <= on <= ap <= off < vplan.n_frames
             if r["kind"] == "micro":
                 assert (off - on) / fps <= 0.5
             else:
                 assert (off - on) / fps > 0.5
-        for r1, r2 in zip(rows, rows[1:], strict=False):
-            assert (r2["onset"] - r1["offset"]) / fps >= settings.me_gap_s - 1.0 / fps
+        for w1, w2 in itertools.pairwise(windows):
+            assert (w2[0] - w1[2]) / fps >= settings.me_gap_s - 1.0 / fps
         for d in vplan.distractor_rows():
-            assert all(d["offset"] < r["onset"] or d["onset"] > r["offset"] for r in rows)
+            d_on, _, d_off = _frames_of(d)
+            assert all(d_off < on or d_on > off for on, _, off in windows)
 
 
 def test_motion_intensity_peaks_at_the_apex_of_recognition_clips(identities) -> None:
     """The intensity training uses for MIDI and missing apexes (difference to the onset frame) peaks within
     ±2 frames (30 fps) of the annotated apex."""
-    gen = SynthGenerator(SynthSettings(clips_per_class=2), identities)
+    gen = SynthGenerator(SynthOptions(clips_per_class=2), identities)
     misses = []
     total = 0
     for s in range(len(gen.identities)):
@@ -174,9 +177,9 @@ def test_the_spotter_finds_the_expressions_of_a_long_video_and_not_its_distracto
     """Known landmarks + align_face on rendered frames (a fast stand-in for FaceTracker) through the live
     motion meter and spotter: the micro-expressions are found at their annotated windows, and nothing is
     reported during blinks, talking, head moves, flicker or the macro-expression."""
-    from training.metrics import frame_iou
+    from core.metrics import frame_iou
 
-    gen = SynthGenerator(SynthSettings(mes_per_video=(4, 4), macros_per_video=(1, 1)), identities)
+    gen = SynthGenerator(SynthOptions(mes_per_video=(4, 4), macros_per_video=(1, 1)), identities)
     plan = gen.video_plan(0, seconds=16.0)
     meter = MotionMeter()
     crops: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -213,7 +216,8 @@ def test_cli_writes_both_sets(face_model_path: Path, shared_faces: Path, tmp_pat
     for r in rows:
         frames = sorted((rec / r["clip"]).glob("*.png"))
         assert len(frames) == int(r["n_frames"])
-        assert cv2.imread(str(frames[0])).shape == (128, 128, 3)
+        first = cv2.imread(str(frames[0]))
+        assert first is not None and first.shape == (128, 128, 3)
         assert int(r["onset"]) <= int(r["apex"]) <= int(r["offset"]) < int(r["n_frames"])
     spot = out / "spotting"
     with (spot / "annotations.csv").open(newline="") as fh:

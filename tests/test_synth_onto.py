@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
+from cli.synth import main
 from realtime.face import FaceTrackerOptions
-from training.synth_cli import main
 from training.synth_onto import (
     ONTO_COLUMNS,
-    OntoSettings,
+    OntoOptions,
     SourceTrack,
     plan_onto,
     render_frame,
@@ -49,8 +50,19 @@ def _frames(path: Path) -> list[np.ndarray]:
 
 
 # Short lead, margin and gap so that a 2.4 s clip holds several expressions.
-DENSE = {"lead_s": 0.3, "margin_s": 0.1, "gap_s": 0.25, "micro_per_minute": 60.0, "macro_per_minute": 0.0}
+DENSE: dict[str, Any] = {"lead_s": 0.3, "margin_s": 0.1, "gap_s": 0.25, "micro_per_minute": 60.0, "macro_per_minute": 0.0}
 
+
+
+def _int(value: object) -> int:
+    """An annotation row's frame number (rows are plain dicts of str -> object)."""
+    assert isinstance(value, int | str), value
+    return int(value)
+
+
+def _float(value: object) -> float:
+    assert isinstance(value, int | float | str), value
+    return float(value)
 
 def test_the_track_covers_every_frame(track: SourceTrack) -> None:
     assert track.n_frames == 72 and track.fps == pytest.approx(30.0)
@@ -61,7 +73,7 @@ def test_the_track_covers_every_frame(track: SourceTrack) -> None:
 
 @pytest.mark.parametrize("amplitude", [0.03, 0.06])
 def test_truth_frames_and_amplitude_match_what_is_rendered(track: SourceTrack, clip: Path, amplitude: float) -> None:
-    settings = OntoSettings(amplitude=(amplitude, amplitude), single_au=0.0, one_sided=0.0, **DENSE)
+    settings = OntoOptions(amplitude=(amplitude, amplitude), single_au=0.0, one_sided=0.0, **DENSE)
     plan = plan_onto(track, settings, video="v")
     rows = plan.rows()
     assert len(rows) >= 2
@@ -71,18 +83,18 @@ def test_truth_frames_and_amplitude_match_what_is_rendered(track: SourceTrack, c
         out = render_frame(frame, track.landmarks[k], plan.expressions, k / track.fps)
         if out is not None and np.abs(out.astype(int) - frame.astype(int)).max() > 1:
             touched.add(k)
-    inside = {k for r in rows for k in range(int(r["onset"]), int(r["offset"]) + 1)}
+    inside = {k for r in rows for k in range(_int(r["onset"]), _int(r["offset"]) + 1)}
     assert touched <= inside  # nothing changes outside the annotated windows ...
     for r in rows:
-        on, ap, off = int(r["onset"]), int(r["apex"]), int(r["offset"])
+        on, ap, off = _int(r["onset"]), _int(r["apex"]), _int(r["offset"])
         assert ap in touched and on not in touched and off not in touched  # ... onset/offset are still frames
         # the largest landmark displacement at the apex is the annotated amplitude, in the frame's own IOD
         e = next(e for e in plan.expressions if round(e.onset_s * track.fps) == on)
         rig = FaceRig(frames[ap], track.landmarks[ap])
         weights = e.weights(ap / track.fps, rig)
         peak = rig.peak_shift(weights) / rig.frame.iod
-        assert peak == pytest.approx(float(r["amplitude"]) * e.envelope(ap / track.fps), rel=0.02)
-        assert float(r["amplitude"]) == pytest.approx(amplitude)
+        assert peak == pytest.approx(_float(r["amplitude"]) * e.envelope(ap / track.fps), rel=0.02)
+        assert _float(r["amplitude"]) == pytest.approx(amplitude)
         # and the image really moved by about that much (optical flow source → rendered apex, face region)
         rendered = render_frame(frames[ap], track.landmarks[ap], plan.expressions, ap / track.fps)
         assert rendered is not None
@@ -97,7 +109,7 @@ def test_truth_frames_and_amplitude_match_what_is_rendered(track: SourceTrack, c
 
 
 def test_one_sided_and_single_au_variants(track: SourceTrack, clip: Path) -> None:
-    settings = OntoSettings(amplitude=(0.05, 0.05), single_au=1.0, one_sided=1.0, seed=3, **DENSE)
+    settings = OntoOptions(amplitude=(0.05, 0.05), single_au=1.0, one_sided=1.0, seed=3, **DENSE)
     plan = plan_onto(track, settings, video="v")
     assert plan.expressions and all(len(e.aus) == 1 and e.side in ("left", "right") for e in plan.expressions)
     frames = _frames(clip)
@@ -118,22 +130,22 @@ def test_calm_placement_avoids_the_busy_part(track: SourceTrack) -> None:
     rng = np.random.default_rng(0)
     busy[36:] += rng.normal(0.0, 3.0, busy[36:].shape).astype(np.float32)  # the second half "talks"
     noisy = SourceTrack(track.path, track.fps, track.size, busy)
-    settings = OntoSettings(calm=True, calm_quantile=0.5, **DENSE)
+    settings = OntoOptions(calm=True, calm_quantile=0.5, **DENSE)
     for seed in range(3):
-        plan = plan_onto(noisy, OntoSettings(**{**settings.__dict__, "seed": seed}), video="v")
+        plan = plan_onto(noisy, OntoOptions(**{**settings.__dict__, "seed": seed}), video="v")
         assert plan.expressions
         assert all(e.offset_s * track.fps < 40 for e in plan.expressions if e.kind == "micro")
 
 
 def test_deterministic_for_a_seed(track: SourceTrack) -> None:
-    a = plan_onto(track, OntoSettings(seed=5, **DENSE), video="v").rows()
-    b = plan_onto(track, OntoSettings(seed=5, **DENSE), video="v").rows()
-    c = plan_onto(track, OntoSettings(seed=6, **DENSE), video="v").rows()
+    a = plan_onto(track, OntoOptions(seed=5, **DENSE), video="v").rows()
+    b = plan_onto(track, OntoOptions(seed=5, **DENSE), video="v").rows()
+    c = plan_onto(track, OntoOptions(seed=6, **DENSE), video="v").rows()
     assert a == b and a != c
 
 
 def test_render_writes_a_camera_like_video_of_the_same_length(track: SourceTrack, tmp_path: Path) -> None:
-    settings = OntoSettings(**DENSE)
+    settings = OntoOptions(**DENSE)
     plan = plan_onto(track, settings, video="v")
     out = render_onto(track, plan, tmp_path / "v.avi", settings)
     cap = cv2.VideoCapture(str(out))
@@ -155,7 +167,7 @@ def test_cli_writes_videos_annotations_and_manifest(clip: Path, face_model_path:
         assert tuple(reader.fieldnames or ()) == ONTO_COLUMNS
         rows = list(reader)
     assert rows and {r["video"] for r in rows} <= {"single_face_v1", "single_face_v2"}
-    assert all(float(r["amplitude"]) == pytest.approx(0.04) for r in rows if r["kind"] == "micro")
+    assert all(_float(r["amplitude"]) == pytest.approx(0.04) for r in rows if r["kind"] == "micro")
     assert all(r["source"] == "single_face.mp4" for r in rows)
     assert main(["onto", str(clip), "--out", str(out)]) == 2  # not empty, no --force
 
@@ -182,9 +194,9 @@ def test_none_clips_come_from_the_uninjected_video(clip: Path, face_model_path: 
     assert rows and all(r["label"] == "none" and r["subject"] == "single_face" for r in rows)
     for r in rows:
         frames = sorted((tmp_path / "recognition" / str(r["clip"])).glob("*.png"))
-        assert len(frames) == r["n_frames"] and 0 <= int(r["onset"]) <= int(r["apex"]) <= int(r["offset"])
+        assert len(frames) == r["n_frames"] and 0 <= _int(r["onset"]) <= _int(r["apex"]) <= _int(r["offset"])
     with (tmp_path / "recognition" / "annotations.csv").open("w", newline="") as fh:
-        from training.synth import RECOGNITION_COLUMNS
+        from training.synth_writer import RECOGNITION_COLUMNS
 
         writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS))
         writer.writeheader()

@@ -11,16 +11,17 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from fakes import fake_card, tracked_face
 from ports import free_port
 
+from core.dynamic_image import build_streams
+from core.events import EventRecord, Record, SummaryRecord, parse_record
 from realtime.analysis import AnalyzerOptions
-from realtime.dynamic_image import build_streams
-from realtime.events import EventRecord, Record, SummaryRecord, parse_record
+from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
 from realtime.windows import MAX_WINDOW_FRAMES, WindowsFileError, read_windows
@@ -64,7 +65,7 @@ def test_semicolons_tabs_and_utf16_are_read(tmp_path: Path) -> None:
     assert not semi.labelled and utf16.windows[0].label == "é"
 
 
-BAD_FILES = {
+BAD_FILES: dict[str, tuple[str | bytes, int, str]] = {
     "missing column": ("onset,offset,label\n1,3,x\n", 1, "apex"),
     "non-integer cell": ("onset,apex,offset\n1,2,3\n4,5.5,6\n", 3, "5.5"),
     "text cell": ("onset,apex,offset\n1,two,3\n", 2, "two"),
@@ -124,11 +125,11 @@ class _CropTracker:
         self.faceless = faceless
         self.calls = 0
 
-    def process(self, frame: np.ndarray, t: float) -> SimpleNamespace | None:
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None:
         index, self.calls = self.calls, self.calls + 1
         if index in self.faceless:
             return None
-        return SimpleNamespace(crop=np.ascontiguousarray(_crop(frame)), crop_landmarks=self.landmarks)
+        return tracked_face(np.ascontiguousarray(_crop(frame_bgr)), self.landmarks)
 
 
 def _crop(frame: np.ndarray) -> np.ndarray:
@@ -143,7 +144,7 @@ class _Engine:
     name = "fake"
 
     def __init__(self) -> None:
-        self.card = SimpleNamespace(labels=LABELS, name="fake-model")
+        self.card = fake_card(LABELS, "fake-model")
         self.inputs: list[np.ndarray] = []
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -199,11 +200,11 @@ def test_one_event_per_window_in_file_order_with_dis_from_the_shared_builder(tmp
         assert e.label == "positive" and e.model == "fake-model" and e.engine == "fake"
     assert [e.kind for e in events] == ["macro", "micro", "micro", "micro"]  # 1 s is longer than micro_max 0.5 s
     # exactly what the DI builder makes from the window's crops, though 31 and 15 frames > the 12-frame history
-    streams = pipeline.analyzer.options.streams
+    streams = pipeline.options.analyzer.streams
     for e, fed in zip(events, engine.inputs, strict=True):
         crops = np.stack([_crop(f) for f in frames[e.onset.frame:e.offset.frame + 1]])
         want = build_streams(crops, 0, e.apex.frame - e.onset.frame, e.offset.frame - e.onset.frame, streams,
-                             size=pipeline.analyzer.options.input_size)
+                             size=pipeline.options.analyzer.input_size)
         np.testing.assert_array_equal(fed, want)
     summary = records[-1]
     assert isinstance(summary, SummaryRecord) and summary.events == {"micro": 3, "macro": 1}
@@ -211,7 +212,8 @@ def test_one_event_per_window_in_file_order_with_dis_from_the_shared_builder(tmp
     # negative 0, happiness 0 → UF1 1/6
     assert summary.scored == 3
     assert summary.accuracy == pytest.approx(1 / 3, abs=1e-6) and summary.uf1 == pytest.approx(1 / 6, abs=1e-6)
-    scores = pipeline.windows.scores(LABELS)  # type: ignore[union-attr]
+    assert pipeline.windows is not None
+    scores = pipeline.windows.scores(LABELS)
     assert scores is not None and scores.foreign == {"happiness": 1}
     assert parse_record(summary.to_json()) == summary
 
@@ -237,7 +239,7 @@ def test_windows_past_the_end_are_missing_and_the_others_still_go_out(tmp_path: 
     rows = "onset,apex,offset\n70,75,95\n10,12,20\n85,88,89\n200,201,202\n"
     records, pipeline, _, _ = _pipeline_run(tmp_path, rows, n=90)
     assert [(e.onset.frame, e.offset.frame) for e in _events(records)] == [(10, 20), (85, 89)]
-    assert [w.line for w in pipeline.windows.missing] == [2, 5]  # type: ignore[union-attr]
+    assert pipeline.windows is not None and [w.line for w in pipeline.windows.missing] == [2, 5]
     assert not pipeline.stopped_by_duration
     summary = records[-1]
     assert isinstance(summary, SummaryRecord) and summary.accuracy is None and "accuracy" not in summary.to_dict()
@@ -248,7 +250,7 @@ def test_duration_leaves_later_windows_missing(tmp_path: Path) -> None:
     rows = "onset,apex,offset\n10,12,20\n60,62,70\n"
     records, pipeline, _, _ = _pipeline_run(tmp_path, rows, duration_s=1.0)
     assert [(e.onset.frame, e.offset.frame) for e in _events(records)] == [(10, 20)]
-    assert [w.line for w in pipeline.windows.missing] == [3]  # type: ignore[union-attr]
+    assert pipeline.windows is not None and [w.line for w in pipeline.windows.missing] == [3]
     assert pipeline.stopped_by_duration
 
 
@@ -256,7 +258,7 @@ def test_duration_leaves_later_windows_missing(tmp_path: Path) -> None:
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "realtime.live_cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -281,7 +283,7 @@ def _records(path: Path) -> list[Record]:
 def faceless_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 60-frame clip with no face: enough for every check made before the face model is loaded."""
     path = tmp_path_factory.mktemp("clip") / "plain.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 160))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (160, 160))
     for frame in _frames(60):
         writer.write(frame)
     writer.release()
@@ -338,7 +340,7 @@ def env(face_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 @pytest.fixture(scope="module")
 def clip(env: dict[str, str]) -> tuple[Path, list[dict[str, str]]]:
     """An 8 s synthetic clip (240 frames) and the rows of its annotations.csv."""
-    from realtime.demo import synthetic_video
+    from training.demo import synthetic_video
 
     video, annotations = synthetic_video(seconds=8.0, fps=FPS, seed=7, face_model=env["MER_FACE_MODEL"],
                                          cache_dir=Path(env["MER_CACHE_DIR"]) / "videos")
@@ -364,9 +366,11 @@ def test_mer_live_classifies_the_annotated_windows_in_file_order(
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     received: list[Record] = []
     done = threading.Event()
+    connected = threading.Event()
 
     def listen() -> None:
         with Subscriber(endpoint, topics=("event", "summary")) as sub:
+            connected.set()  # connect() issued: ZMQ reconnects until mer-live binds, and keeps what follows
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline and not done.is_set():
                 record = sub.recv(timeout_s=0.2)
@@ -378,7 +382,7 @@ def test_mer_live_classifies_the_annotated_windows_in_file_order(
 
     listener = threading.Thread(target=listen)
     listener.start()
-    time.sleep(0.3)  # the subscriber connects first; ZMQ reconnects until mer-live binds
+    assert connected.wait(timeout=30), "the subscriber did not start"  # a handshake, not a sleep
     record = tmp_path / "out.jsonl"
     try:
         proc = _mer_live("--video", str(video), "--fast", "--no-dashboard", "--windows", str(path), "--record",

@@ -1,4 +1,5 @@
-"""mer-live training side: dataset readers, synthetic micro-expressions, training, LOSO evaluation, metrics.
+"""mer-live training side: dataset readers, synthetic micro-expressions, training, LOSO evaluation.
 
-Face alignment and dynamic images come from :mod:`realtime`; nothing here reimplements them.
+Above :mod:`realtime`: face alignment and dynamic images come from :mod:`core`, face tracking, motion and
+spotting from :mod:`realtime`; nothing here reimplements them.
 """

@@ -1,7 +1,7 @@
 """On-disk cache of network-input DIs, so frames are read, aligned and pooled once per setting.
 
 One ``.npy`` per (sample, stream): ``(C, input_size, input_size)`` float32, exactly what
-``realtime.dynamic_image.build_streams`` returns for that stream. The file name is the SHA-256 of every
+``core.dynamic_image.build_streams`` returns for that stream. The file name is the SHA-256 of every
 setting that changes it: the sample's identity and annotation, each frame file's path, size and mtime, the
 stream, crop and input sizes, channels, frame-rate resampling, alignment mode (and face model file), a code
 version constant and a digest of the source of the modules that make DIs — so a stale DI is never reused.
@@ -22,21 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from realtime.dynamic_image import STREAMS, build_streams
+from core.dynamic_image import STREAMS, build_streams
+from core.paths import user_cache_dir
 from training.datasets.base import Sample
 from training.datasets.frames import FrameError, FrameOptions, load_clip
 
-__all__ = ["CACHE_VERSION", "DIBatch", "DICache", "DISettings", "default_cache_dir"]
+__all__ = ["CACHE_VERSION", "DIBatch", "DICache", "DIOptions", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "mer-di-cache/1"
 # Modules whose source decides a DI: a change to any of them invalidates the cache.
 _CODE_MODULES = (
-    "realtime.dynamic_image",
-    "realtime.alignment",
+    "core.dynamic_image",
+    "core.alignment",
     "realtime.motion",
-    "realtime.face",
+    "realtime.landmarks",
+    "training.still_faces",
     "training.datasets.frames",
 )
 
@@ -45,8 +47,6 @@ ProgressFn = Callable[[int, int], None]
 
 def default_cache_dir() -> Path:
     """``di/`` in the user cache folder (``$MER_CACHE_DIR``, ``$XDG_CACHE_HOME/mer-live`` or ``~/.cache/mer-live``)."""
-    from realtime.paths import user_cache_dir
-
     return user_cache_dir() / "di"
 
 
@@ -66,7 +66,7 @@ def _code_digest() -> str:
 
 
 @dataclass(frozen=True)
-class DISettings:
+class DIOptions:
     """What DIs are built: which streams, at which sizes, from frames prepared how."""
 
     streams: tuple[str, ...]
@@ -79,7 +79,7 @@ class DISettings:
         if unknown:
             raise ValueError(f"unknown DI stream(s) {unknown}; known: {sorted(STREAMS)}")
         if not self.streams:
-            raise ValueError("DISettings.streams is empty")
+            raise ValueError("DIOptions.streams is empty")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class DICache:
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory is not None else None
 
-    def key(self, sample: Sample, stream: str, settings: DISettings) -> str:
+    def key(self, sample: Sample, stream: str, settings: DIOptions) -> str:
         """SHA-256 over everything that changes this sample's ``stream`` DI."""
         files = []
         for path in sample.frames:
@@ -156,7 +156,7 @@ class DICache:
         np.save(tmp, np.ascontiguousarray(di, dtype=np.float32), allow_pickle=False)
         os.replace(tmp, path)
 
-    def get(self, sample: Sample, settings: DISettings) -> tuple[np.ndarray, bool, bool]:
+    def get(self, sample: Sample, settings: DIOptions) -> tuple[np.ndarray, bool, bool]:
         """(S, C, H, W) for ``sample``; also whether anything was computed and whether apex was estimated.
 
         Raises :class:`~training.datasets.frames.FrameError` when the frames cannot be made into crops.
@@ -177,7 +177,7 @@ class DICache:
         return np.stack([np.asarray(di, dtype=np.float32) for di in found]), bool(missing), estimated
 
     def build(
-        self, samples: Sequence[Sample], settings: DISettings, *, progress: ProgressFn | None = None
+        self, samples: Sequence[Sample], settings: DIOptions, *, progress: ProgressFn | None = None
     ) -> DIBatch:
         """DIs for every sample (cache first); samples whose frames fail are left out and listed."""
         arrays: list[np.ndarray] = []

@@ -8,7 +8,7 @@ micro-expressions are planned and rendered onto the video (:mod:`training.synth_
 goes through the live chain — :class:`realtime.face.FaceTracker`, :class:`realtime.motion.MotionMeter`,
 :class:`realtime.spotting.Spotter` with its rise-and-return probe on held crops, as :class:`realtime.analysis.
 Analyzer` runs them. The un-injected original goes through the same chain: every micro window it gives is a
-false micro event. Micro windows are matched to the rendered ones with IoU ≥ 0.5 (:mod:`training.metrics`).
+false micro event. Micro windows are matched to the rendered ones with IoU ≥ 0.5 (:mod:`core.metrics`).
 
 The spotter has no learned parameters, but its thresholds were chosen by looking at real footage. ``--lovo``
 re-checks that choice honestly: for each video, the setting of a small grid that does best on the *other*
@@ -31,14 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from core.metrics import Interval, SpottingScores, match_windows
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.motion import REGION_NAMES, MotionMeter, MotionSample
 from realtime.sources import open_source
-from realtime.spotting import SpottedWindow, Spotter, SpotterSettings
-from training.metrics import Interval, SpottingScores, match_windows
-from training.synth_onto import OntoSettings, plan_onto, render_onto, track_video, video_suffix
+from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
+from training.synth_onto import OntoOptions, plan_onto, render_onto, track_video, video_suffix
 
-__all__ = ["BenchSettings", "VideoMotion", "analyse", "run_benchmark", "score_rows"]
+__all__ = ["BenchOptions", "VideoMotion", "analyze", "run_benchmark", "score_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class BenchSettings:
+class BenchOptions:
     """What the benchmark renders. Rates per minute of visible face; amplitudes in IOD."""
 
     amplitudes: tuple[float, ...] = AMPLITUDES
@@ -62,8 +62,8 @@ class BenchSettings:
     macro_per_minute: float = 1.0
     seed: int = 7
 
-    def onto(self, amplitude: float, placement: str) -> OntoSettings:
-        return OntoSettings(seed=self.seed, amplitude=(amplitude, amplitude), micro_per_minute=self.micro_per_minute,
+    def onto(self, amplitude: float, placement: str) -> OntoOptions:
+        return OntoOptions(seed=self.seed, amplitude=(amplitude, amplitude), micro_per_minute=self.micro_per_minute,
                             macro_per_minute=self.macro_per_minute, calm=placement == "calm")
 
 
@@ -83,7 +83,7 @@ class VideoMotion:
     def minutes(self) -> float:
         return self.frames / self.fps / 60.0
 
-    def spot(self, settings: SpotterSettings) -> list[SpottedWindow]:
+    def spot(self, settings: SpotterOptions) -> list[SpottedWindow]:
         """The live spotter over the cached motion, with the probe on the cached crops."""
         meter = MotionMeter()
         crops, landmarks = self.crops, self.landmarks
@@ -98,7 +98,7 @@ class VideoMotion:
         return out + spotter.flush()
 
 
-def analyse(video: Path, *, tracker: FaceTrackerOptions, progress: Progress | None = None,
+def analyze(video: Path, *, tracker: FaceTrackerOptions, progress: Progress | None = None,
             name: str | None = None) -> VideoMotion:
     """Face tracking and motion of every frame of ``video``, as the live analyser computes them."""
     source = open_source(video)
@@ -190,7 +190,7 @@ def _cached_motion(work: Path, key: str, compute: Callable[[], VideoMotion]) -> 
     return motion
 
 
-def prepare(videos: Sequence[Path], settings: BenchSettings, work: Path, *, tracker: FaceTrackerOptions,
+def prepare(videos: Sequence[Path], settings: BenchOptions, work: Path, *, tracker: FaceTrackerOptions,
             progress: Progress | None = None) -> dict[str, dict[str, VideoMotion]]:
     """Every video's original and renderings, analysed (cached): ``{video: {variant: motion}}`` where variant
     is ``original`` or ``PLACEMENT@AMPLITUDE``."""
@@ -201,7 +201,7 @@ def prepare(videos: Sequence[Path], settings: BenchSettings, work: Path, *, trac
         variants: dict[str, VideoMotion] = {}
         base_key = _digest(path, {"crop": tracker.crop_size})
         variants["original"] = _cached_motion(
-            work, base_key, partial(analyse, path, tracker=tracker, progress=progress, name=path.name))
+            work, base_key, partial(analyze, path, tracker=tracker, progress=progress, name=path.name))
         track = None
         for pi, placement in enumerate(settings.placements):
             for ai, amplitude in enumerate(settings.amplitudes):
@@ -218,7 +218,7 @@ def prepare(videos: Sequence[Path], settings: BenchSettings, work: Path, *, trac
                     render_onto(track, plan, rendered, onto, progress=progress)
                     truth_file.write_text(json.dumps(plan.rows()), encoding="utf-8")
                 motion = _cached_motion(work, key, partial(
-                    analyse, rendered, tracker=tracker, progress=progress, name=f"{stem} {tag}"))
+                    analyze, rendered, tracker=tracker, progress=progress, name=f"{stem} {tag}"))
                 motion.truth = json.loads(truth_file.read_text(encoding="utf-8"))
                 variants[tag] = motion
         out[stem] = variants
@@ -271,7 +271,7 @@ def score_rendered(motion: VideoMotion, windows: Iterable[SpottedWindow]) -> Tal
     return tally
 
 
-def score_rows(data: dict[str, dict[str, VideoMotion]], per_video: dict[str, SpotterSettings]) -> dict[str, Any]:
+def score_rows(data: dict[str, dict[str, VideoMotion]], per_video: dict[str, SpotterOptions]) -> dict[str, Any]:
     """The benchmark's figures: per placement × amplitude (pooled and per video), false micro events per
     minute on the originals; each video scored with its own spotter settings."""
     result: dict[str, Any] = {"cells": {}, "videos": {}, "false_per_min": {}}
@@ -309,13 +309,13 @@ def _objective(result: dict[str, Any], max_fp: float) -> float:
     return (float(np.mean(f1)) if f1 else 0.0) - excess
 
 
-def run_benchmark(data: dict[str, dict[str, VideoMotion]], *, base: SpotterSettings | None = None,
+def run_benchmark(data: dict[str, dict[str, VideoMotion]], *, base: SpotterOptions | None = None,
                   lovo: bool = False, max_fp: float = 1.0) -> dict[str, Any]:
     """Score ``data`` with the shipped settings, and with ``lovo`` also leave-one-video-out over :data:`GRID`."""
-    base = base or SpotterSettings()
+    base = base or SpotterOptions()
     result: dict[str, Any] = {"shipped": score_rows(data, dict.fromkeys(data, base))}
     if lovo and len(data) >= 2:
-        chosen: dict[str, SpotterSettings] = {}
+        chosen: dict[str, SpotterOptions] = {}
         picks: dict[str, dict[str, float]] = {}
         for held in data:
             train = {k: v for k, v in data.items() if k != held}

@@ -2,7 +2,7 @@
 
 Figures are computed from the *pooled* predictions of all folds (accuracy, UF1 = unweighted mean of
 per-class F1, UAR = unweighted mean of per-class recall, confusion matrix) by
-``training.metrics.recognition_scores``; per-fold figures are listed beside them for reference. Folds run on
+``core.metrics.recognition_scores``; per-fold figures are listed beside them for reference. Folds run on
 different machines are pooled with :func:`merge_runs`, which reads ``RUN_DIR/folds/*.json`` from each.
 
 Calibration: the expected calibration error (ECE, 15 bins) and the mean confidence on wrong answers, before
@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.metrics import recognition_scores
+from training.calibration import calibration_figures, softmax
 
 __all__ = ["ReportError", "merge_runs", "read_fold_results", "render_markdown", "scores_dict", "write_report"]
 
@@ -53,9 +56,7 @@ def _per_class(value: Any, labels: Sequence[str]) -> dict[str, float]:
 
 
 def scores_dict(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """``training.metrics.recognition_scores`` as a JSON-ready dict (plus sample count)."""
-    from training.metrics import recognition_scores
-
+    """``core.metrics.recognition_scores`` as a JSON-ready dict (plus sample count)."""
     scores = recognition_scores(list(y_true), list(y_pred), list(labels))
     return {
         "n": len(y_true),
@@ -114,8 +115,6 @@ def _check_compatible(results: Sequence[dict[str, Any]]) -> None:
 
 def _fold_probs(result: dict[str, Any], labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(probabilities before calibration, after, true class indices) of one fold's predictions."""
-    from training.calibration import softmax
-
     index = {label: i for i, label in enumerate(labels)}
     preds = result.get("predictions", [])
     k = len(labels)
@@ -131,8 +130,6 @@ def _fold_probs(result: dict[str, Any], labels: Sequence[str]) -> tuple[np.ndarr
 def _calibration_summary(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> tuple[dict[str, Any],
                                                                                             list[dict[str, Any]]]:
     """Pooled and per-fold calibration figures (see the module docstring)."""
-    from training.calibration import calibration_figures
-
     per_fold, parts = [], []
     temperatures = []
     for r in results:

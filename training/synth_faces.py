@@ -5,7 +5,7 @@ Built-in identities come from the shared faces folder (``single_face.jpg``, the 
 face found in ``--faces DIR`` images adds one more. Each identity is cut from its photo as a webcam-like
 scene (16 × 10 inter-ocular distances, rescaled so the eyes are ``WORK_IOD`` pixels apart) with the
 background softly blurred (so a neighbour in a group photo does not steal the face tracker), and
-landmarked twice with :func:`realtime.face.detect_faces`: as is and mirrored. Mirroring, skin tone and
+landmarked twice with :func:`training.still_faces.detect_faces`: as is and mirrored. Mirroring, skin tone and
 lighting are augmentations of the *same* subject, so leave-one-subject-out splits stay honest.
 """
 
@@ -19,8 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.alignment import transform_points
+from core.alignment import transform_points
 from training.aus import FaceFrame
+from training.still_faces import detect_faces
 from training.synth_render import WORK_IOD, FaceRig
 
 __all__ = [
@@ -179,8 +180,6 @@ def _nearest_face(faces: list[np.ndarray], point: np.ndarray, iod: float) -> np.
 
 def _identity(photo: np.ndarray, landmarks: np.ndarray, subject: str, source: str, model_path: Path | None
               ) -> Identity | None:
-    from realtime.face import detect_faces
-
     raw, lm = _scene_from(photo, landmarks)
     centre = FaceFrame.from_landmarks(lm).mid
     everyone = detect_faces(raw, model_path=model_path, min_face_size=40)
@@ -203,8 +202,6 @@ def _identity(photo: np.ndarray, landmarks: np.ndarray, subject: str, source: st
 
 
 def _photo_faces(photo: np.ndarray, name: str, model_path: Path | None) -> list[tuple[np.ndarray, str]]:
-    from realtime.face import detect_faces
-
     faces = []
     for lm in detect_faces(photo, model_path=model_path, min_face_size=40):
         iod = FaceFrame.from_landmarks(lm).iod

@@ -27,17 +27,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.card import NONE_LABEL
 from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.motion import MotionMeter
 from realtime.sources import open_source
+from realtime.spotting import Spotter, SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
-from training.synth import SPOTTING_COLUMNS, Expression, SynthError, SynthSettings, _frames, draw_expression
+from training.synth_options import SynthError, SynthOptions
+from training.synth_plans import _frames
 from training.synth_render import FaceRig
+from training.synth_timing import Expression, draw_expression
+from training.synth_writer import RECOGNITION_COLUMNS, SPOTTING_COLUMNS
 
 __all__ = [
     "CLIP_CONTEXT_S",
     "ONTO_COLUMNS",
     "OntoPlan",
-    "OntoSettings",
+    "OntoOptions",
     "SourceTrack",
     "plan_onto",
     "render_onto",
@@ -54,7 +60,7 @@ Progress = Callable[[str, int, int], None]  # (stage, advance, total)
 
 
 @dataclass(frozen=True)
-class OntoSettings:
+class OntoOptions:
     """What is rendered onto a video. Times in seconds, amplitudes as fractions of the IOD."""
 
     seed: int = 0
@@ -99,10 +105,10 @@ class OntoSettings:
         if not 1 <= self.quality <= 100:
             raise bad(f"quality must be 1..100, got {self.quality}")
 
-    def expression_settings(self, fps: float) -> SynthSettings:
+    def expression_settings(self, fps: float) -> SynthOptions:
         """The generator's settings that :func:`training.synth.draw_expression` reads, at ``fps``."""
         lo = max(self.micro_duration_s[0], 2.0 / fps)
-        return SynthSettings(
+        return SynthOptions(
             fps=fps, scheme=self.scheme, micro_amplitude=self.amplitude,
             micro_duration_s=(lo, max(lo, self.micro_duration_s[1])), phase_median_s=self.phase_median_s,
             phase_spread=self.phase_spread, macro_amplitude=self.macro_amplitude,
@@ -228,7 +234,7 @@ class OntoPlan:
         return out
 
 
-def _allowed_starts(track: SourceTrack, settings: OntoSettings) -> np.ndarray:
+def _allowed_starts(track: SourceTrack, settings: OntoOptions) -> np.ndarray:
     """(n_frames,) bool: an expression may cover this frame (face tracked around it; calm if asked)."""
     ok = track.face.copy()
     ok[: int(math.ceil(settings.lead_s * track.fps))] = False
@@ -245,7 +251,7 @@ class _Calm:
     """Is the face calm around an interval? Its mean activity over the interval and the margins is at most
     the ``calm_quantile`` of the same mean over every such stretch of the video."""
 
-    def __init__(self, track: SourceTrack, settings: OntoSettings, span: int) -> None:
+    def __init__(self, track: SourceTrack, settings: OntoOptions, span: int) -> None:
         activity = np.nan_to_num(track.activity(), nan=0.0)
         self.margin = int(math.ceil(settings.margin_s * track.fps))
         self.cum = np.concatenate([[0.0], np.cumsum(activity)])
@@ -258,7 +264,7 @@ class _Calm:
         return (self.cum[b] - self.cum[a]) / max(b - a, 1) <= self.limit
 
 
-def plan_onto(track: SourceTrack, settings: OntoSettings, *, video: str, index: int = 0) -> OntoPlan:
+def plan_onto(track: SourceTrack, settings: OntoOptions, *, video: str, index: int = 0) -> OntoPlan:
     """Draw and place micro- (and macro-) expressions on a tracked video; deterministic for (seed, index)."""
     seed = (int(settings.seed), 3, int(index))
     rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
@@ -302,7 +308,7 @@ def plan_onto(track: SourceTrack, settings: OntoSettings, *, video: str, index: 
 _SHARED_AUS = (25, 26)  # Action Units that go with several classes' recipes
 
 
-def _vary(e: Expression, rng: np.random.Generator, settings: OntoSettings) -> Expression:
+def _vary(e: Expression, rng: np.random.Generator, settings: OntoOptions) -> Expression:
     """Single-AU and one-sided variants, as real micro-expressions often are."""
     # one AU of the recipe, never one that no class owns: lips parting (25) or a jaw drop (26) alone is no
     # expression of the class at all
@@ -318,7 +324,7 @@ def _vary(e: Expression, rng: np.random.Generator, settings: OntoSettings) -> Ex
 # --- rendering ---------------------------------------------------------------------------------------------
 
 
-def _writer(path: Path, settings: OntoSettings, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+def _writer(path: Path, settings: OntoOptions, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*settings.codec), fps, size)
     if not writer.isOpened():
         raise SynthError(f"cannot open a {settings.codec} video writer for {path}")
@@ -327,7 +333,7 @@ def _writer(path: Path, settings: OntoSettings, fps: float, size: tuple[int, int
     return writer
 
 
-def video_suffix(settings: OntoSettings) -> str:
+def video_suffix(settings: OntoOptions) -> str:
     return ".avi" if settings.codec == "MJPG" else ".mp4"
 
 
@@ -348,7 +354,7 @@ def render_frame(frame: np.ndarray, landmarks: np.ndarray, expressions: Sequence
     return out
 
 
-def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settings: OntoSettings, *,
+def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settings: OntoOptions, *,
                 progress: Progress | None = None) -> Path:
     """Decode the source, warp the planned expressions in, re-encode to ``out_path``."""
     out_path = Path(out_path)
@@ -440,16 +446,12 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
     """Clips labelled ``none`` from an un-injected video: windows a permissive version of the live spotter finds
     there (talking, blinks, gaze, head turns, natural expressions), at most ``per_minute`` per minute, drawn at
     random. A model trained with them (class scheme ``megc3n``) can veto a false window live."""
-    from engines.card import NONE_LABEL
-    from realtime.motion import MotionMeter
-    from realtime.spotting import Spotter, SpotterSettings
-
     source = open_source(video)
     fps = float(source.fps)
     found = []
     n = 0
     with source, FaceTracker(tracker) as face_tracker:
-        meter, spotter = MotionMeter(), Spotter(SpotterSettings(**_PERMISSIVE))
+        meter, spotter = MotionMeter(), Spotter(SpotterOptions(**_PERMISSIVE))
         if progress:
             progress("none windows", 0, source.frame_count or 0)
         while (frame := source.read()) is not None:
@@ -499,7 +501,7 @@ def video_ids(paths: Sequence[Path], variants: int) -> list[tuple[Path, int, str
     return out
 
 
-def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSettings, *, variants: int = 1,
+def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoOptions, *, variants: int = 1,
                tracker: FaceTrackerOptions | None = None, force: bool = False, clips: bool = False,
                none_per_minute: float = 0.0, progress: Progress | None = None,
                on_video: Callable[[str], object] | None = None) -> OntoSummary:
@@ -552,8 +554,6 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
         writer.writeheader()
         writer.writerows(rows)
     if clips:
-        from training.synth import RECOGNITION_COLUMNS
-
         with (root / "recognition" / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
             clip_writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS), lineterminator="\n")
             clip_writer.writeheader()
@@ -567,7 +567,7 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoSett
     return summary
 
 
-def _readme(settings: OntoSettings, summary: OntoSummary) -> str:
+def _readme(settings: OntoOptions, summary: OntoSummary) -> str:
     lo, hi = settings.amplitude
     return "\n".join([
         "# Micro-expressions rendered onto real video (mer-synth onto)\n",

@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.backends.base import ModelFileError, ModelNotFoundError, require_torch
 from engines.backends.select import CHECKPOINT, ONNX, PLAN
 from engines.card import CardError, ModelCard
+
+if TYPE_CHECKING:  # the annotation only: engines.network imports torch, the optional 'train' extra
+    from engines.network import MERModel
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +124,10 @@ def _checkpoint_card(path: Path) -> ModelCard:
     """The card stored with a checkpoint (loads it with torch: only when no card JSON is beside it)."""
     log.info("no card JSON beside %s; reading the card from the checkpoint", path.name)
     model = load_checkpoint_checked(path)
-    return model.card  # type: ignore[no-any-return]
+    return model.card
 
 
-def load_checkpoint_checked(path: Path, card: ModelCard | None = None):  # type: ignore[no-untyped-def]
+def load_checkpoint_checked(path: Path, card: ModelCard | None = None) -> MERModel:
     """``engines.checkpoint.load_checkpoint`` with corrupt files and card mismatches as clear errors."""
     require_torch(f"reading the checkpoint {path.name}")
     from engines.checkpoint import load_checkpoint

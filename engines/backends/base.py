@@ -14,10 +14,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from core.paths import user_cache_dir
 from engines.card import ModelCard
 
 log = logging.getLogger(__name__)
@@ -119,9 +120,7 @@ class EngineOptions:
 
 
 def cache_root() -> Path:
-    """Where exported ONNX files and built plans are kept: the user cache (see realtime.paths)."""
-    from realtime.paths import user_cache_dir
-
+    """Where exported ONNX files and built plans are kept: the user cache (see core.paths)."""
     return user_cache_dir()
 
 
@@ -133,6 +132,19 @@ def parse_device(device: str | None) -> tuple[str, int]:
     if kind not in ("cpu", "cuda") or (index and not index.isdigit()):
         raise EngineError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'")
     return kind, int(index or 0)
+
+
+class Predictor(Protocol):
+    """The part of an :class:`Engine` its users call (the live classifier, ``mer-bench``): the join between
+    ``realtime`` and ``engines``, so a test can hand in any object that has these."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    def predict(self, inputs: np.ndarray) -> np.ndarray: ...
 
 
 class Engine(ABC):
@@ -183,7 +195,7 @@ class Engine(ABC):
             raise InputShapeError(
                 f"model '{self.card.name}' expects a batch of shape (B, {s}, {c}, {h}, {w}) = (batch, streams "
                 f"{list(self.card.streams)}, channels, size, size); got {tuple(arr.shape)}. Build inputs "
-                f"with realtime.dynamic_image.build_streams(..., streams=card.streams, size=card.input_size)"
+                f"with core.dynamic_image.build_streams(..., streams=card.streams, size=card.input_size)"
             )
         if not np.issubdtype(arr.dtype, np.floating):
             raise InputShapeError(f"inputs must be floating point DIs, got dtype {arr.dtype}")

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.paths import atomic_write
 from engines.backends.base import BackendUnavailableError
 from engines.backends.plan_meta import PlanMeta, file_sha256
 from engines.backends.select import Environment, probe_environment, tensorrt_blocker
 from engines.backends.tensorrt_backend import import_tensorrt
 from engines.card import ModelCard
 from engines.onnx_io import INPUT_NAME, META_PRECISION, ExportError, metadata, read_onnx
-from realtime.paths import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,14 @@ Alignment modes (``FrameOptions.alignment``):
 
 - ``"none"``  — resize each frame to the crop (for data that is already an aligned or tight face crop,
   and for tests); no face model needed.
-- ``"onset"`` — detect landmarks on the onset frame (``realtime.face.detect_faces``) and align *every*
-  frame with that one transform (``realtime.alignment.align_face``): the head is still during an ME, and
+- ``"onset"`` — detect landmarks on the onset frame (``training.still_faces.detect_faces``) and align *every*
+  frame with that one transform (``core.alignment.align_face``): the head is still during an ME, and
   one transform adds no landmark jitter. This is what most ME papers do and the default with a face model.
 - ``"each"``  — detect on every frame (the previous frame's anchors fill in when a frame has no face).
 
 Samples marked ``aligned`` (the synthetic set) are already template crops and are only resized.
 Frames are then converted to the card's channels (1 = grey, as live), and the motion intensity per frame
-comes from ``realtime.dynamic_image.motion_intensity`` — the same one the live DI builder uses — for MIDI and
+comes from ``core.dynamic_image.motion_intensity`` — the same one the live DI builder uses — for MIDI and
 for a missing apex (apex = intensity peak between onset and offset).
 """
 
@@ -24,8 +24,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.alignment import align_face
+from core.alignment import align_face
+from core.dynamic_image import motion_intensity as intensity_of
+from realtime.landmarks import anchors_from_landmarks
 from training.datasets.base import Sample
+from training.still_faces import detect_faces
 
 __all__ = [
     "ALIGNMENT_MODES",
@@ -132,8 +135,6 @@ def _read(path: Path) -> np.ndarray:
 
 def _detect_anchors(image: np.ndarray, options: FrameOptions) -> np.ndarray | None:
     """Eye/eye/nose anchors (image pixels) of the largest face, trying a padded copy for tight crops."""
-    from realtime.face import anchors_from_landmarks, detect_faces
-
     # dataset frames are face crops or close-ups: one whole-image pass, no small-face tiling
     faces = detect_faces(image, model_path=options.face_model, min_face_size=None)
     if faces:
@@ -179,10 +180,8 @@ def _align(images: list[np.ndarray], sample: Sample, onset_index: int, options: 
 
 def motion_intensity(crops: np.ndarray, fps: float) -> np.ndarray:
     """Per-frame motion intensity of a clip's aligned crops (clip starts at its onset): the one definition
-    the live DI builder uses too (:func:`realtime.dynamic_image.motion_intensity`). ``fps`` is unused: the
+    the live DI builder uses too (:func:`core.dynamic_image.motion_intensity`). ``fps`` is unused: the
     measure is a difference to the onset frame, independent of the frame rate."""
-    from realtime.dynamic_image import motion_intensity as intensity_of
-
     out = np.asarray(intensity_of(np.asarray(crops), 0), dtype=np.float64)
     return np.where(np.isfinite(out), out, 0.0)
 

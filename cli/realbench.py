@@ -11,6 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.paths import user_cache_dir
+from realtime.face import FaceTrackerOptions
+from realtime.face_model import FaceModelError, resolve_face_model
+from realtime.native_stderr import native_stderr_silenced
+from realtime.sources import SourceError
+from training.realbench import BenchOptions, default_videos, prepare, run_benchmark
+from training.synth_options import SynthError
+
 __all__ = ["build_parser", "main"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -65,12 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from realtime.face import FaceModelError, FaceTrackerOptions, resolve_face_model
-    from realtime.native_stderr import native_stderr_silenced
-    from realtime.paths import user_cache_dir
-    from realtime.sources import SourceError
-    from training.realbench import BenchSettings, default_videos, prepare, run_benchmark
-    from training.synth import SynthError
 
     videos = list(args.videos) or default_videos(_REPO)
     if not videos:
@@ -87,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mer-bench real: {exc}", file=sys.stderr)
         return 2
     placements = ("calm", "anywhere") if args.placement == "both" else (args.placement,)
-    settings = BenchSettings(amplitudes=args.amplitudes, placements=placements, micro_per_minute=args.per_minute,
+    settings = BenchOptions(amplitudes=args.amplitudes, placements=placements, micro_per_minute=args.per_minute,
                              macro_per_minute=args.macro_per_minute, seed=args.seed)
     work = args.work or user_cache_dir() / "realbench"
     from rich.console import Console

@@ -10,9 +10,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cli.help import DefaultsHelpFormatter
+from realtime.face import FaceTrackerOptions
+from realtime.face_model import face_model_from_env
+from realtime.native_stderr import native_stderr_silenced
 from training.aus import SCHEMES, AuError
-from training.cli_help import DefaultsHelpFormatter
-from training.synth_faces import SHARED_FACES_ENV, FaceSourceError
+from training.synth import SynthGenerator
+from training.synth_faces import SHARED_FACES_ENV, FaceSourceError, load_identities
+from training.synth_onto import OntoOptions, write_onto
+from training.synth_options import SynthOptions
+from training.synth_writer import write_dataset
 
 __all__ = ["build_onto_parser", "build_parser", "main"]
 
@@ -135,8 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _face_model(explicit: Path | None) -> Path | None:
-    from realtime.face import face_model_from_env
-
     if explicit is not None:
         return explicit
     env = face_model_from_env()  # absolute, whatever folder it was set relative to
@@ -150,7 +155,7 @@ def _sets(which: str) -> tuple[str, ...]:
 
 
 def check_out(out: Path, sets: Sequence[str], *, force: bool) -> str | None:
-    """Why writing ``sets`` into ``out`` would be refused (the rule of ``training.synth.write_dataset``), or
+    """Why writing ``sets`` into ``out`` would be refused (the rule of ``training.synth_writer.write_dataset``), or
     None. Checked before faces are loaded, so a mistake is reported at once, not after the slow part."""
     for name in sets:
         path = out / name
@@ -233,10 +238,6 @@ def _onto(argv: Sequence[str]) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from realtime.face import FaceTrackerOptions
-    from realtime.native_stderr import native_stderr_silenced
-    from training.synth_onto import OntoSettings, write_onto
-
     console = Console(stderr=True)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
@@ -252,7 +253,7 @@ def _onto(argv: Sequence[str]) -> int:
         progress.update(tasks[key], advance=advance)
 
     try:
-        settings = OntoSettings(
+        settings = OntoOptions(
             seed=args.seed, scheme=args.classes, amplitude=args.amplitude, micro_per_minute=args.per_minute,
             micro_duration_s=args.duration, single_au=args.single_au, one_sided=args.one_sided,
             macro_per_minute=args.macro_per_minute, gap_s=args.gap, calm=args.calm, codec=args.codec,
@@ -319,11 +320,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     )
     from rich.table import Table
 
-    from realtime.native_stderr import native_stderr_silenced
-    from training.synth import SynthGenerator, SynthSettings, write_dataset
-    from training.synth_faces import load_identities
-
-    settings = SynthSettings(
+    settings = SynthOptions(
         seed=args.seed, fps=args.fps, scheme=args.classes, subjects=args.subjects,
         clips_per_class=args.clips_per_class, crop_size=args.crop_size, videos=args.videos,
         video_seconds=args.video_seconds, video_size=args.video_size,

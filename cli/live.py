@@ -15,8 +15,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
-from realtime.curve import CurveError
+from cli.app import run_live
+from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
+from realtime.publisher import PublisherError, check_exposure
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 
@@ -123,7 +125,6 @@ def _check_zmq(args: argparse.Namespace) -> None:
     """A bad or exposed --zmq is refused before anything slow (model, face tracker) is loaded."""
     if args.zmq.lower() == "none":
         return
-    from realtime.publisher import PublisherError, check_exposure
 
     try:
         check_exposure(args.zmq, curve=args.zmq_curve is not None, insecure=args.insecure)
@@ -154,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     try:
         if args.create_keys:
-            from realtime.curve import create_keys
-
             public, secret = create_keys(args.create_keys)
             print(f"CURVE keys written: server secret {secret}, server public {public} "
                   f"(give subscribers the public key and their own client key)")
@@ -168,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--windows needs --video FILE: its frame numbers refer to a recorded video (a camera "
                             "has none in advance; for the demo clip pass its file with --video)")
         _check_zmq(args)
-        from realtime.app import run_live
 
         signal.signal(signal.SIGTERM, _on_signal)
         return run_live(args)

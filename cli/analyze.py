@@ -19,10 +19,31 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from cli.app import spotter_options
+from core.events import KINDS
+from engines.backends import load_engine
+from engines.backends.base import EngineError
+from engines.card import CardError
+from realtime.analyze import AnalyzeOptions
+from realtime.batch import (
+    BatchError,
+    ModelIdentity,
+    already_done,
+    assign_names,
+    collect_inputs,
+    make_jobs,
+    merge,
+    parse_shard,
+    run_jobs,
+    select_shard,
+    write_summary,
+)
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
+from realtime.face_model import FaceModelError, resolve_face_model
+from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 if TYPE_CHECKING:
-    from realtime.analyze import AnalyzeSettings, VideoJob, VideoResult
+    from realtime.analyze import AnalyzeOptions, VideoJob, VideoResult
     from realtime.batch import ModelIdentity
 
 PROG = "mer-analyze"
@@ -190,8 +211,6 @@ def _videos(n: int) -> str:
 
 
 def _describe(result: VideoResult) -> str:
-    from realtime.events import KINDS
-
     if result.skipped:
         return f"skipped  {result.name}: already analysed ({result.status}) with this model and settings"
     events = " / ".join(f"{result.events.get(k, 0)} {k}" for k in KINDS)
@@ -209,8 +228,6 @@ def _describe(result: VideoResult) -> str:
 
 
 def _configure_logging(level: str) -> None:
-    from realtime.native_stderr import StderrHandler
-
     handler = StderrHandler()  # follows sys.stderr, which native_stderr_silenced(keep_python=True) keeps
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -223,22 +240,6 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from engines.backends import load_engine
-    from engines.backends.base import EngineError
-    from engines.card import CardError
-    from realtime.analyze import AnalyzeSettings
-    from realtime.app import spotter_settings
-    from realtime.batch import (
-        BatchError,
-        ModelIdentity,
-        assign_names,
-        collect_inputs,
-        make_jobs,
-        parse_shard,
-        select_shard,
-    )
-    from realtime.face import FaceModelError, resolve_face_model
-
     console = _console()
     try:
         shard = parse_shard(args.shard) if args.shard else None
@@ -267,14 +268,13 @@ def run_analyze(args: argparse.Namespace) -> int:
             face_model = resolve_face_model(args.face_model)
         except FaceModelError as exc:
             raise UserError(str(exc)) from None
-        settings = AnalyzeSettings(model=args.model, engine=args.engine, face_model=str(face_model),
+        settings = AnalyzeOptions(model=args.model, engine=args.engine, face_model=str(face_model),
                                    landmark_every=args.landmark_every, blendshapes=args.blendshapes,
-                                   spotter=spotter_settings(args),  # type: ignore[arg-type]
+                                   spotter=spotter_options(args),
                                    quiet_native=args.log_level != "debug")
         model = ModelIdentity.of(engine)
         jobs = select_shard(make_jobs(inputs.videos, assign_names(inputs.videos), out, model, settings), shard)
         summary_path = out / ("summary.csv" if shard is None else f"summary.shard-{shard[0]}-of-{shard[1]}.csv")
-        from realtime.native_stderr import native_stderr_silenced
 
         # MediaPipe's native lines (fd 2) are hidden unless --log-level debug; our own messages still show
         with native_stderr_silenced(args.log_level != "debug", keep_python=True):
@@ -283,11 +283,9 @@ def run_analyze(args: argparse.Namespace) -> int:
         engine.close()
 
 
-def _run_batch(args: argparse.Namespace, console: Any, jobs: list[VideoJob], settings: AnalyzeSettings,
+def _run_batch(args: argparse.Namespace, console: Any, jobs: list[VideoJob], settings: AnalyzeOptions,
                engine: Any, model: ModelIdentity, summary_path: Path, problems: bool) -> int:
     """Skip what is done, analyse the rest, write the summary; the exit code."""
-    from realtime.batch import already_done, run_jobs, write_summary
-
     results: list[VideoResult] = []
     todo = []
     show = not args.no_progress and console.is_terminal
@@ -329,8 +327,6 @@ def _run_batch(args: argparse.Namespace, console: Any, jobs: list[VideoJob], set
 
 
 def run_merge(argv: list[str]) -> int:
-    from realtime.batch import BatchError, merge
-
     args = build_merge_parser().parse_args(argv)
     out: Path = args.out or args.dirs[0] / "summary.csv"
     console = _console()

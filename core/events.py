@@ -72,20 +72,24 @@ def _int(name: str, value: Any) -> int:
     return value
 
 
-def _num(name: str, value: Any, *, allow_none: bool = False) -> float:
-    if value is None and allow_none:
-        return None  # type: ignore[return-value]
+def _num(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RecordError(name, f"expected a finite number, got {value!r}")
     return float(value)
 
 
-def _str(name: str, value: Any, *, allow_none: bool = False) -> str:
-    if value is None and allow_none:
-        return None  # type: ignore[return-value]
+def _opt_num(name: str, value: Any) -> float | None:
+    return None if value is None else _num(name, value)
+
+
+def _str(name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise RecordError(name, f"expected a string, got {value!r}")
     return value
+
+
+def _opt_str(name: str, value: Any) -> str | None:
+    return None if value is None else _str(name, value)
 
 
 def _nonneg(name: str, value: float) -> float:
@@ -181,7 +185,7 @@ class EventRecord(Record):
             if not 0.0 <= p <= 1.0:
                 raise RecordError(f"probs.{key}", f"probability outside [0, 1]: {p}")
             clean_probs[str(key)] = p
-        confidence = _num("confidence", data.get("confidence"), allow_none=True)
+        confidence = _opt_num("confidence", data.get("confidence"))
         if confidence is not None and not 0.0 <= confidence <= 1.0:
             raise RecordError("confidence", f"outside [0, 1]: {confidence}")
         return cls(
@@ -192,11 +196,11 @@ class EventRecord(Record):
             duration_ms=_nonneg("duration_ms", _num("duration_ms", data.get("duration_ms"))),
             kind=_str("kind", data.get("kind")),
             intensity=_num("intensity", data.get("intensity")),
-            label=_str("label", data.get("label"), allow_none=True),
+            label=_opt_str("label", data.get("label")),
             confidence=confidence,
             probs=clean_probs,
-            model=_str("model", data.get("model"), allow_none=True),
-            engine=_str("engine", data.get("engine"), allow_none=True),
+            model=_opt_str("model", data.get("model")),
+            engine=_opt_str("engine", data.get("engine")),
             latency_ms=_num("latency_ms", data.get("latency_ms")),
             delay_ms=_num("delay_ms", data.get("delay_ms")),
         )
@@ -252,7 +256,7 @@ class StatusRecord(Record):
             fps_proc=_nonneg("fps_proc", _num("fps_proc", data.get("fps_proc"))),
             face=face,
             face_frames=_int("face_frames", data.get("face_frames")),
-            engine=_str("engine", data.get("engine"), allow_none=True),
+            engine=_opt_str("engine", data.get("engine")),
             stage_ms=_stage_ms(data.get("stage_ms", {})),
             landmark_every=_landmark_every(data),
         )
@@ -302,8 +306,8 @@ class SummaryRecord(Record):
             mean_fps=_nonneg("mean_fps", _num("mean_fps", data.get("mean_fps"))),
             reason=_str("reason", data.get("reason", "end")),
             scored=None if data.get("scored") is None else _int("scored", data.get("scored")),
-            accuracy=_num("accuracy", data.get("accuracy"), allow_none=True),
-            uf1=_num("uf1", data.get("uf1"), allow_none=True),
+            accuracy=_opt_num("accuracy", data.get("accuracy")),
+            uf1=_opt_num("uf1", data.get("uf1")),
             vetoed=None if data.get("vetoed") is None else _int("vetoed", data.get("vetoed")),
             landmark_every=_landmark_every(data),
         )

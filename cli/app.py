@@ -12,39 +12,43 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from core.events import Record, SummaryRecord
+from core.options import replace_options
+from engines.backends import load_engine
+from engines.backends.base import EngineError
+from engines.card import CardError
+from realtime.analysis import AnalyzerOptions
+from realtime.dashboard import PlainLog, make_display
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
-from realtime.events import Record, SummaryRecord
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_model import FaceModelError
 from realtime.native_stderr import native_stderr_silenced
-
-if TYPE_CHECKING:
-    from realtime.pipeline import Pipeline
+from realtime.pipeline import Pipeline, PipelineOptions
+from realtime.publisher import Publisher, PublisherError, PublisherOptions
+from realtime.sources import SourceError, open_source
+from realtime.spotting import SpotterOptions
+from realtime.windows import read_windows
+from training.demo import demo_video
 
 log = logging.getLogger(__name__)
 
 
-def spotter_settings(args: argparse.Namespace) -> object:
-    """SpotterSettings from the command line's spotting options (seconds)."""
-    from realtime.spotting import SpotterSettings
-
-    settings = SpotterSettings()
+def spotter_options(args: argparse.Namespace) -> SpotterOptions:
+    """SpotterOptions from the command line's spotting options (seconds); an option not given keeps the
+    default. A name SpotterOptions lacks is an OptionsError (a renamed field cannot be dropped quietly)."""
     overrides = {
         "micro_max_s": args.micro_max,
         "min_duration_s": args.min_duration,
         "min_score": args.threshold,
         "min_peak": args.min_peak,
     }
-    known = {k: v for k, v in overrides.items() if v is not None and hasattr(settings, k)}
-    return replace(settings, **known)
+    return replace_options(SpotterOptions(), **{k: v for k, v in overrides.items() if v is not None})
 
 
 def _source_spec(args: argparse.Namespace) -> str:
     if args.demo:
-        from realtime.demo import demo_video
-
         with native_stderr_silenced(args.log_level != "debug"):
             return str(demo_video(face_model=args.face_model))
     if args.camera is not None:
@@ -53,17 +57,6 @@ def _source_spec(args: argparse.Namespace) -> str:
 
 
 def run_live(args: argparse.Namespace) -> int:
-    from engines.backends import load_engine
-    from engines.backends.base import EngineError
-    from engines.card import CardError
-    from realtime.analysis import AnalyzerOptions
-    from realtime.dashboard import make_display
-    from realtime.face import FaceModelError, FaceTracker, FaceTrackerOptions
-    from realtime.pipeline import Pipeline, PipelineOptions
-    from realtime.publisher import Publisher, PublisherError, PublisherOptions
-    from realtime.sources import SourceError, open_source
-    from realtime.windows import read_windows
-
     windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
     try:
         spec = _source_spec(args)
@@ -112,7 +105,7 @@ def run_live(args: argparse.Namespace) -> int:
             fast=args.fast,
             duration_s=args.duration,
             windows=windows,
-            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_settings(args)),  # type: ignore[arg-type]
+            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_options(args)),
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)
@@ -121,8 +114,6 @@ def run_live(args: argparse.Namespace) -> int:
         if not args.no_dashboard:
             display = make_display(pipeline.snapshot)
         else:
-            from realtime.dashboard import PlainLog
-
             display = PlainLog(pipeline.snapshot, file=sys.stdout)
         stack.callback(display.close)
         display.start()

@@ -17,11 +17,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from training.cli_help import DefaultsHelpFormatter
+from cli.help import DefaultsHelpFormatter
+from core.dynamic_image import FLOW_STREAMS
+from engines.backends.base import TorchMissingError, require_torch
+from engines.card import CardError
+from realtime.face_model import face_model_from_env
+from realtime.native_stderr import StderrHandler, native_stderr_silenced
+from training.cache import DICache, default_cache_dir
+from training.datasets import load_dataset
+from training.datasets.base import DatasetError, merge_indices
+from training.datasets.classes import SchemeError
+from training.datasets.frames import FrameError, FrameOptions
+from training.report import ReportError, merge_runs
+from training.train_types import Fold, NullProgress, TrainError, TrainOptions
 
 __all__ = ["main"]
 
-log = logging.getLogger("training.train_cli")
+log = logging.getLogger("cli.train")
 
 DATASETS = ("synth", "casme2", "samm", "mmew")
 
@@ -68,7 +80,7 @@ def _train_parser() -> argparse.ArgumentParser:
                             "same as --model-setting flip_average=true)")
     model.add_argument("--model-setting", action="append", default=[], metavar="KEY=VALUE", dest="model_settings",
                        help="extra model setting, repeatable (e.g. dropout=0.3, shared_backbone=true, width=24); "
-                       "see engines.network.ModelSettings")
+                       "see engines.network.ModelOptions")
 
     cv = p.add_argument_group("evaluation")
     cv.add_argument("--protocol", default="loso", choices=("loso", "kfold"),
@@ -146,8 +158,6 @@ def _configure_logging(verbose: bool, console: Any = None) -> None:
         handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
-        from realtime.native_stderr import StderrHandler
-
         handler = StderrHandler()  # follows sys.stderr, which native_stderr_silenced(keep_python=True) keeps
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -156,8 +166,6 @@ def _configure_logging(verbose: bool, console: Any = None) -> None:
 
 
 def _progress_classes() -> tuple[type, type]:
-    from training.train import Fold, NullProgress
-
     class PlainProgress(NullProgress):
         """One line per stage, fold and epoch (stdout is not a terminal)."""
 
@@ -250,8 +258,6 @@ def _calibration_text(result: dict[str, Any]) -> str:
 
 
 def _resolve_alignment(args: argparse.Namespace) -> tuple[str, str | None]:
-    from realtime.face import face_model_from_env
-
     env = face_model_from_env()  # absolute, whatever folder it was set relative to
     face_model = args.face_model or (str(env) if env is not None else None)
     if args.alignment != "auto":
@@ -274,13 +280,12 @@ def _average_epochs(args: argparse.Namespace) -> int:
 def _pretrain_epochs(args: argparse.Namespace) -> int:
     if args.pretrain_epochs is not None:
         return int(args.pretrain_epochs)
-    from engines.registry import default_card
+    from engines.registry import default_card  # pulls in torch (the optional 'train' extra)
 
     try:
         streams = default_card(args.model, labels=("a", "b")).streams
     except (KeyError, ValueError):
         return 0  # an unknown model is reported, in one line, where the data is prepared
-    from realtime.dynamic_image import FLOW_STREAMS
 
     if set(streams) & set(FLOW_STREAMS):
         return 0  # stream pretraining starts backbones from a TRDI model: nothing a flow stream can use
@@ -291,8 +296,6 @@ def _model_settings(items: list[str], *, flip_average: bool = False) -> tuple[tu
     """``KEY=VALUE`` pairs; values are JSON literals when they parse (0.3, true, 24), strings otherwise.
     ``flip_average`` is added unless a pair sets it (only when true, so older runs keep their identity)."""
     import json
-
-    from training.train import TrainError
 
     out: dict[str, Any] = {"flip_average": True} if flip_average else {}
     for item in items:
@@ -315,19 +318,14 @@ def _console(**kwargs: Any) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from realtime.native_stderr import native_stderr_silenced
-    from training.cache import DICache, default_cache_dir
-    from training.datasets import load_dataset
-    from training.datasets.base import merge_indices
-    from training.datasets.frames import FrameOptions
-    from training.train import TrainSettings, run_training
+    from training.train import run_training  # pulls in torch (the optional 'train' extra)
 
     interactive = _interactive()
     console = None
     if interactive:
         console = _console()
     _configure_logging(args.verbose, console)
-    settings = TrainSettings(
+    settings = TrainOptions(
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
@@ -382,8 +380,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from training.report import merge_runs
-
     _configure_logging(args.verbose)
     report, paths = merge_runs(args.run_dirs, args.out)
     pooled = report["pooled"]
@@ -401,12 +397,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _merge_parser() if merging else _train_parser()
     args = parser.parse_args(argv[1:] if merging else argv)
     prog = "mer-train merge" if merging else "mer-train"
-    from engines.backends.base import TorchMissingError, require_torch
-    from engines.card import CardError
-    from training.datasets.base import DatasetError
-    from training.datasets.classes import SchemeError
-    from training.datasets.frames import FrameError
-    from training.report import ReportError
 
     user_errors: tuple[type[Exception], ...] = (DatasetError, SchemeError, FrameError, ReportError, CardError)
     if not merging:  # merging pools results and needs no torch; training does
@@ -415,8 +405,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except TorchMissingError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
-        from training.train import TrainError
-
         user_errors += (TrainError,)
     try:
         return _run_merge(args) if merging else _run_train(args)

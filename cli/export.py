@@ -24,10 +24,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from engines.backends.artefacts import card_beside, load_card, load_checkpoint_checked
 from engines.backends.base import EngineError, require_torch
+from engines.backends.onnx_backend import OnnxRuntimeEngine
+from engines.backends.plan_meta import PlanMeta
+from engines.backends.select import probe_environment, tensorrt_blocker
+from engines.backends.tensorrt_backend import TensorRTEngine
+from engines.backends.tensorrt_build import PlanBuildOptions, build_plan
+from engines.backends.torch_backend import TorchEngine
 from engines.card import CardError
-from engines.onnx_io import DEFAULT_OPSET, ExportError
-from engines.triton import TritonError
+from engines.onnx_io import DEFAULT_OPSET, ExportError, export_onnx
+from engines.triton import TritonError, TritonOptions, write_triton_repository
+from engines.verify import FP16_TOLERANCE, FP32_TOLERANCE, compare, random_inputs, real_inputs
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +113,6 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     produced: list[tuple[str, Path, str]] = []  # (kind, path, precision)
     precision = "fp16" if args.fp16 else "fp32"
 
-    from engines.backends.artefacts import card_beside, load_card, load_checkpoint_checked
-    from engines.onnx_io import export_onnx
-
     with console.status(f"Loading {checkpoint.name}…"):
         beside = card_beside(checkpoint)
         model = load_checkpoint_checked(checkpoint, load_card(beside) if beside else None)
@@ -126,8 +131,6 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
         plan_path = None
         if args.tensorrt:
-            from engines.backends.tensorrt_build import PlanBuildOptions, build_plan
-
             plan_path = args.tensorrt
             options = PlanBuildOptions(max_batch=args.max_batch, timing_cache=args.timing_cache,
                                        workspace_mib=args.workspace_mib, version_compatible=args.version_compatible,
@@ -139,8 +142,6 @@ def _export(args: argparse.Namespace, console: Console) -> int:
                           highlight=False)
 
         if args.triton:
-            from engines.triton import TritonOptions, write_triton_repository
-
             artefact = plan_path or onnx_path
             kind = None if args.triton_instance is None else f"KIND_{args.triton_instance.upper()}"
             model_dir = write_triton_repository(args.triton, card, artefact,
@@ -157,8 +158,6 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _require_tensorrt() -> Any:
-    from engines.backends.select import probe_environment, tensorrt_blocker
-
     env = probe_environment()
     blocker = tensorrt_blocker(env)
     if blocker == "TensorRT not installed":
@@ -170,10 +169,6 @@ def _require_tensorrt() -> Any:
 
 
 def _verify(model: Any, produced: list[tuple[str, Path, str]], samples: int, console: Console) -> int:
-    from engines.backends.onnx_backend import OnnxRuntimeEngine
-    from engines.backends.torch_backend import TorchEngine
-    from engines.verify import FP16_TOLERANCE, FP32_TOLERANCE, compare, random_inputs, real_inputs
-
     card = model.card
     with console.status("Verifying against the torch model…"):
         inputs = {"random": random_inputs(card, samples), "real": real_inputs(card, samples)}
@@ -185,9 +180,6 @@ def _verify(model: Any, produced: list[tuple[str, Path, str]], samples: int, con
             if kind == "onnx":
                 engine: Any = OnnxRuntimeEngine(card, path, device="cpu", max_batch=samples)
             else:
-                from engines.backends.plan_meta import PlanMeta
-                from engines.backends.tensorrt_backend import TensorRTEngine
-
                 engine = TensorRTEngine(card, path, meta=PlanMeta.load(path))
             with engine:
                 for name, batch in inputs.items():

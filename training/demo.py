@@ -14,8 +14,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from core.paths import user_cache_dir
 from realtime.errors import UserError
-from realtime.paths import user_cache_dir
+from realtime.face_model import FaceModelError, resolve_face_model
+from training.synth import SynthGenerator
+from training.synth_faces import load_identities
+from training.synth_options import SynthOptions
+from training.synth_writer import write_dataset
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +58,6 @@ def demo_video(face_model: str | Path | None = None) -> Path:
 def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: str | Path | None) -> None:
     import cv2
 
-    from realtime.face import FaceModelError, resolve_face_model
-    from training.synth import SynthGenerator, SynthSettings, write_dataset
-    from training.synth_faces import load_identities
-
     try:
         model = resolve_face_model(face_model)
     except FaceModelError as exc:
@@ -70,7 +71,7 @@ def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: 
         faces.mkdir()
         cv2.imwrite(str(faces / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
         identities = load_identities(builtin=False, user_faces=faces, model_path=model)
-        settings = SynthSettings(seed=seed, fps=fps, videos=1, video_seconds=seconds, subjects=1)
+        settings = SynthOptions(seed=seed, fps=fps, videos=1, video_seconds=seconds, subjects=1)
         with SynthGenerator(settings, identities) as gen:
             write_dataset(gen, tmp_root / "out", sets=("spotting",))
         if root.exists():

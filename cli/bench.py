@@ -1,0 +1,254 @@
+"""``mer-bench``: measure the real pipeline and show the figures next to the project's targets.
+
+Runs, on a generated synthetic video (default, so it works anywhere) or ``--video FILE``:
+1. start-up: a fresh ``mer-live`` process, from spawn to its first analysed frame;
+2. offline (``--fast``): throughput and per-stage p50/p95 (decode, face, motion, spotting, DI, classify,
+   publish), event ``latency_ms`` / ``delay_ms``, and spotting F1 against the annotations when known;
+   around it, the bare MediaPipe landmarker (VIDEO mode, one face) on the same frames with the same decode,
+   and the ratio of the two frame rates (``--repeats`` alternates them);
+3. paced at the source's fps for ``--paced-seconds``: dropped frames;
+4. paced at each ``--paced-fps`` on a generated video of that frame rate: dropped frames and the
+   ``--landmark-every`` N in use (the one ``auto`` chose);
+5. classification latency per available engine at batch 1 and 8;
+and peak RSS. A Rich table, or ``--json`` for machines. Nothing here is asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cli.live import landmark_every_arg
+from cli.realbench import main as real_main
+from engines.backends import EngineError, load_engine
+from engines.card import CardError
+from realtime.bench import (
+    STAGES,
+    RunFigures,
+    engine_latency,
+    landmarker_baseline,
+    run_pipeline,
+    throughput_ratio,
+)
+from realtime.errors import EXIT_OK, EXIT_USAGE, UserError
+from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_model import FaceModelError
+from training.demo import synthetic_video
+
+log = logging.getLogger(__name__)
+
+
+def measure_startup(video: Path, face_model: str | None, engine: str, model: str | None) -> float | None:
+    """Seconds from spawning ``mer-live`` to its first analysed frame (CLOCK_MONOTONIC is system-wide)."""
+    cmd = [sys.executable, "-m", "cli.live", "--video", str(video), "--fast", "--no-dashboard",
+           "--zmq", "none", "--duration", "0.5", "--log-level", "info", "--engine", engine]
+    if face_model:
+        cmd += ["--face-model", face_model]
+    if model:
+        cmd += ["--model", model]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    match = re.search(r"first frame analysed at monotonic ([0-9.]+)", proc.stderr)
+    if not match:
+        log.warning("start-up probe failed (exit %s): %s", proc.returncode, proc.stderr.strip()[-300:])
+        return None
+    return round(float(match.group(1)) - t0, 3)
+
+
+TARGETS = [
+    ("offline throughput (fps)", "fast.fps", ">=", 100.0),
+    ("offline pipeline / bare landmarker (fps ratio)", "ratio.ratio", ">=", 0.9),
+    ("paced: dropped frames", "paced.dropped", "<=", 0),
+    ("event latency_ms p95 (paced, live-like)", "paced.latency_ms.p95", "<=", 50.0),
+    ("ONNX Runtime b1 p50 (ms)", "engines.onnxruntime b1.p50", "<=", 5.0),
+    ("start-up to first frame (s)", "startup_s", "<=", 3.0),
+    ("peak RSS (MB)", "peak_rss_mb", "<=", 1536.0),
+]
+
+
+def _get(data: dict[str, Any], dotted: str) -> Any:
+    cur: Any = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _help_texts(doc: str) -> tuple[str, str]:
+    """(description, epilog) for --help from the module docstring: its first line without the command's name,
+    then the rest, both without reStructuredText backticks."""
+    first, _, rest = doc.replace("``", "").partition("\n")
+    first = first.removeprefix("mer-bench: ").strip()
+    return first[:1].upper() + first[1:], rest.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    description, epilog = _help_texts(__doc__ or "")
+    p = argparse.ArgumentParser(prog="mer-bench", description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
+    p.add_argument("--video", type=Path, help="video to measure on (default: a generated synthetic one)")
+    p.add_argument("--annotations", type=Path, help="mer-synth annotations.csv for spotting F1 (auto for the default)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video (default %(default)s)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the generated video (default %(default)s)")
+    p.add_argument("--paced-seconds", type=float, default=60.0,  # the target: 60 s at 30 fps, no drops
+                   help="how long to run paced at the source fps for the drop count; 0 skips (default %(default)s)")
+    p.add_argument("--engine", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
+                   help="inference backend, as for mer-live (default %(default)s)")
+    p.add_argument("--model", help="model to use (default: bundled)")
+    p.add_argument("--face-model", help="face_landmarker.task (default: $MER_FACE_MODEL / cache)")
+    p.add_argument("--landmark-every", type=landmark_every_arg, default=1, metavar="N|auto",
+                   help="landmarks every Nth frame; auto: N from the measured landmark cost and the source's "
+                   "frame rate (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=1, metavar="K",
+                   help="offline runs, each between two bare-landmarker runs, for the ratio (default %(default)s)")
+    p.add_argument("--paced-fps", type=float, nargs="+", default=[], metavar="FPS",
+                   help="also run paced on a generated video at each of these frame rates (e.g. 120 200) and "
+                   "report its drops and --landmark-every N")
+    p.add_argument("--paced-fps-seconds", type=float, default=30.0, metavar="S",
+                   help="length of those generated videos (default %(default)s)")
+    p.add_argument("--skip-startup", action="store_true", help="do not measure process start-up")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["real"]:  # the real-footage spotting benchmark renders with the generator (training)
+
+        return real_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except UserError as exc:
+        print(f"mer-bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    video, annotations = args.video, args.annotations
+    if video is None:
+        with console.status("generating a synthetic video…"):
+            video, annotations = synthetic_video(seconds=args.seconds, fps=args.fps, face_model=args.face_model)
+    elif not Path(video).is_file():
+        raise UserError(f"{video}: no such file")
+    try:
+        engine = load_engine(args.model, backend=args.engine)
+    except (EngineError, CardError) as exc:
+        raise UserError(str(exc)) from None
+    card = engine.card
+
+    def tracker_factory() -> Any:
+        try:
+            return FaceTracker(FaceTrackerOptions(model_path=args.face_model, crop_size=card.crop_size,
+                                                  landmark_every=args.landmark_every))
+        except FaceModelError as exc:
+            raise UserError(str(exc)) from None
+
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "engine": engine.name, "reason": engine.reason,
+                                          "video": str(video), "landmark_every": args.landmark_every}}
+    if not args.skip_startup:
+        with console.status("start-up…"):
+            result["startup_s"] = measure_startup(Path(video), args.face_model, args.engine, args.model)
+    landmarker: list[dict[str, Any]] = []
+    fast: list[RunFigures] = []
+    for i in range(max(1, args.repeats)):  # landmarker, pipeline, landmarker, ...: the same load around each
+        with console.status("bare landmarker…"):
+            landmarker.append(landmarker_baseline(Path(video), args.face_model))
+        with console.status(f"offline run (--fast) {i + 1}…"):
+            fast.append(run_pipeline(Path(video), fast=True, engine=engine, tracker_factory=tracker_factory,
+                                     card=card, annotations=annotations))
+    with console.status("bare landmarker…"):
+        landmarker.append(landmarker_baseline(Path(video), args.face_model))
+    result["fast"] = fast[0].__dict__
+    result["landmarker"] = landmarker[0]
+    result["ratio"] = throughput_ratio([f.fps for f in fast], [b["fps"] for b in landmarker])
+    if args.paced_seconds > 0:
+        with console.status(f"paced run ({args.paced_seconds:g} s)…"):
+            paced = run_pipeline(Path(video), fast=False, engine=engine, tracker_factory=tracker_factory,
+                                 card=card, annotations=None, seconds=args.paced_seconds)
+            result["paced"] = {"frames": paced.frames, "dropped": paced.dropped, "seconds": paced.wall_s,
+                               "latency_ms": paced.latency_ms, "delay_ms": paced.delay_ms, "events": paced.events}
+    targets = list(TARGETS)
+    for fps in args.paced_fps:  # e.g. a 120 or 200 fps lab camera, with --landmark-every auto
+
+        with console.status(f"generating a {fps:g} fps video…"):
+            clip, _ = synthetic_video(seconds=args.paced_fps_seconds, fps=fps, face_model=args.face_model)
+        with console.status(f"paced at {fps:g} fps ({args.paced_fps_seconds:g} s)…"):
+            run = run_pipeline(clip, fast=False, engine=engine, tracker_factory=tracker_factory, card=card,
+                               annotations=None)
+        key = f"{fps:g}".replace(".", "_")
+        result.setdefault("paced_fps", {})[key] = {
+            "fps": fps, "frames": run.frames, "dropped": run.dropped, "seconds": run.wall_s,
+            "landmark_every": run.landmark_every, "auto": run.auto,
+            "stage_ms": {s: v["p50"] for s, v in run.stage_ms.items()}}
+        targets.append((f"paced at {fps:g} fps, landmark_every {args.landmark_every} (N = {run.landmark_every}): "
+                        "dropped frames", f"paced_fps.{key}.dropped", "<=", 0))
+    engine.close()
+    with console.status("engines…"):
+        result["engines"] = engine_latency(args.model)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["targets"] = [
+        {"what": what, "value": _get(result, key), "target": f"{op} {limit:g}",
+         "met": None if _get(result, key) is None else (
+             _get(result, key) >= limit if op == ">=" else _get(result, key) <= limit)}
+        for what, key, op, limit in targets
+    ]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_tables(result)
+    return EXIT_OK
+
+
+def _print_tables(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    fast = result["fast"]
+    t = Table(title=f"mer-bench — {result['machine']['cpus']} CPUs, engine {result['machine']['engine']}")
+    t.add_column("stage")
+    t.add_column("p50 ms", justify="right")
+    t.add_column("p95 ms", justify="right")
+    for stage in STAGES:
+        v = fast["stage_ms"].get(stage, {})
+        t.add_row(stage, str(v.get("p50", "-")), str(v.get("p95", "-")))
+    console.print(t)
+    t = Table(title="targets")
+    for col in ("what", "measured", "target", "met"):
+        t.add_column(col)
+    for row in result["targets"]:
+        met = {True: "[green]yes", False: "[red]no", None: "-"}[row["met"]]
+        t.add_row(row["what"], str(row["value"]), row["target"], met)
+    console.print(t)
+    console.print(f"offline: {fast['frames']} frames in {fast['wall_s']} s = {fast['fps']} fps; events {fast['events']}; "
+                  f"latency_ms {fast['latency_ms']}; delay_ms {fast['delay_ms']}; spotting {fast['spotting']}")
+    ratio = result["ratio"]
+    console.print(f"bare landmarker (VIDEO mode, one face, same decode): {ratio['landmarker_fps']} fps, landmarks "
+                  f"{result['landmarker']['landmark_ms']} ms; pipeline {ratio['pipeline_fps']} fps; "
+                  f"ratio {ratio['ratio']} (runs {ratio['ratios']})")
+    for run in result.get("paced_fps", {}).values():
+        console.print(f"paced at {run['fps']:g} fps: {run['frames']} frames, {run['dropped']} dropped, "
+                      f"landmark_every {run['landmark_every']} {run['auto'] or ''}")
+    if "paced" in result:
+        console.print(f"paced: {result['paced']}")
+    console.print(f"engines: {result['engines']}")
+    console.print(f"peak RSS {result['peak_rss_mb']} MB; start-up {result.get('startup_s')} s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
