@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cli.app import spotter_options
+from cli.options import add_model_arguments
 from core.events import KINDS
 from engines.backends import load_engine
 from engines.backends.base import EngineError
@@ -110,17 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no progress bar (automatic when stderr is not a terminal); one line per video stays")
 
     model = p.add_argument_group("model (as for mer-live)")
-    model.add_argument("--engine", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
-                       help="inference backend; auto = TensorRT if usable, else ONNX Runtime, else torch "
-                       "(default: %(default)s)")
-    model.add_argument("--model", metavar="PATH",
-                       help="trained model: .pt checkpoint, .onnx, .plan, or a folder (default: the bundled model)")
-    model.add_argument("--face-model", metavar="PATH",
-                       help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, then the user cache, "
-                       "then a verified download)")
-    model.add_argument("--landmark-every", type=int, default=1, metavar="N",
-                       help="run face landmarks on every Nth frame and track alignment in between "
-                       "(default: %(default)s = every frame)")
+    add_model_arguments(model, auto=False)
     model.add_argument("--blendshapes", action="store_true",
                        help="also write MediaPipe's 52 face blendshape scores per frame into frames.csv")
 

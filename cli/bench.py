@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.live import landmark_every_arg
+from cli.options import landmark_every_arg
 from cli.realbench import main as real_main
 from engines.backends import EngineError, load_engine
 from engines.card import CardError

@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Literal
 
 from cli.app import run_live
+from cli.options import add_model_arguments
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.publisher import PublisherError, check_exposure
@@ -37,19 +37,6 @@ examples:
   mer-live keys KEYDIR                             create CURVE keys (same as --create-keys KEYDIR)
   mer-subscribe                                    print the events another terminal's mer-live publishes
 """
-
-
-def landmark_every_arg(text: str) -> int | Literal["auto"]:
-    """``--landmark-every``: a whole number >= 1, or ``auto``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,19 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "file order; with a label column the summary adds accuracy and UF1")
 
     model = p.add_argument_group("model")
-    model.add_argument("--engine", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
-                       help="inference backend; auto = TensorRT if usable, else ONNX Runtime, else torch "
-                       "(default: %(default)s)")
-    model.add_argument("--model", metavar="PATH",
-                       help="trained model: .pt checkpoint, .onnx, .plan, or a folder (default: the bundled model)")
-    model.add_argument("--face-model", metavar="PATH",
-                       help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, then the user cache, "
-                       "then a verified download)")
-    model.add_argument("--landmark-every", type=landmark_every_arg, default=1, metavar="N|auto",
-                       help="run face landmarks on every Nth frame and track alignment in between; auto: N from "
-                       "the landmarks' measured cost and the source's frame rate, so a 120 or 200 fps camera "
-                       "keeps up "
-                       "(default: %(default)s = every frame)")
+    add_model_arguments(model, auto=True)
 
     out = p.add_argument_group("output")
     out.add_argument("--zmq", default=DEFAULT_ENDPOINT, metavar="ENDPOINT",

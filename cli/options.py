@@ -1,0 +1,43 @@
+"""Command-line options that several commands share, written once."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Literal
+
+__all__ = ["add_model_arguments", "landmark_every_arg"]
+
+
+def landmark_every_arg(text: str) -> int | Literal["auto"]:
+    """``--landmark-every``: a whole number >= 1, or ``auto``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}")
+    return value
+
+
+def add_model_arguments(group: argparse._ArgumentGroup, *, auto: bool) -> None:
+    """``--engine``, ``--model``, ``--face-model`` and ``--landmark-every`` (with ``auto`` where a live source
+    has a frame rate to keep up with)."""
+    group.add_argument("--engine", choices=("auto", "tensorrt", "onnxruntime", "torch"), default="auto",
+                       help="inference backend; auto = TensorRT if usable, else ONNX Runtime, else torch "
+                       "(default: %(default)s)")
+    group.add_argument("--model", metavar="PATH",
+                       help="trained model: .pt checkpoint, .onnx, .plan, or a folder (default: the bundled model)")
+    group.add_argument("--face-model", metavar="PATH",
+                       help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, then the user cache, "
+                       "then a verified download)")
+    if auto:
+        group.add_argument("--landmark-every", type=landmark_every_arg, default=1, metavar="N|auto",
+                           help="run face landmarks on every Nth frame and track alignment in between; auto: N "
+                           "from the landmarks' measured cost and the source's frame rate, so a 120 or 200 fps "
+                           "camera keeps up (default: %(default)s = every frame)")
+    else:
+        group.add_argument("--landmark-every", type=int, default=1, metavar="N",
+                           help="run face landmarks on every Nth frame and track alignment in between "
+                           "(default: %(default)s = every frame)")
