@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.card import CardError, ModelCard
+from engines.onnx_io import META_PRECISION, export_onnx, metadata, read_onnx
 
 __all__ = ["recalibrate_checkpoint", "set_temperature"]
 
@@ -38,6 +39,7 @@ def recalibrate_checkpoint(path: str | Path, temperature: float, *, out: str | P
     the temperature; TensorRT plans built from the old ONNX no longer match the card and are rebuilt (the
     backend says so). Returns the files written.
     """
+    # torch (the optional 'train' extra)
     from engines.checkpoint import card_path, load_checkpoint, read_checkpoint, save_checkpoint
 
     path = Path(path)
@@ -49,7 +51,6 @@ def recalibrate_checkpoint(path: str | Path, temperature: float, *, out: str | P
     written = [save_checkpoint(model, target, extra=dict(extra)), card_path(target)]
     onnx_file = path.with_suffix(".onnx")
     if onnx_file.is_file():
-        from engines.onnx_io import META_PRECISION, export_onnx, metadata, read_onnx
 
         fp16 = metadata(read_onnx(onnx_file)).get(META_PRECISION) == "fp16"
         written.append(export_onnx(model, target.with_suffix(".onnx"), fp16=fp16))

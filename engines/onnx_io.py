@@ -236,7 +236,7 @@ def cached_onnx(checkpoint: str | Path, *, cache_dir: Path | None = None, fp16: 
     if target.is_file():
         log.debug("using cached ONNX %s", target)
         return target
-    from engines.checkpoint import load_checkpoint
+    from engines.checkpoint import load_checkpoint  # torch (the optional 'train' extra): only to export
 
     model = load_checkpoint(checkpoint)
     log.info("exporting %s to the ONNX cache %s", checkpoint.name, target)

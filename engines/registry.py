@@ -36,7 +36,7 @@ def _registry() -> dict[str, EntryPoint]:
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        import engines.models  # noqa: F401  (registers the built-in entry points)
+        import engines.models  # noqa: F401  (registers the built-in entry points; they import torch)
     return _REGISTRY
 
 

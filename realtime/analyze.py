@@ -32,6 +32,7 @@ from realtime.face_model import FaceModelError
 from realtime.motion import REGION_NAMES
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
+from realtime.report import ReportInputs, write_report
 from realtime.sources import SourceError, open_source
 from realtime.spotting import SpotterOptions
 
@@ -405,7 +406,6 @@ def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
         analysis_fps=summary.mean_fps, model=model_name, engine=engine_name, key=job.key, finished=utc_now_iso(),
     )
     _write_events_csv(folder / "events.csv", job.name, events, tuple(card.labels))
-    from realtime.report import ReportInputs, write_report
 
     write_report(folder / "report.html", ReportInputs(
         result=result, labels=tuple(card.labels), engine_reason=str(engine.reason), settings=settings,

@@ -91,6 +91,14 @@ def test_overwrite_under_threads_accounts_for_every_frame() -> None:
     assert seen[-1] == 1999  # drained after close
 
 
+def _until_waiting(*conditions: threading.Condition, timeout: float = 5.0) -> None:
+    """Handshake: return once a thread waits on each condition (their waiter lists, CPython's)."""
+    deadline = time.monotonic() + timeout
+    while not all(getattr(c, "_waiters", None) for c in conditions):
+        assert time.monotonic() < deadline, "the threads never blocked"
+        time.sleep(0.001)
+
+
 def test_close_wakes_a_blocked_writer_and_waiting_readers() -> None:
     ring = RingBuffer(RingBufferOptions(capacity=2, policy=Policy.BLOCK))
     reader = ring.reader()
@@ -103,7 +111,7 @@ def test_close_wakes_a_blocked_writer_and_waiting_readers() -> None:
     waiter = threading.Thread(target=lambda: results.setdefault("read", other.read()))
     writer.start()
     waiter.start()
-    time.sleep(0.05)
+    _until_waiting(ring._writable, ring._readable)  # both threads blocked inside the ring
     assert writer.is_alive() and waiter.is_alive()
     ring.close()
     writer.join(timeout=2)

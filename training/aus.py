@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.datasets.classes import SCHEMES as DATASET_SCHEMES
+
 __all__ = [
     "ACTION_UNITS",
     "LEFT_EYE",
@@ -350,7 +352,6 @@ def register_scheme(scheme: ExpressionScheme) -> ExpressionScheme:
         raise AuError(f"class scheme {scheme.name!r} is already registered")
     if len(set(scheme.labels)) != len(scheme.labels) or not scheme.labels:
         raise AuError(f"class scheme {scheme.name!r} needs distinct class names, got {scheme.labels}")
-    from training.datasets.classes import SCHEMES as DATASET_SCHEMES
 
     dataset = DATASET_SCHEMES.get(scheme.name)
     if dataset is not None and tuple(dataset.labels) != scheme.labels:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engines.backends.base import ModelFileError, ModelNotFoundError, require_torch
+from engines.backends.plan_meta import PlanMeta
 from engines.backends.select import CHECKPOINT, ONNX, PLAN
 from engines.card import CardError, ModelCard
 
@@ -101,8 +102,8 @@ def _fields(files: dict[str, Path]) -> dict[str, Path]:
 
 def _card_for(files: dict[str, Path], card_file: Path | None) -> ModelCard:
     """The card, checked against every artefact that can be checked cheaply (ONNX graph, plan metadata)."""
-    from engines import onnx_io
-    from engines.backends.plan_meta import PlanMeta
+    from engines import onnx_io  # not at the top: engines.onnx_io imports engines.backends (a cycle)
+
 
     beside = load_card(card_file) if card_file is not None else None
     card = beside
@@ -130,7 +131,7 @@ def _checkpoint_card(path: Path) -> ModelCard:
 def load_checkpoint_checked(path: Path, card: ModelCard | None = None) -> MERModel:
     """``engines.checkpoint.load_checkpoint`` with corrupt files and card mismatches as clear errors."""
     require_torch(f"reading the checkpoint {path.name}")
-    from engines.checkpoint import load_checkpoint
+    from engines.checkpoint import load_checkpoint  # torch (the optional 'train' extra)
 
     try:
         model = load_checkpoint(path)

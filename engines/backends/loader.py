@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from engines.backends.artefacts import Artefacts, resolve_artefacts
+from engines.backends.artefacts import Artefacts, load_checkpoint_checked, resolve_artefacts
 from engines.backends.base import (
     TRAIN_EXTRA,
     BackendUnavailableError,
@@ -104,13 +104,13 @@ def _create(name: str, artefacts: Artefacts, env: Environment, opts: EngineOptio
         if artefacts.checkpoint is None:
             raise ModelFileError(f"the torch backend needs a .pt checkpoint; {artefacts.source.name} offers "
                                  f"{artefacts.describe()} (use backend 'onnxruntime' or 'auto')")
-        from engines.backends.torch_backend import TorchEngine
+        from engines.backends.torch_backend import TorchEngine  # torch, loaded only for this backend
 
         return TorchEngine.from_checkpoint(artefacts.checkpoint, card=card, device=opts.device,
                                            max_batch=opts.max_batch, threads=opts.threads, reason=reason,
                                            warmup=opts.warmup)
     if name == "onnxruntime":
-        from engines.backends.onnx_backend import OnnxRuntimeEngine
+        from engines.backends.onnx_backend import OnnxRuntimeEngine  # onnxruntime, only for this backend
 
         onnx_path = artefacts.onnx or _onnx_from_checkpoint(artefacts, cache)
         return OnnxRuntimeEngine(card, onnx_path, device=opts.device, max_batch=opts.max_batch,
@@ -119,7 +119,7 @@ def _create(name: str, artefacts: Artefacts, env: Environment, opts: EngineOptio
         blocker = tensorrt_blocker(env)
         if blocker is not None:
             raise BackendUnavailableError(f"the tensorrt backend cannot run here: {blocker}")
-        from engines.backends.tensorrt_backend import TensorRTEngine
+        from engines.backends.tensorrt_backend import TensorRTEngine  # tensorrt + CUDA, only for this backend
 
         plan = artefacts.plan
         if plan is None or plan_meta is None:
@@ -134,7 +134,7 @@ def _onnx_from_checkpoint(artefacts: Artefacts, cache: Path) -> Path:
         raise ModelFileError(f"onnxruntime needs an .onnx model; {artefacts.source.name} offers only "
                              f"{artefacts.describe()} (a TensorRT plan runs on backend 'tensorrt'; give the "
                              ".onnx it was built from for onnxruntime)")
-    from engines.backends.artefacts import load_checkpoint_checked
+    # not at the top: engines.onnx_io imports engines.backends (this package), a cycle at import time
     from engines.onnx_io import ExportError, cached_onnx, onnx_card
 
     try:
@@ -152,6 +152,7 @@ def _plan_in_cache(artefacts: Artefacts, env: Environment, opts: EngineOptions, 
     if not opts.build_plan:
         raise ModelFileError(f"no TensorRT plan for {artefacts.source.name}; build one with "
                              "mer-export --tensorrt")
+    # tensorrt, only when a plan is built
     from engines.backends.tensorrt_build import PlanBuildOptions, build_plan, cached_plan_path
 
     onnx_path = artefacts.onnx or _onnx_from_checkpoint(artefacts, cache)

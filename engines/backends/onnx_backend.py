@@ -20,6 +20,7 @@ from engines.backends.base import (
     parse_device,
     softmax,
 )
+from engines.backends.select import _cuda_device
 from engines.card import CardError, ModelCard
 from engines.onnx_io import OUTPUT_NAME
 
@@ -91,6 +92,5 @@ class OnnxRuntimeEngine(Engine):
 
 
 def _has_gpu() -> bool:
-    from engines.backends.select import _cuda_device
 
     return _cuda_device(0)[0]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.backends.artefacts import load_checkpoint_checked
 from engines.backends.base import BackendUnavailableError, Engine, EngineError, parse_device
 from engines.card import ModelCard
 
@@ -47,7 +48,6 @@ class TorchEngine(Engine):
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, card: ModelCard | None = None, **kwargs: Any) -> TorchEngine:
         """Load a ``.pt`` checkpoint (its card must equal ``card`` when one was found beside it)."""
-        from engines.backends.artefacts import load_checkpoint_checked
 
         model = load_checkpoint_checked(Path(path), card)
         return cls(model, artefact=Path(path), **kwargs)
