@@ -223,3 +223,16 @@ def test_an_unknown_setting_is_refused_by_name() -> None:
         replace_options(SpotterOptions(), min_scor=3.0)
     assert str(info.value).startswith("SpotterOptions has no setting 'min_scor'; known: ")
     assert "min_score" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_console_script_points_at_a_function() -> None:
+    """pyproject's [project.scripts] entries import and name a callable (a moved module breaks them silently)."""
+    import importlib
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert {"mer-live", "mer-analyze", "mer-bench", "mer-train", "mer-synth", "mer-export", "mer-subscribe"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr, None)), f"{name} = {target}"
