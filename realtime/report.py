@@ -224,8 +224,8 @@ def _summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("analysis speed", f"{_fmt(r.analysis_fps, '.1f', ' fps')} ({_fmt(r.wall_s, '.1f', ' s')} for this video)"),
         ("engine", f"{r.engine} ({inputs.engine_reason})"),
         ("model", r.model + (f" ({s.model})" if s.model else " (bundled)")),
-        ("spotting", f"threshold (min_score) {getattr(spotter, 'min_score', '?')}, min_peak "
-                     f"{getattr(spotter, 'min_peak', '?')}, micro up to {getattr(spotter, 'micro_max_s', '?')} s"),
+        ("spotting", f"threshold (min_score) {spotter.min_score}, min_peak {spotter.min_peak}, micro up to "
+                     f"{spotter.micro_max_s} s"),
         ("face landmarks", f"every {s.landmark_every} frame(s)" + (", blendshapes" if s.blendshapes else "")),
         ("analysed", r.finished),
     ]
