@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import cv2
 import numpy as np
 
-from core.dynamic_image import normalize_di, phase_dynamic_images
+from core.dynamic_image import apex_flow, normalize_di, phase_dynamic_images
 from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
 from core.paths import atomic_write
 from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
@@ -200,6 +201,18 @@ class WindowImages:
     offset: np.ndarray
     rise: np.ndarray  # onset→apex DI, mid-grey = no change
     fall: np.ndarray  # apex→offset DI
+    flow: np.ndarray | None = None  # onset→apex optical flow (the default model's input), BGR: hue = direction
+
+
+def _flow_for_display(flow: np.ndarray) -> np.ndarray:
+    """apex_flow's field (unit RMS length) as colour: hue = direction, brightness = length (3 × RMS = full)."""
+    length, angle = cv2.cartToPolar(np.ascontiguousarray(flow[..., 0]), np.ascontiguousarray(flow[..., 1]),
+                                    angleInDegrees=True)
+    hsv = np.empty((*flow.shape[:2], 3), np.uint8)
+    hsv[..., 0] = (angle / 2).astype(np.uint8)  # OpenCV's hue runs 0..179
+    hsv[..., 1] = 255
+    hsv[..., 2] = np.clip(length * (255 / 3.0), 0, 255).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
 
 
 def _di_for_display(di: np.ndarray) -> np.ndarray:
@@ -295,9 +308,10 @@ class FrameLog:
 
         frames = crops.astype(np.float32)
         rise, fall = phase_dynamic_images(frames, 0, apex - onset, offset - onset)
+        flow = _flow_for_display(apex_flow(frames, 0, apex - onset))
         self.windows[key] = WindowImages(onset=crops[0].copy(), apex=crops[apex - onset].copy(),
                                          offset=crops[-1].copy(), rise=_di_for_display(rise),
-                                         fall=_di_for_display(fall))
+                                         fall=_di_for_display(fall), flow=flow)
 
     def close(self) -> None:
         if not self._file.closed:

@@ -197,7 +197,8 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
     face[100:110] = False
     events = [_event(40, 43, 47), _event(150, 170, 200, "macro", None), _event(250, 252, 255, label="<b>")]
     crop = np.full((128, 128), 100, np.uint8)
-    images = WindowImages(onset=crop, apex=crop, offset=crop, rise=crop, fall=crop)
+    flow = np.zeros((128, 128, 3), np.uint8)
+    images = WindowImages(onset=crop, apex=crop, offset=crop, rise=crop, fall=crop, flow=flow)
     result = VideoResult(path="/v/<clip>.mp4", name="clip", status="ok", frames=n, face_frames=290, duration_s=10.0,
                          fps=30.0, events={"micro": 2, "macro": 1}, model="m", engine="onnxruntime")
     page = render_report(ReportInputs(
@@ -209,7 +210,8 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
     assert 'class="curve"' in page and "<b>" not in page and "&lt;clip&gt;" in page
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing loaded from elsewhere
     pngs = PNG_URI.findall(page)
-    assert len(pngs) == 1 + 5  # the curve and the five images of the one card whose crops are held
+    assert len(pngs) == 1 + 6  # the curve and the six images (crops, DIs, flow) of the one card whose crops are held
+    assert "flow onset→apex" in page
     for data in pngs:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
     assert page.count("not held") == 2 * 5
@@ -323,7 +325,7 @@ def test_report_has_the_curve_and_one_card_per_event(first_run: tuple[int, str, 
     assert page.count('<section class="event"') == len(events)
     assert 'class="curve"' in page and not re.search(r'(src|href)="(?!data:)', page)
     pngs = PNG_URI.findall(page)
-    assert len(pngs) >= 1 + 5 * len(events)
+    assert len(pngs) >= 1 + 6 * len(events)  # the curve; crops, DIs and flow of each event
     assert all(base64.b64decode(d).startswith(b"\x89PNG") for d in pngs)
     for e in events:
         assert f"(frame {e.onset.frame})" in page and f"(frame {e.offset.frame})" in page
