@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from cli.app import spotter_options
-from cli.options import add_model_arguments
+from cli.options import add_model_arguments, add_spotting_arguments
 from core.events import KINDS
 from engines.backends import load_engine
 from engines.backends.base import EngineError
@@ -116,14 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write MediaPipe's 52 face blendshape scores per frame into frames.csv")
 
     spot = p.add_argument_group("spotting (as for mer-live)")
-    spot.add_argument("--micro-max", type=float, metavar="S",
-                      help="longest window still called micro (default 0.5); longer ones are macro")
-    spot.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported (default 0.08)")
-    spot.add_argument("--threshold", type=float, metavar="X",
-                      help="how far a region's movement must stand out: multiples of that region's own recent "
-                      "level (lower finds fainter expressions and more false ones)")
-    spot.add_argument("--min-peak", type=float, metavar="F",
-                      help="smallest movement spotted, as a fraction of the distance between the eyes")
+    add_spotting_arguments(spot)
 
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                    help="log verbosity on stderr (default: %(default)s)")

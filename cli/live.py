@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from cli.app import run_live
-from cli.options import add_model_arguments
+from cli.options import add_model_arguments, add_spotting_arguments
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.publisher import PublisherError, check_exposure
@@ -82,15 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log verbosity on stderr (default: %(default)s)")
 
     spot = p.add_argument_group("spotting (all in seconds, so any frame rate behaves the same)")
-    spot.add_argument("--micro-max", type=float, metavar="S",
-                      help="longest window still called micro (default 0.5); longer ones are macro")
-    spot.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported (default 0.08)")
-    spot.add_argument("--threshold", type=float, metavar="X",
-                      help="how far a region's movement must stand out: multiples of that region's own recent "
-                           "level (default 2; lower finds fainter expressions and more false ones)")
-    spot.add_argument("--min-peak", type=float, metavar="F",
-                      help="smallest movement spotted, as a fraction of the distance between the eyes "
-                           "(default 0.008)")
+    add_spotting_arguments(spot)
     # `mer-live keys KEYDIR` is a second form of the command (main rewrites it to --create-keys).
     p.usage = p.format_usage().removeprefix("usage: ").rstrip() + "\n       mer-live keys KEYDIR"
     return p

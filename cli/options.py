@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Literal
 
-__all__ = ["add_model_arguments", "landmark_every_arg"]
+__all__ = ["add_model_arguments", "add_spotting_arguments", "landmark_every_arg"]
 
 
 def landmark_every_arg(text: str) -> int | Literal["auto"]:
@@ -41,3 +41,16 @@ def add_model_arguments(group: argparse._ArgumentGroup, *, auto: bool) -> None:
         group.add_argument("--landmark-every", type=int, default=1, metavar="N",
                            help="run face landmarks on every Nth frame and track alignment in between "
                            "(default: %(default)s = every frame)")
+
+
+def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
+    """The spotter's settings a user may change (left None: the spotter's own defaults)."""
+    group.add_argument("--micro-max", type=float, metavar="S",
+                       help="longest window still called micro (default 0.5); longer ones are macro")
+    group.add_argument("--min-duration", type=float, metavar="S", help="shortest window reported (default 0.08)")
+    group.add_argument("--threshold", type=float, metavar="X",
+                       help="how far a region's movement must stand out: multiples of that region's own recent "
+                       "level (default 2; lower finds fainter expressions and more false ones)")
+    group.add_argument("--min-peak", type=float, metavar="F",
+                       help="smallest movement spotted, as a fraction of the distance between the eyes "
+                       "(default 0.008)")
