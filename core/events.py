@@ -103,6 +103,8 @@ class Record:
     """Fields common to every record. ``seq`` is set by the publisher (+1 per record)."""
 
     type: ClassVar[str] = ""
+    # optional fields left out of the JSON while None (added to mer/1 later; readers of older records lack them)
+    omit_if_none: ClassVar[tuple[str, ...]] = ()
     seq: int = 0
     source: str = ""
     time: str = field(default_factory=utc_now_iso)
@@ -115,6 +117,8 @@ class Record:
         out: dict[str, Any] = {"schema": SCHEMA, "type": self.type}
         for f in fields(self):
             value = getattr(self, f.name)
+            if value is None and f.name in self.omit_if_none:
+                continue
             out[f.name] = value.to_dict() if isinstance(value, TimePoint) else value
         return out
 
@@ -225,6 +229,7 @@ class StatusRecord(Record):
     """About once a second: counters, rates, face presence, engine and per-stage timings."""
 
     type: ClassVar[str] = "status"
+    omit_if_none: ClassVar[tuple[str, ...]] = ("landmark_every",)
     frames: int
     dropped: int
     fps_in: float
@@ -236,12 +241,6 @@ class StatusRecord(Record):
     # --landmark-every auto: face landmarks on every Nth frame, the N chosen; left out otherwise (and while
     # it is still being measured)
     landmark_every: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if out["landmark_every"] is None:
-            del out["landmark_every"]
-        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StatusRecord:
@@ -267,6 +266,7 @@ class SummaryRecord(Record):
     """Once, at the end of the source or on shutdown (Ctrl-C included): the totals."""
 
     type: ClassVar[str] = "summary"
+    omit_if_none: ClassVar[tuple[str, ...]] = ("scored", "accuracy", "uf1", "vetoed", "landmark_every")
     frames: int
     dropped: int
     face_frames: int
@@ -283,13 +283,6 @@ class SummaryRecord(Record):
     # published; left out when none were
     vetoed: int | None = None
     landmark_every: int | None = None  # --landmark-every auto: the N chosen; left out otherwise
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        for name in ("scored", "accuracy", "uf1", "vetoed", "landmark_every"):
-            if out[name] is None:
-                del out[name]
-        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SummaryRecord:

@@ -26,22 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.metrics import recognition_scores  # noqa: E402
+from core.metrics import expected_calibration_error, recognition_scores  # noqa: E402
 from engines.backends import load_engine  # noqa: E402
 from training.cache import DICache, DIOptions  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.datasets.base import Sample, merge_indices  # noqa: E402
 from training.datasets.frames import FrameOptions  # noqa: E402
-
-
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        inside = (confidence > lo) & (confidence <= hi)
-        if inside.any():
-            total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(total)
 
 
 def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str, ...]) -> list[tuple[Sample, str, np.ndarray]]:
@@ -53,8 +43,11 @@ def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str,
     out = []
     with engine:
         probs = engine.predict(batch.x) if len(batch.x) else np.zeros((0, len(card.labels)))
+    # the probabilities in the test set's label order, so that every fold model's columns line up
+    columns = [card.labels.index(label) if label in card.labels else None for label in scheme_labels]
     for sample, p in zip(batch.samples, probs, strict=True):
-        out.append((sample, card.labels[int(np.argmax(p))], np.asarray(p)))
+        ordered = np.array([p[c] if c is not None else 0.0 for c in columns])
+        out.append((sample, card.labels[int(np.argmax(p))], ordered))
     return out
 
 
@@ -106,7 +99,8 @@ def main() -> int:
         "per_video_clips": {k: len(v) for k, v in sorted(per_video.items())},
         "mean_confidence_wrong": round(float(confidence[~correct].mean()), 3) if (~correct).any() else None,
         "mean_confidence_right": round(float(confidence[correct].mean()), 3) if correct.any() else None,
-        "ece": round(expected_calibration_error(confidence, correct), 3),
+        "ece": round(expected_calibration_error(np.stack([pr for _, _, pr in results]),
+                                                [labels.index(t) for t in y_true]), 3),
         "confusion": {"labels": list(scores.labels), "matrix": scores.confusion.tolist()},
     }
     if args.json:

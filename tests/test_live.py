@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import pytest
-from ports import free_port
+from ports import free_port, subscribed
 
 from core.events import EventRecord, Record, SummaryRecord, parse_record
 from core.metrics import spotting_scores
@@ -53,33 +52,11 @@ def _records(path: Path) -> list[Record]:
 def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
     video: tuple[Path, Path], model_dir: Path, env: dict[str, str], tmp_path: Path
 ) -> None:
-    from realtime.subscriber import Subscriber
-
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    received: list[object] = []
-    done = threading.Event()
-    connected = threading.Event()
-
-    def listen() -> None:
-        with Subscriber(endpoint, topics=("event", "summary")) as sub:
-            connected.set()  # connect() issued: ZMQ reconnects until mer-live binds, and keeps what follows
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not done.is_set():
-                record = sub.recv(timeout_s=0.2)
-                if record is None:
-                    continue
-                received.append(record)
-                if isinstance(record, SummaryRecord):
-                    return
-
-    listener = threading.Thread(target=listen)
-    listener.start()
-    assert connected.wait(timeout=30), "the subscriber did not start"  # a handshake, not a sleep
     record = tmp_path / "out.jsonl"
-    proc = _mer_live("--video", str(video[0]), "--fast", "--no-dashboard", "--record", str(record),
-                     "--model", str(model_dir), "--zmq", endpoint, env=env)
-    done.set()
-    listener.join(timeout=10)
+    with subscribed(endpoint, timeout_s=120) as received:
+        proc = _mer_live("--video", str(video[0]), "--fast", "--no-dashboard", "--record", str(record),
+                         "--model", str(model_dir), "--zmq", endpoint, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 

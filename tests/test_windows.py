@@ -8,15 +8,13 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from fakes import fake_card, tracked_face
-from ports import free_port
+from ports import free_port, subscribed
 
 from core.dynamic_image import build_streams
 from core.events import EventRecord, Record, SummaryRecord, parse_record
@@ -355,7 +353,6 @@ def test_mer_live_classifies_the_annotated_windows_in_file_order(
 ) -> None:
     """The clip's annotations (reversed, so not sorted by onset) plus a window with a label the model lacks:
     one event per row, in file order, on ZMQ and in the recording; accuracy and UF1 in the summary."""
-    from realtime.subscriber import Subscriber
 
     video, rows = clip
     wanted = [(int(r["onset"]), int(r["apex"]), int(r["offset"]), r["label"]) for r in reversed(rows)]
@@ -364,32 +361,10 @@ def test_mer_live_classifies_the_annotated_windows_in_file_order(
     path.write_text("label,offset,apex,onset\n" + "".join(f"{lab},{off},{ap},{on}\n" for on, ap, off, lab in wanted))
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    received: list[Record] = []
-    done = threading.Event()
-    connected = threading.Event()
-
-    def listen() -> None:
-        with Subscriber(endpoint, topics=("event", "summary")) as sub:
-            connected.set()  # connect() issued: ZMQ reconnects until mer-live binds, and keeps what follows
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline and not done.is_set():
-                record = sub.recv(timeout_s=0.2)
-                if record is None:
-                    continue
-                received.append(record)
-                if isinstance(record, SummaryRecord):
-                    return
-
-    listener = threading.Thread(target=listen)
-    listener.start()
-    assert connected.wait(timeout=30), "the subscriber did not start"  # a handshake, not a sleep
     record = tmp_path / "out.jsonl"
-    try:
+    with subscribed(endpoint, timeout_s=180) as received:
         proc = _mer_live("--video", str(video), "--fast", "--no-dashboard", "--windows", str(path), "--record",
                          str(record), "--zmq", endpoint, env=env)
-    finally:
-        done.set()
-        listener.join(timeout=10)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     records = _records(record)
