@@ -141,13 +141,13 @@ def _print(result: dict[str, Any]) -> None:
             continue
         title = "shipped settings" if name == "shipped" else "leave-one-video-out thresholds"
         t = Table(title=f"real-footage spotting — {title} (micro, IoU >= 0.5)")
-        for col in ("placement", "amplitude", "F1", "precision", "recall", "TP/FP/FN", "onset err ms",
+        for col in ("placement", "amplitude", "F1", "precision", "recall", "TP/FP/FN", "masked", "onset err ms",
                     "apex err ms", *[f"F1 {v}" for v in block["videos"]]):
             t.add_column(col, justify="right" if col not in ("placement",) else "left")
         for tag, row in block["cells"].items():
             placement, _, amplitude = tag.partition("@")
             t.add_row(placement, amplitude, f"{row['f1']:.2f}", f"{row['precision']:.2f}", f"{row['recall']:.2f}",
-                      f"{row['tp']}/{row['fp']}/{row['fn']}", str(row["onset_err_ms"]), str(row["apex_err_ms"]),
+                      f"{row['tp']}/{row['fp']}/{row['fn']}", str(row.get("masked", "")), str(row["onset_err_ms"]), str(row["apex_err_ms"]),
                       *[f"{block['videos'][v][tag]['f1']:.2f}" for v in block["videos"]])
         console.print(t)
         fp = ", ".join(f"{k} {v}" for k, v in block["false_per_min"].items())

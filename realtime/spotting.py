@@ -420,8 +420,11 @@ class Spotter:
         lag = self._lag or 0.0
         before = [f for f in frames if onset.t - s.context_before_s <= f.t < onset.t]
         for f in before:
-            if (f.contrast is not None and f.contrast[r] > quiet) or _size(f, r) > quiet:
-                return reject(f"region not quiet before, at frame {f.index}")
+            if f.contrast is not None and f.contrast[r] > quiet:
+                return reject(f"region not quiet before: at frame {f.index} it stood out "
+                              f"{f.contrast[r] / peak:.2f} of the peak")
+            if _size(f, r) > quiet:
+                return reject(f"region not quiet before: at frame {f.index} it moved {_size(f, r) / peak:.2f} of the peak")
         for f in frames:
             if offset.t < f.t <= offset.t + s.context_after_s and f.contrast is not None and f.contrast[r] > quiet:
                 return reject(f"region not quiet after, at frame {f.index}")

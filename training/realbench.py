@@ -237,8 +237,10 @@ class Tally:
     fn: int = 0
     onset_err: list[float] = field(default_factory=list)  # ms, matched windows
     apex_err: list[float] = field(default_factory=list)
+    masked: int = 0  # true micro-expressions where the region moved by itself as much (see masked())
 
     def add(self, other: Tally) -> None:
+        self.masked += other.masked
         self.tp += other.tp
         self.fp += other.fp
         self.fn += other.fn
@@ -252,7 +254,7 @@ class Tally:
             return round(float(np.median(np.abs(values))), 1) if values else None
 
         return {"f1": round(s.f1, 3), "precision": round(s.precision, 3), "recall": round(s.recall, 3),
-                "tp": s.tp, "fp": s.fp, "fn": s.fn, "onset_err_ms": median_abs(self.onset_err),
+                "tp": s.tp, "fp": s.fp, "fn": s.fn, "masked": self.masked, "onset_err_ms": median_abs(self.onset_err),
                 "apex_err_ms": median_abs(self.apex_err)}
 
 
@@ -271,6 +273,29 @@ def score_rendered(motion: VideoMotion, windows: Iterable[SpottedWindow]) -> Tal
     return tally
 
 
+def masked(rendered: VideoMotion, original: VideoMotion, *, context_s: float = 1.0, share: float = 0.5) -> int:
+    """How many rendered micro-expressions fall where the face already moves: the region the rendering moved
+    most also moves by itself (in the un-injected ``original``, from ``context_s`` before the onset to the end
+    of the fall) by at least ``share`` of the size the rendering reached there. A spotter that asks for a
+    region quiet around its movement cannot find these; they bound its recall."""
+    def sizes(motion: VideoMotion, lo: int, hi: int) -> np.ndarray:
+        rows = [s.displacement for s in motion.samples[max(lo, 0):min(hi, motion.frames)]
+                if s is not None and s.displacement is not None]
+        return np.sqrt((np.asarray(rows) ** 2).sum(axis=2)) if rows else np.zeros((1, len(REGION_NAMES)))
+
+    lag = int(round(0.25 * rendered.fps))  # the meter's displacement reaches a lag past the offset
+    count = 0
+    for row in rendered.truth:
+        if row["kind"] != "micro":
+            continue
+        on, off = int(row["onset"]), int(row["offset"]) + lag + 1
+        peak = sizes(rendered, on, off).max(axis=0)
+        region = int(np.argmax(peak - sizes(original, on, off).max(axis=0)))
+        context = sizes(original, on - int(round(context_s * rendered.fps)), off).max(axis=0)
+        count += bool(context[region] >= share * peak[region])
+    return count
+
+
 def score_rows(data: dict[str, dict[str, VideoMotion]], per_video: dict[str, SpotterOptions]) -> dict[str, Any]:
     """The benchmark's figures: per placement × amplitude (pooled and per video), false micro events per
     minute on the originals; each video scored with its own spotter settings."""
@@ -286,6 +311,7 @@ def score_rows(data: dict[str, dict[str, VideoMotion]], per_video: dict[str, Spo
             if tag == "original":
                 continue
             tally = score_rendered(motion, motion.spot(settings))
+            tally.masked = masked(motion, original)
             rows[tag] = tally.row()
             pooled.setdefault(tag, Tally()).add(tally)
         result["videos"][stem] = rows
