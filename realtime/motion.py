@@ -167,6 +167,7 @@ class MotionMeter:
         self._mean, self._ix, self._iy, self._it = (np.zeros((n, n), f32) for _ in range(4))
         # the ten per-pixel products the box solve sums (4 + 4 + 2 channels, one integral each)
         self._products = [np.zeros((n, n, c), np.float64) for c in (4, 4, 2)]
+        self._products[2][..., 1] = 1.0
         self._sums = [np.zeros((n + 1, n + 1, c), np.float64) for c in (4, 4, 2)]
         # region centre = mean of its landmarks: one (R, 478) averaging matrix
         self._members = np.zeros((len(REGIONS), _NUM_LANDMARKS), np.float32)
@@ -295,9 +296,12 @@ class MotionMeter:
         cv2.Sobel(m, cv2.CV_32F, 0, 1, dst=iy, ksize=3, scale=0.125)
         cv2.subtract(second, first, dst=it)
         p0, p1, p2 = self._products
-        p0[..., 0], p0[..., 1], p0[..., 2], p0[..., 3] = ix * ix, iy * iy, ix * iy, ix * it
-        p1[..., 0], p1[..., 1], p1[..., 2], p1[..., 3] = iy * it, ix, iy, it
-        p2[..., 0], p2[..., 1] = it * it, 1.0
+        # written in place (no temporaries); p2[..., 1] holds ones from the start (a box's pixel count)
+        for out, a, b in ((p0[..., 0], ix, ix), (p0[..., 1], iy, iy), (p0[..., 2], ix, iy), (p0[..., 3], ix, it),
+                          (p1[..., 0], iy, it), (p2[..., 0], it, it)):
+            np.multiply(a, b, out=out)
+        for out, a in ((p1[..., 1], ix), (p1[..., 2], iy), (p1[..., 3], it)):
+            np.copyto(out, a)
         x0, x1, y0, y1 = boxes
         totals = []
         for product, total in zip(self._products, self._sums, strict=True):
@@ -358,13 +362,23 @@ def _as_uint8(img: np.ndarray) -> np.ndarray:
 def _robust_affine(points: np.ndarray, vectors: np.ndarray, rounds: int) -> np.ndarray:
     """(2, 3) affine field ``v ≈ A @ [x, y, 1]`` fitted to ``vectors`` at ``points``, Huber-reweighted so a part
     that moves by itself (a wrinkling forehead, a turning cheek) does not drag the head's motion along."""
-    design = np.c_[points, np.ones(len(points))]
+    design = np.ones((len(points), 3))
+    design[:, :2] = points
     weights = np.ones(len(points))
     affine = np.zeros((2, 3))
+    ridge = 1e-6 * np.eye(3)
     for _ in range(rounds):
         wd = design * weights[:, None]
-        affine = np.linalg.solve(wd.T @ design + 1e-6 * np.eye(3), wd.T @ vectors).T
-        residual = np.hypot(*(vectors - design @ affine.T).T)
-        scale = max(1.4826 * float(np.median(residual)), 0.05)
+        affine = np.linalg.solve(wd.T @ design + ridge, wd.T @ vectors).T
+        miss = vectors - design @ affine.T
+        residual = np.sqrt(miss[:, 0] * miss[:, 0] + miss[:, 1] * miss[:, 1])
+        scale = max(1.4826 * _median(residual), 0.05)
         weights = 1.0 / np.maximum(1.0, residual / (1.5 * scale))
     return affine
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of a short 1-D array, without its overhead (a third of the head-motion fit)."""
+    ordered = np.sort(values)
+    half = len(ordered) // 2
+    return float(ordered[half]) if len(ordered) % 2 else float(0.5 * (ordered[half - 1] + ordered[half]))
