@@ -99,6 +99,12 @@ def _train_parser() -> argparse.ArgumentParser:
                     help="each fold holds N whole training subjects out of training and fits the model's softmax "
                          "temperature on their clips (never on the test subjects); the final model takes the "
                          "median of the folds' temperatures")
+    cv.add_argument("--calibration-data", type=Path, metavar="DIR", action="append", default=[],
+                    help="fit the temperature on this dataset instead (same --dataset reader; repeatable), "
+                         "which is never trained on: each fold uses its clips of subjects outside the test fold, "
+                         "the final model all of them; no training subject is then held out. Real-footage "
+                         "renders (mer-synth onto --clips with another --seed) teach the model how unsure to be "
+                         "on real faces; still-photo subjects it nearly always gets right do not")
     cv.add_argument("--no-calibration", action="store_true",
                     help="no temperature fitting: train on every training subject, temperature 1 "
                          "(same as --calibration-subjects 0)")
@@ -332,6 +338,7 @@ def _run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
         pretrain_epochs=_pretrain_epochs(args), label_smoothing=args.label_smoothing,
         calibration_subjects=0 if args.no_calibration else args.calibration_subjects,
+        calibration_data=",".join(str(d) for d in args.calibration_data) if not args.no_calibration else "",
         device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),
     )
@@ -339,6 +346,10 @@ def _run_train(args: argparse.Namespace) -> int:
     frames = FrameOptions(alignment=alignment, target_fps=args.target_fps, face_model=face_model)
     cache = DICache(None if args.no_cache else (args.cache or default_cache_dir()))
     index = merge_indices([load_dataset(args.dataset, root, scheme=args.scheme) for root in args.data])
+    calibration = None
+    if args.calibration_data and not args.no_calibration:
+        calibration = merge_indices([load_dataset(args.dataset, root, scheme=args.scheme)
+                                     for root in args.calibration_data])
     summary = (f"{index.name}: {len(index.samples)} samples from {len(index.subjects)} subjects "
                f"(scheme {index.scheme}); skipped rows: {index.skipped_counts() or 'none'}; "
                f"dropped by the scheme: {dict(index.dropped) or 'none'}; alignment {alignment}")
@@ -355,13 +366,15 @@ def _run_train(args: argparse.Namespace) -> int:
             progress.stage(summary)
             with quiet:
                 outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
-                                       resume=args.resume, final=args.final, progress=progress)
+                                       resume=args.resume, final=args.final, progress=progress,
+                                       calibration=calibration)
     else:
         progress = plain_cls()
         progress.stage(summary)
         with quiet:
             outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
-                                   resume=args.resume, final=args.final, progress=progress)
+                                   resume=args.resume, final=args.final, progress=progress,
+                                       calibration=calibration)
     report = outcome.report or {}
     pooled = report.get("pooled", {})
     print(f"mer-train: {report.get('folds_done')}/{report.get('folds_total')} folds; pooled n={pooled.get('n')} "

@@ -467,3 +467,35 @@ def test_the_plain_log_uses_the_snapshot_threshold() -> None:
     plain = PlainLog(lambda: snap, file=out, status_every_s=0)
     assert plain.poll() == 1
     assert "positive?" in out.getvalue()
+
+
+@needs_torch
+def test_calibration_data_fits_the_temperature_outside_the_test_fold_and_is_never_trained_on(
+        synth_root: Path, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from test_train import _make_synth
+
+    from cli.train import main
+    from engines.checkpoint import load_checkpoint
+
+    extra = _make_synth(tmp_path_factory.mktemp("synth-cal-extra"), clips_per_class=1)  # 3 subjects x 3 clips
+    run = tmp_path_factory.mktemp("caldata") / "run"
+    argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
+            "--batch-size", "8", "--threads", "1", "--cache", str(cache_dir), "--out", str(run), "--folds", "1",
+            "--calibration-data", str(extra), "--final"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    fold = json.loads((run / "folds" / "fold01-s01.json").read_text())
+    cal = fold["calibration"]
+    # no training subject is held out; the calibration clips are those of the other subjects only
+    assert fold["train_subjects"] == ["s02", "s03"] and cal["fitted"]
+    assert cal["subjects"] == ["s02", "s03"] and cal["calibration_set"]["n"] == 6
+    assert cal["source"].startswith("calibration data")
+    settings = json.loads((run / "settings.json").read_text())
+    assert settings["identity"]["calibration_data"] == str(extra)
+    assert json.loads((run / "dataset.json").read_text())["calibration_data"]["samples"] == 9
+    # the final model's temperature is fitted on every calibration clip, not the folds' median
+    training = json.loads((run / "final" / "training.json").read_text())
+    assert training["calibration"]["calibration_set"]["n"] == 9
+    assert "never trained on" in training["calibration"]["source"]
+    assert load_checkpoint(run / "final" / "model.pt").temperature == training["calibration"]["temperature"]

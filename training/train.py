@@ -13,7 +13,10 @@ Calibration (``calibration_subjects``, default 1): each fold holds that many who
 training, fits the model's softmax temperature on their clips (:mod:`training.calibration`), and evaluates
 the held-out fold with it; the fold JSON records the temperature, the calibration subjects and the expected
 calibration error before and after. The final model, trained on every subject, takes the median of the
-folds' temperatures.
+folds' temperatures. With ``calibration`` data (a dataset never trained on, e.g. more renders onto the training
+videos) no training subject is held out: each fold fits its temperature on the calibration clips of subjects
+outside its test fold, and the final model on all of them. Held-out still-photo subjects, which the model
+nearly always gets right, cannot teach it to doubt itself on real footage; real-footage calibration clips can.
 
 A multi-stream model can have its streams pretrained (``pretrain_epochs``): within each fold, one backbone
 is first trained as the single-stream model with phase augmentation on the same training subjects, and
@@ -108,21 +111,31 @@ def _fold_split(train_subjects: Sequence[str], settings: TrainOptions,
 
 
 def _calibrate(model: Any, data: PreparedData, settings: TrainOptions, subjects: Sequence[str],
-               val_subjects: set[str], device: torch.device) -> dict[str, Any]:
-    """Fit ``model``'s temperature on the clips of ``subjects`` (training subjects it was not trained on),
-    set it, and say what was done; T stays 1 when calibration is off or no subject could be held out."""
-    if not settings.calibration_subjects:
-        return {"fitted": False, "temperature": 1.0, "subjects": [], "note": "calibration off"}
-    source = "training subjects held out of training"
-    chosen = sorted(subjects)
-    if not chosen and val_subjects:
-        chosen, source = sorted(val_subjects), "validation subjects (too few training subjects to hold out more)"
-    if not chosen:
-        return {"fitted": False, "temperature": 1.0, "subjects": [],
-                "note": "not calibrated: too few training subjects to hold one out (T = 1)"}
-    idx = np.flatnonzero(np.isin(data.subjects, chosen))
-    x = select_streams(torch.from_numpy(data.x[idx]), data.batch.streams, data.card.streams).to(device)
-    fit = fit_temperature(raw_logits(model, x), data.y[idx])
+               val_subjects: set[str], device: torch.device, *, calibration: PreparedData | None = None,
+               test_subjects: Sequence[str] = ()) -> dict[str, Any]:
+    """Fit ``model``'s temperature on the clips of ``subjects`` (training subjects it was not trained on) or,
+    with ``calibration`` data, on its clips of every subject but ``test_subjects``; set it, and say what was
+    done. T stays 1 when calibration is off or there is nothing to fit it on."""
+    if calibration is not None:
+        source, src = f"calibration data {calibration.index.name}, never trained on", calibration
+        idx = np.flatnonzero(~np.isin(calibration.subjects, list(test_subjects)))
+        chosen = sorted(set(calibration.subjects[idx].tolist()))
+        if not len(idx):
+            return {"fitted": False, "temperature": 1.0, "subjects": [],
+                    "note": "not calibrated: every calibration clip belongs to a test subject (T = 1)"}
+    else:
+        if not settings.calibration_subjects:
+            return {"fitted": False, "temperature": 1.0, "subjects": [], "note": "calibration off"}
+        source, src = "training subjects held out of training", data
+        chosen = sorted(subjects)
+        if not chosen and val_subjects:
+            chosen, source = sorted(val_subjects), "validation subjects (too few training subjects to hold out more)"
+        if not chosen:
+            return {"fitted": False, "temperature": 1.0, "subjects": [],
+                    "note": "not calibrated: too few training subjects to hold one out (T = 1)"}
+        idx = np.flatnonzero(np.isin(data.subjects, chosen))
+    x = select_streams(torch.from_numpy(src.x[idx]), src.batch.streams, src.card.streams).to(device)
+    fit = fit_temperature(raw_logits(model, x), src.y[idx])
     set_temperature(model, fit.temperature)
     return {"fitted": True, "temperature": fit.temperature, "subjects": chosen, "source": source,
             "calibration_set": fit.to_dict()}
@@ -155,8 +168,11 @@ def _with_card(model: Any, data: PreparedData, settings: TrainOptions, *, traine
 
 
 def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: Path,
-               *, progress: NullProgress | None = None, save_model: bool = True) -> dict[str, Any]:
-    """Train on every subject but ``fold.test_subjects``, predict them, write ``folds/<name>.json``."""
+               *, progress: NullProgress | None = None, save_model: bool = True,
+               calibration: PreparedData | None = None) -> dict[str, Any]:
+    """Train on every subject but ``fold.test_subjects``, predict them, write ``folds/<name>.json``.
+    ``calibration``: clips never trained on that the temperature is fitted on (those of the test subjects
+    left out); without it, training subjects are held out for that (``settings.calibration_subjects``)."""
     progress = progress or NullProgress()
     t0 = time.monotonic()
     folds_dir = run_dir / "folds"
@@ -165,7 +181,8 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
     if not test_mask.any():
         raise TrainError(f"{fold.name}: no samples of {fold.test_subjects}")
     seed = settings.seed + fold.number
-    cal_subjects, fit_subjects, val_subjects = _fold_split(train_subjects, settings, seed)
+    cal_subjects, fit_subjects, val_subjects = _fold_split(
+        train_subjects, replace(settings, calibration_subjects=0) if calibration is not None else settings, seed)
     train_idx = np.flatnonzero(np.isin(data.subjects, sorted(fit_subjects)))
     val_idx = np.flatnonzero(np.isin(data.subjects, sorted(val_subjects)))
     test_idx = np.flatnonzero(test_mask)
@@ -174,10 +191,11 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
     x_test = select_streams(torch.from_numpy(data.x[test_idx]), data.batch.streams, data.card.streams)
     logits = raw_logits(model, x_test.to(trainer.device))
-    calibration = _calibrate(model, data, settings, cal_subjects, val_subjects, trainer.device)
-    probs = softmax(logits, calibration["temperature"])  # what the saved model (T inside) answers
+    fitted = _calibrate(model, data, settings, cal_subjects, val_subjects, trainer.device, calibration=calibration,
+                        test_subjects=fold.test_subjects)
+    probs = softmax(logits, fitted["temperature"])  # what the saved model (T inside) answers
     pred = probs.argmax(1)
-    calibration["test"] = calibration_figures(softmax(logits), probs, data.y[test_idx])
+    fitted["test"] = calibration_figures(softmax(logits), probs, data.y[test_idx])
     y_true = [data.labels[i] for i in data.y[test_idx]]
     y_pred = [data.labels[i] for i in pred]
     scores = label_scores(y_true, y_pred, data.labels)
@@ -191,7 +209,7 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
         "test_subjects": list(fold.test_subjects),
         "train_subjects": sorted(fit_subjects),
         "val_subjects": sorted(val_subjects),
-        "calibration_subjects": list(calibration["subjects"]),
+        "calibration_subjects": list(fitted["subjects"]),
         "dataset": data.index.name,
         "scheme": data.index.scheme,
         "model": settings.model,
@@ -204,16 +222,16 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
             for s, t, p, pr, lg in zip(samples, y_true, y_pred, probs, logits, strict=True)
         ],
         "scores": scores,
-        "calibration": calibration,
+        "calibration": fitted,
         "seconds": round(time.monotonic() - t0, 3),
         **info,
     }
     if save_model:
         evaluation = {"protocol": settings.protocol, "fold": fold.name, "test_subjects": list(fold.test_subjects),
                       **{k: scores[k] for k in ("accuracy", "uf1", "uar")}, "n": len(y_true),
-                      "calibration": {"temperature": calibration["temperature"],
-                                      "subjects": list(calibration["subjects"]),
-                                      **{k: calibration["test"][k] for k in ("ece_before", "ece_after")}}}
+                      "calibration": {"temperature": fitted["temperature"],
+                                      "subjects": list(fitted["subjects"]),
+                                      **{k: fitted["test"][k] for k in ("ece_before", "ece_after")}}}
         _with_card(model, data, settings, trained_on=_trained_on(data, train_subjects), evaluation=evaluation)
         save_checkpoint(model.cpu(), run_dir / "fold_models" / f"{fold.name}.pt",
                         extra={"fold": fold.name, "epochs_run": info["epochs_run"]})
@@ -225,12 +243,13 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
 
 
 def train_final(data: PreparedData, settings: TrainOptions, run_dir: Path, *, evaluation: dict[str, Any],
-                temperature: dict[str, Any] | None = None, progress: NullProgress | None = None) -> Path:
+                temperature: dict[str, Any] | None = None, progress: NullProgress | None = None,
+                calibration: PreparedData | None = None) -> Path:
     """Train one model on every subject (same schedule; with a validation fraction, early-stopped on a
     split of them) and save ``RUN_DIR/final/model.pt`` + card carrying the cross-validation figures.
 
     ``temperature``: :func:`final_temperature` of the folds (its ``temperature`` goes into the card; T = 1
-    without it)."""
+    without it); with ``calibration`` data the temperature is fitted on all of it instead."""
     progress = progress or NullProgress()
     subjects = sorted(set(data.subjects.tolist()))
     fold = Fold(0, 0, "final", ())
@@ -241,6 +260,10 @@ def train_final(data: PreparedData, settings: TrainOptions, run_dir: Path, *, ev
     final_dir = run_dir / "final"
     trainer = Trainer(data, settings, seed=seed, state_path=final_dir / "state.pt")
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
+    if calibration is not None:
+        fit = _calibrate(model, data, settings, (), set(), trainer.device, calibration=calibration)
+        temperature = {"temperature": float(fit["temperature"]), "folds": 0, "calibration_set": fit.get("calibration_set"),
+                       "source": f"fitted on {calibration.index.name} ({len(calibration.y)} clips, never trained on)"}
     temperature = dict(temperature or final_temperature(()))
     set_temperature(model, float(temperature["temperature"]))
     evaluation = copy.deepcopy(evaluation)
@@ -287,8 +310,10 @@ def run_training(
     resume: bool = False,
     final: bool = False,
     progress: NullProgress | None = None,
+    calibration: DatasetIndex | None = None,
 ) -> RunOutcome:
-    """Cross-validate ``settings.model`` on ``index`` into ``run_dir`` (see the module docstring)."""
+    """Cross-validate ``settings.model`` on ``index`` into ``run_dir`` (see the module docstring);
+    ``calibration``: a dataset never trained on, to fit the temperature on."""
     progress = progress or NullProgress()
     run_dir = Path(run_dir)
     torch.set_num_threads(max(1, settings.threads or os.cpu_count() or 1))
@@ -296,6 +321,12 @@ def run_training(
         raise TrainError("--device cuda asked for, but this torch has no CUDA device; use --device cpu")
     _check_run_dir(run_dir, settings.identity(), resume=resume)
     data = prepare_data(index, settings, frames=frames, cache=cache, progress=progress)
+    cal_data = None
+    if calibration is not None:
+        cal_data = prepare_data(calibration, settings, frames=frames, cache=cache, progress=progress)
+        if cal_data.labels != data.labels:
+            raise TrainError(f"the calibration data's classes {list(cal_data.labels)} differ from the training "
+                             f"data's {list(data.labels)}; read both with the same --scheme")
     counts = Counter(data.subjects.tolist())
     all_folds = make_folds(list(counts), protocol=settings.protocol, k=settings.k, seed=settings.seed, counts=counts)
     chosen = select_folds(all_folds, folds)
@@ -304,6 +335,8 @@ def run_training(
     dataset_summary["di_failed"] = [{"clip": s.clip, "reason": r} for s, r in data.batch.failed]
     dataset_summary["di_fps"] = data.fps
     dataset_summary["streams"] = list(data.batch.streams)
+    if calibration is not None:
+        dataset_summary["calibration_data"] = calibration.summary()
     _atomic_json(run_dir / "settings.json", {
         "identity": settings.identity(),
         "settings": asdict(settings),
@@ -325,7 +358,7 @@ def run_training(
                     continue
             except (OSError, json.JSONDecodeError):
                 log.warning("%s is unreadable; training that fold again", done)
-        train_fold(data, fold, settings, run_dir, progress=progress)
+        train_fold(data, fold, settings, run_dir, progress=progress, calibration=cal_data)
         outcome.folds_run.append(fold.name)
     progress.stage("writing the report")
     results = read_fold_results([run_dir])
@@ -338,5 +371,6 @@ def run_training(
         else:
             progress.stage("training the final model on all subjects")
             outcome.final_model = train_final(data, settings, run_dir, evaluation=report.get("evaluation", {}),
-                                              temperature=final_temperature(results), progress=progress)
+                                              temperature=final_temperature(results), progress=progress,
+                                              calibration=cal_data)
     return outcome

@@ -37,6 +37,8 @@ class TrainOptions:
     #                           augmentation for N epochs, and start every stream's backbone from it
     calibration_subjects: int = 1  # training subjects each fold holds out to fit the softmax temperature; 0 = off
     label_smoothing: float = 0.0  # cross-entropy against targets smoothed by this much (0 = off)
+    calibration_data: str = ""  # folders of a dataset never trained on that the temperature is fitted on
+    #                             (replaces calibration_subjects); "" = none
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
     model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
@@ -70,7 +72,8 @@ class TrainOptions:
         data = asdict(self)
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
-        for added in ("model_settings", "average_epochs", "pretrain_epochs", "calibration_subjects", "label_smoothing"):
+        for added in ("model_settings", "average_epochs", "pretrain_epochs", "calibration_subjects", "label_smoothing",
+                      "calibration_data"):
             if not data[added]:
                 data.pop(added)  # runs from before the option existed keep their identity
         if self.protocol == "loso":
