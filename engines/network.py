@@ -44,13 +44,14 @@ class ModelOptions:
     heads: int = 4  # attention heads (cross-attention fusion)
     gate_hidden: int = 64  # hidden units of the adaptive-fusion gate
     flip_average: bool = False  # average the logits of the DIs and their mirror image (test-time flip)
+    members: int = 1  # independently initialised networks whose logits are averaged (a deep ensemble)
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
             raise ModelError(f"unknown backbone {self.backbone!r}; choose one of {sorted(BACKBONES)}")
         if self.width is None:
             object.__setattr__(self, "width", DEFAULT_WIDTHS[self.backbone])
-        for name in ("input_size", "channels", "crop_size", "width", "heads", "gate_hidden"):
+        for name in ("input_size", "channels", "crop_size", "width", "heads", "gate_hidden", "members"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ModelError(f"setting {name} must be a positive integer, got {value!r}")
@@ -84,17 +85,22 @@ class ModelOptions:
         return {k: v for k, v in asdict(self).items() if k not in own}
 
 
-class MERModel(nn.Module):
-    """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
+def _stream_features(encoders: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per-stream feature maps [(B, C', h, w)] of ``x`` (B, S, C, H, W) in stream order: one backbone per
+    stream, or one shared backbone run once over all streams."""
+    n_streams = x.shape[1]
+    if len(encoders) == 1 and n_streams > 1:
+        maps = encoders[0](x.flatten(0, 1))
+        maps = maps.reshape(-1, n_streams, *maps.shape[1:])
+        return list(maps.unbind(1))
+    return [encoder(x[:, i]) for i, encoder in enumerate(encoders)]
 
-    Input: normalised DIs (``core.dynamic_image.build_streams``) in ``card.streams`` order. In eval
-    mode the logits are divided by ``card.temperature`` (calibration; 1 = as trained); training sees them raw.
-    """
+
+class _Member(nn.Module):
+    """One network of the model: a backbone per stream (or one shared), the fusion and the classifier."""
 
     def __init__(self, card: ModelCard, fusion: str, settings: ModelOptions) -> None:
         super().__init__()
-        self.card = card
-        self.fusion_kind = fusion
         n_streams = len(card.streams)
         width = settings.width
         assert width is not None  # resolved in ModelOptions
@@ -120,6 +126,28 @@ class MERModel(nn.Module):
         self.head = nn.Sequential(
             nn.Dropout(settings.dropout), nn.Linear(fusion_module.out_features, len(card.labels))
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fusion(_stream_features(self.encoders, x)))
+
+
+class MERModel(nn.Module):
+    """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
+
+    Input: normalised DIs (``core.dynamic_image.build_streams``) in ``card.streams`` order. In eval
+    mode the logits are divided by ``card.temperature`` (calibration; 1 = as trained); training sees them raw.
+    With ``members`` > 1 the model holds that many independently initialised networks: training sees each
+    one's logits, (B, members, n_classes), and is scored on each; eval mode answers their mean. Member 0's
+    parts sit at the top level (``encoders``, ``fusion``, ``head``) so one-member checkpoints keep their keys.
+    """
+
+    def __init__(self, card: ModelCard, fusion: str, settings: ModelOptions) -> None:
+        super().__init__()
+        self.card = card
+        self.fusion_kind = fusion
+        first = _Member(card, fusion, settings)
+        self.encoders, self.fusion, self.head = first.encoders, first.fusion, first.head
+        self.others = nn.ModuleList(_Member(card, fusion, settings) for _ in range(settings.members - 1))
         self.flip_average = settings.flip_average
         # A mirrored horizontal-flow image points the other way: mirror() negates those streams.
         signs = [-1.0 if stream in HORIZONTAL_STREAMS else 1.0 for stream in card.streams]
@@ -152,13 +180,27 @@ class MERModel(nn.Module):
             )
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per-stream feature maps [(B, C', h, w)] in stream order."""
-        n_streams = len(self.card.streams)
-        if len(self.encoders) == 1 and n_streams > 1:
-            maps = self.encoders[0](x.flatten(0, 1))  # one pass over all streams
-            maps = maps.reshape(-1, n_streams, *maps.shape[1:])
-            return list(maps.unbind(1))
-        return [encoder(x[:, i]) for i, encoder in enumerate(self.encoders)]
+        """Member 0's per-stream feature maps [(B, C', h, w)] in stream order."""
+        return _stream_features(self.encoders, x)
+
+    @property
+    def members(self) -> int:
+        return 1 + len(self.others)
+
+    def member_encoders(self) -> list[nn.ModuleList]:
+        """Every member's backbones (member 0 first)."""
+        return [self.encoders, *(m.encoders for m in self.others if isinstance(m, _Member))]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K) with one member, else each member's (B, members, K)."""
+        first = self.head(self.fusion(self.features(x)))
+        if not len(self.others):
+            return first
+        return torch.stack([first, *(member(x) for member in self.others)], dim=1)
+
+    def _answer(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._logits(x)
+        return logits.mean(dim=1) if len(self.others) else logits
 
     @property
     def temperature(self) -> float:
@@ -168,15 +210,14 @@ class MERModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
         if self.training:
-            return self.head(self.fusion(self.features(x)))
+            return self._logits(x)
         if self.flip_average:
             # Faces are near-symmetric and training flips DIs, so the mirror image is a second, independent
             # look at the same expression. Two passes rather than one batch of 2B, so the exported graph keeps
             # a static class dimension.
-            mirrored = self.head(self.fusion(self.features(self.mirror(x))))
-            logits = 0.5 * (self.head(self.fusion(self.features(x))) + mirrored)
+            logits = 0.5 * (self._answer(x) + self._answer(self.mirror(x)))
         else:
-            logits = self.head(self.fusion(self.features(x)))
+            logits = self._answer(x)
         # Calibration: the temperature lives in the card and is read here, so the torch backend's softmax,
         # the ONNX graph (a constant, traced at export) and TensorRT plans built from it all include it.
         temperature = self.card.temperature

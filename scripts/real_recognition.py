@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Recognition on held-out real footage: micro-expressions rendered onto real video, true windows.
 
-    python scripts/real_recognition.py TEST_DIR... [--model PATH | --run RUN_DIR] [--json]
+    python scripts/real_recognition.py TEST_DIR... [--model PATH | --run RUN_DIR [--run RUN_DIR ...]] [--json]
 
 TEST_DIR is ``mer-synth onto VIDEO... --clips --amplitude 0.04 --out TEST_DIR`` output (its ``recognition/`` set:
 aligned crops as the live tracker gives them, one subject per source video). With ``--model`` (default: the
 bundled model) every clip is classified by that model. With ``--run`` (a ``mer-train`` run whose subjects
 include the test videos' subjects), each video is classified by the fold model that never saw it — the
-leave-one-video-out figure. DIs come from the project's one builder (training.cache / core.dynamic_image);
+leave-one-video-out figure; several ``--run`` average their fold models' probabilities (an ensemble). DIs come from the project's one builder (training.cache / core.dynamic_image);
 the probabilities from the engines backend (temperature included), as in live use.
 
 Prints accuracy, UF1, per-class recall and F1, per-video accuracy, the mean confidence on wrong answers and
@@ -55,30 +55,36 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("test_dirs", nargs="+", type=Path, metavar="TEST_DIR")
     p.add_argument("--model", default=None, help="model to use (default: the bundled one)")
-    p.add_argument("--run", type=Path, default=None, help="a mer-train run: each video by the fold that left it out")
+    p.add_argument("--run", type=Path, action="append", default=[],
+                   help="a mer-train run: each video by the fold that left it out; repeat to average several runs")
     p.add_argument("--scheme", default="megc3")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     index = merge_indices([load_dataset("synth", d, scheme=args.scheme) for d in args.test_dirs])
     samples = list(index.samples)
     results: list[tuple[Sample, str, np.ndarray]] = []
-    if args.run is not None:
+    if args.run:
         by_subject: dict[str, list] = defaultdict(list)
         for s in samples:
             by_subject[s.subject].append(s)
-        folds = {}
-        for path in sorted((args.run / "folds").glob("*.json")):
-            info = json.loads(path.read_text(encoding="utf-8"))
-            for subject in info.get("test_subjects", []):
-                folds[subject] = info
-        for subject, group in sorted(by_subject.items()):
-            info = folds.get(subject)
-            if info is None or "checkpoint" not in info:
-                print(f"no fold with a checkpoint left out {subject!r} in {args.run}", file=sys.stderr)
-                return 2
-            results += classify(str(args.run / info["checkpoint"]), group, index.labels)
-    else:
-        results = classify(args.model, samples, index.labels)
+        members = []
+        for run in args.run:
+            folds = {}
+            for path in sorted((run / "folds").glob("*.json")):
+                info = json.loads(path.read_text(encoding="utf-8"))
+                for subject in info.get("test_subjects", []):
+                    folds[subject] = info
+            answers: list[tuple[Sample, str, np.ndarray]] = []
+            for subject, group in sorted(by_subject.items()):
+                info = folds.get(subject)
+                if info is None or "checkpoint" not in info:
+                    print(f"no fold with a checkpoint left out {subject!r} in {run}", file=sys.stderr)
+                    return 2
+                answers += classify(str(run / info["checkpoint"]), group, index.labels)
+            members.append(answers)
+        for i, (sample, _, _) in enumerate(members[0]):
+            mean = np.mean([m[i][2] for m in members], axis=0)
+            results.append((sample, index.labels[int(np.argmax(mean))], mean))
     labels = index.labels
     y_true = [s.label for s, _, _ in results]
     y_pred = [pred for _, pred, _ in results]

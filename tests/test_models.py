@@ -283,3 +283,52 @@ def test_flip_average_is_mirror_invariant_in_eval_and_plain_in_training() -> Non
 def test_flip_average_setting_must_be_a_bool() -> None:
     with pytest.raises(ModelError, match="flip_average"):
         build_model("single", labels=LABELS, flip_average="yes")
+
+
+def test_an_ensemble_trains_each_member_and_answers_their_mean() -> None:
+    model = build_model("flow", labels=LABELS, input_size=32, members=3, flip_average=True)
+    assert model.members == 3 and model.card.settings["members"] == 3
+    x = model.example_input(4)
+    model.train()
+    assert model(x).shape == (4, 3, len(LABELS))  # each member's logits: each learns on its own
+    model.eval()
+    with torch.no_grad():
+        members = [model.head(model.fusion(model.features(v))) for v in (x, model.mirror(x))]
+        members = [torch.stack([m, *(other(v) for other in model.others)], 1)
+                   for m, v in zip(members, (x, model.mirror(x)), strict=True)]
+        expected = 0.5 * (members[0].mean(1) + members[1].mean(1))
+        assert torch.allclose(model(x), expected, atol=1e-5)
+        # members start apart: their answers differ
+        assert not torch.allclose(members[0][:, 0], members[0][:, 1])
+
+
+def test_a_one_member_model_keeps_its_checkpoint_keys() -> None:
+    keys = set(build_model("flow", labels=LABELS, input_size=32).state_dict())
+    assert not any(k.startswith("others.") for k in keys) and any(k.startswith("encoders.") for k in keys)
+    three = set(build_model("flow", labels=LABELS, input_size=32, members=3).state_dict())
+    assert keys < three and any(k.startswith("others.1.encoders.") for k in three)
+
+
+def test_an_ensemble_round_trips_and_exports_to_onnx(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from engines.onnx_io import export_onnx
+
+    model = _build("flow", "fast", members=2, flip_average=True).eval()
+    save_checkpoint(model, tmp_path / "m.pt")
+    loaded = load_checkpoint(tmp_path / "m.pt").eval()
+    assert loaded.members == 2
+    x = model.example_input(3)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(loaded(x), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = export_onnx(loaded, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]  # the exported graph ends in softmax
+    assert np.abs(got - torch.softmax(expected, dim=1).numpy()).max() < 1e-4
+
+
+def test_members_must_be_a_positive_integer() -> None:
+    with pytest.raises(ModelError, match="members"):
+        build_model("flow", labels=LABELS, members=0)

@@ -336,3 +336,26 @@ def test_progress_on_a_terminal_logs_without_source_locations(
     out = capsys.readouterr().out
     assert "synth: 18 samples" in out and "fold01-s01 done" in out  # the stage and fold lines
     assert ".py:" not in out  # Rich's default "train_cli.py:123" location column is off
+
+
+def test_an_ensemble_trains_every_member_and_pretraining_starts_them_all(
+        synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    index = load_dataset("synth", synth_root, scheme="megc3")
+    settings = _tiny(epochs=1, pretrain_epochs=1, lr=1e-7, model_settings=(("members", 2),))
+    run_training(index, settings, tmp_path / "e", cache=DICache(cache_dir), folds="1")
+    model = load_checkpoint(tmp_path / "e" / "fold_models" / "fold01-s01.pt")
+    assert model.members == 2
+    # every stream of every member started from the one pretrained backbone (a tiny rate barely moves them)
+    weights = [_conv_weights(e) for encoders in model.member_encoders() for e in encoders]
+    assert len(weights) == 4
+    assert all(torch.allclose(x, y, atol=1e-4) for w in weights[1:] for x, y in zip(weights[0], w, strict=True))
+    # without pretraining the members start apart and both learn: the fold's answer is their mean
+    run_training(index, _tiny(epochs=2, model_settings=(("members", 2),)), tmp_path / "f", cache=DICache(cache_dir),
+                 folds="1")
+    fold = json.loads((tmp_path / "f" / "folds" / "fold01-s01.json").read_text())
+    assert fold["settings"]["model_settings"] == [["members", 2]] and len(fold["predictions"]) == 6
+    model = load_checkpoint(tmp_path / "f" / "fold_models" / "fold01-s01.pt")
+    a, b = (_conv_weights(encoders[0]) for encoders in model.member_encoders())
+    assert not all(torch.allclose(x, y, atol=1e-4) for x, y in zip(a, b, strict=True))

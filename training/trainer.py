@@ -145,8 +145,9 @@ class Trainer:
         pretrain_info = None
         if s.pretrain_epochs:
             pretrained, pretrain_info = self.pretrain(train_idx, val_idx, fold, progress)
-            for encoder in model.encoders:
-                encoder.load_state_dict(pretrained.encoders[0].state_dict())
+            for encoders in model.member_encoders():
+                for encoder in encoders:
+                    encoder.load_state_dict(pretrained.encoders[0].state_dict())
         weights = _class_weights(yt.cpu(), len(data.labels)) if s.class_balanced else None
         optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.epochs, eta_min=s.lr * 0.01)
@@ -177,7 +178,13 @@ class Trainer:
                 if augment is not None:
                     xb = augment(xb, generator)
                 logits = model(xb)
-                loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=s.label_smoothing)
+                if logits.dim() == 3:  # an ensemble: every member learns on its own (B, members, K)
+                    members = logits.shape[1]
+                    loss = F.cross_entropy(logits.flatten(0, 1), yb.repeat_interleave(members), weight=loss_weights,
+                                           label_smoothing=s.label_smoothing)
+                    logits = logits.mean(dim=1)
+                else:
+                    loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=s.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
