@@ -190,16 +190,31 @@ def _cached_motion(work: Path, key: str, compute: Callable[[], VideoMotion]) -> 
     return motion
 
 
+def _analysis_key(tracker: FaceTrackerOptions) -> dict[str, Any]:
+    """The tracker settings that change the analysed landmarks, for the motion cache key. Settings added
+    later enter only when they differ from what every earlier cache was made with, so those stay valid."""
+    key: dict[str, Any] = {}
+    if tracker.follow_one_face:
+        key["follow_one_face"] = True
+    return key
+
+
 def prepare(videos: Sequence[Path], settings: BenchOptions, work: Path, *, tracker: FaceTrackerOptions,
             progress: Progress | None = None) -> dict[str, dict[str, VideoMotion]]:
     """Every video's original and renderings, analysed (cached): ``{video: {variant: motion}}`` where variant
-    is ``original`` or ``PLACEMENT@AMPLITUDE``."""
+    is ``original`` or ``PLACEMENT@AMPLITUDE``.
+
+    The renderings do not depend on how the chain under test tracks the face: they are planned and warped
+    from MediaPipe's per-frame detection (one face, every frame), so two trackers are scored on the same
+    videos."""
     work.mkdir(parents=True, exist_ok=True)
+    render_tracker = replace(tracker, follow_one_face=False, landmark_every=1, blendshapes=False)
+    analysed = _analysis_key(tracker)
     out: dict[str, dict[str, VideoMotion]] = {}
     for vi, path in enumerate(videos):
         stem = path.stem
         variants: dict[str, VideoMotion] = {}
-        base_key = _digest(path, {"crop": tracker.crop_size})
+        base_key = _digest(path, {"crop": tracker.crop_size, **analysed})
         variants["original"] = _cached_motion(
             work, base_key, partial(analyze, path, tracker=tracker, progress=progress, name=path.name))
         track = None
@@ -208,16 +223,17 @@ def prepare(videos: Sequence[Path], settings: BenchOptions, work: Path, *, track
                 onto = settings.onto(amplitude, placement)
                 tag = f"{placement}@{amplitude:g}"
                 key = _digest(path, {"onto": asdict(onto), "index": [vi, pi, ai], "crop": tracker.crop_size})
+                motion_key = _digest(path, {"onto": asdict(onto), "index": [vi, pi, ai], "crop": tracker.crop_size,
+                                            **analysed})
                 rendered = work / f"render-{key}{video_suffix(onto)}"
                 truth_file = work / f"render-{key}.json"
-                motion_file = work / f"motion-{key}.npz"
-                if not (rendered.is_file() and truth_file.is_file()) or not motion_file.is_file():
+                if not (rendered.is_file() and truth_file.is_file()):
                     if track is None:
-                        track = track_video(path, tracker=tracker, progress=progress)
+                        track = track_video(path, tracker=render_tracker, progress=progress)
                     plan = plan_onto(track, onto, video=f"{stem}_{placement}_{amplitude:g}", index=vi * 100 + ai)
                     render_onto(track, plan, rendered, onto, progress=progress)
                     truth_file.write_text(json.dumps(plan.rows()), encoding="utf-8")
-                motion = _cached_motion(work, key, partial(
+                motion = _cached_motion(work, motion_key, partial(
                     analyze, rendered, tracker=tracker, progress=progress, name=f"{stem} {tag}"))
                 motion.truth = json.loads(truth_file.read_text(encoding="utf-8"))
                 variants[tag] = motion
