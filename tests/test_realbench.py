@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,3 +104,24 @@ def test_false_events_per_minute_come_from_the_original_and_lovo_picks_on_the_ot
     assert result["lovo"]["chosen"]["b"]["min_score"] > 1.5
     assert result["lovo"]["videos"]["b"]["calm@0.04"]["tp"] < 2
     assert all(pick in GRID for pick in result["lovo"]["chosen"].values())
+
+
+def test_cached_motion_round_trips_and_shares_one_array_per_video(tmp_path: Path) -> None:
+    from training.realbench import _load_motion, _save_motion
+
+    lip = REGION_NAMES.index("lip_corner_l")
+    motion = _motion(60, {lip: [(20, 0.02), (21, -0.01)]})
+    motion.samples[30] = None  # a frame without a face
+    _save_motion(motion, tmp_path / "m.npz")
+    back = _load_motion(tmp_path / "m.npz")
+    assert (back.name, back.fps, back.frames) == (motion.name, motion.fps, motion.frames)
+    for a, b in zip(motion.samples, back.samples, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None and b is not None:
+            assert (a.index, a.since) == (b.index, b.since)
+            assert (a.displacement is None) == (b.displacement is None)
+            if a.displacement is not None and b.displacement is not None:
+                assert np.array_equal(a.displacement, b.displacement)
+    # every frame's displacement is a view of the one array read from the file, not a copy of it per frame
+    views = [s.displacement for s in back.samples if s is not None and s.displacement is not None]
+    assert all(v.base is not None and v.base is views[0].base for v in views)

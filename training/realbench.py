@@ -162,20 +162,24 @@ def _save_motion(motion: VideoMotion, file: Path) -> None:
 
 
 def _load_motion(file: Path) -> VideoMotion:
-    z = np.load(file, allow_pickle=False)
-    fps = float(z["fps"])
+    """Each array is read from the file once: an ``NpzFile`` reads (and decompresses) an array again on every
+    ``z[name]``, and a per-frame ``z[name][k]`` would keep a whole copy alive per frame (tens of GB over the
+    benchmark's videos)."""
+    with np.load(file, allow_pickle=False) as z:
+        a = {name: z[name] for name in z.files}
+    fps = float(a["fps"])
+    since_all, disp, change_all, head, eye = a["since"], a["disp"], a["change"], a["head"], a["eye"]
     samples: list[MotionSample | None] = []
-    for k, present in enumerate(z["face"]):
+    for k, present in enumerate(a["face"]):
         if not present:
             samples.append(None)
             continue
-        since = int(z["since"][k])
+        since = int(since_all[k])
         known = since >= 0
-        change = z["change"][k]
-        samples.append(MotionSample(k, k / fps, since if known else None, z["disp"][k] if known else None,
-                                    float(z["head"][k]), float(z["eye"][k]),
-                                    None if np.isnan(change).all() else change))
-    return VideoMotion(str(z["name"]), fps, len(samples), samples, z["crops"], z["landmarks"])
+        change = change_all[k]
+        samples.append(MotionSample(k, k / fps, since if known else None, disp[k] if known else None,
+                                    float(head[k]), float(eye[k]), None if np.isnan(change).all() else change))
+    return VideoMotion(str(a["name"]), fps, len(samples), samples, a["crops"], a["landmarks"])
 
 
 def _cached_motion(work: Path, key: str, compute: Callable[[], VideoMotion]) -> VideoMotion:
