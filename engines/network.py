@@ -30,6 +30,11 @@ class ModelError(ValueError):
     """A model cannot be built from the given name, labels or settings."""
 
 
+# Settings added after models were shipped, with the value every earlier model had: left out of the card at
+# that value.
+_ADDED_SETTINGS: dict[str, Any] = {"members": 1}
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """Everything ``build_model(**settings)`` accepts. Sizes in pixels."""
@@ -82,7 +87,11 @@ class ModelOptions:
         """The settings that have no field of their own in the card (all of them, resolved, so a card
         still rebuilds the same network if a default changes later)."""
         own = {"backbone", "input_size", "channels", "crop_size"}
-        return {k: v for k, v in asdict(self).items() if k not in own}
+        settings = {k: v for k, v in asdict(self).items() if k not in own}
+        for added, plain in _ADDED_SETTINGS.items():
+            if settings[added] == plain:
+                del settings[added]  # cards written before the setting existed still match their network
+        return settings
 
 
 def _stream_features(encoders: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
