@@ -94,10 +94,10 @@ class ModelOptions:
         return settings
 
 
-def _stream_features(encoders: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
-    """Per-stream feature maps [(B, C', h, w)] of ``x`` (B, S, C, H, W) in stream order: one backbone per
-    stream, or one shared backbone run once over all streams."""
-    n_streams = x.shape[1]
+def _stream_features(encoders: nn.ModuleList, x: torch.Tensor, n_streams: int) -> list[torch.Tensor]:
+    """Per-stream feature maps [(B, C', h, w)] of ``x`` (B, S = n_streams, C, H, W) in stream order: one
+    backbone per stream, or one shared backbone run once over all streams. ``n_streams`` comes from the card, a
+    Python int, so an exported graph does not depend on a traced shape."""
     if len(encoders) == 1 and n_streams > 1:
         maps = encoders[0](x.flatten(0, 1))
         maps = maps.reshape(-1, n_streams, *maps.shape[1:])
@@ -110,7 +110,7 @@ class _Member(nn.Module):
 
     def __init__(self, card: ModelCard, fusion: str, settings: ModelOptions) -> None:
         super().__init__()
-        n_streams = len(card.streams)
+        n_streams = self.n_streams = len(card.streams)
         width = settings.width
         assert width is not None  # resolved in ModelOptions
         n_backbones = 1 if settings.shared_backbone else n_streams
@@ -137,7 +137,7 @@ class _Member(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.fusion(_stream_features(self.encoders, x)))
+        return self.head(self.fusion(_stream_features(self.encoders, x, self.n_streams)))
 
 
 class MERModel(nn.Module):
@@ -190,7 +190,7 @@ class MERModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Member 0's per-stream feature maps [(B, C', h, w)] in stream order."""
-        return _stream_features(self.encoders, x)
+        return _stream_features(self.encoders, x, len(self.card.streams))
 
     @property
     def members(self) -> int:
