@@ -78,6 +78,10 @@ def test_fast_run_matches_annotations_and_subscriber_gets_the_same_events(
     assert [r.to_json() for r in got] == [e.to_json() for e in events]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
     signum: int, video: tuple[Path, Path], model_dir: Path, env: dict[str, str], tmp_path: Path
@@ -87,6 +91,9 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
         [sys.executable, "-m", "cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
          str(record), "--model", str(model_dir), "--zmq", "none"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        # a shell without job control starts background jobs with SIGINT ignored, and Python then keeps it
+        # ignored: give mer-live the disposition a terminal would, whatever launched the tests
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 60
