@@ -147,7 +147,8 @@ def _print(result: dict[str, Any]) -> None:
         for tag, row in block["cells"].items():
             placement, _, amplitude = tag.partition("@")
             t.add_row(placement, amplitude, f"{row['f1']:.2f}", f"{row['precision']:.2f}", f"{row['recall']:.2f}",
-                      f"{row['tp']}/{row['fp']}/{row['fn']}", str(row.get("masked", "")), str(row["onset_err_ms"]), str(row["apex_err_ms"]),
+                      f"{row['tp']}/{row['fp']}/{row['fn']}", str(row["masked"]), str(row["onset_err_ms"]),
+                      str(row["apex_err_ms"]),
                       *[f"{block['videos'][v][tag]['f1']:.2f}" for v in block["videos"]])
         console.print(t)
         fp = ", ".join(f"{k} {v}" for k, v in block["false_per_min"].items())

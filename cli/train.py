@@ -331,6 +331,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if interactive:
         console = _console()
     _configure_logging(args.verbose, console)
+    calibration_dirs: list[Path] = [] if args.no_calibration else list(args.calibration_data)
     settings = TrainOptions(
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
@@ -338,7 +339,7 @@ def _run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
         pretrain_epochs=_pretrain_epochs(args), label_smoothing=args.label_smoothing,
         calibration_subjects=0 if args.no_calibration else args.calibration_subjects,
-        calibration_data=",".join(str(d) for d in args.calibration_data) if not args.no_calibration else "",
+        calibration_data=",".join(str(d) for d in calibration_dirs),
         device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),
     )
@@ -346,13 +347,13 @@ def _run_train(args: argparse.Namespace) -> int:
     frames = FrameOptions(alignment=alignment, target_fps=args.target_fps, face_model=face_model)
     cache = DICache(None if args.no_cache else (args.cache or default_cache_dir()))
     index = merge_indices([load_dataset(args.dataset, root, scheme=args.scheme) for root in args.data])
-    calibration = None
-    if args.calibration_data and not args.no_calibration:
-        calibration = merge_indices([load_dataset(args.dataset, root, scheme=args.scheme)
-                                     for root in args.calibration_data])
+    calibration = merge_indices([load_dataset(args.dataset, root, scheme=args.scheme)
+                                 for root in calibration_dirs]) if calibration_dirs else None
     summary = (f"{index.name}: {len(index.samples)} samples from {len(index.subjects)} subjects "
                f"(scheme {index.scheme}); skipped rows: {index.skipped_counts() or 'none'}; "
                f"dropped by the scheme: {dict(index.dropped) or 'none'}; alignment {alignment}")
+    run_args: dict[str, Any] = dict(frames=frames, cache=cache, folds=args.folds, resume=args.resume,
+                                    final=args.final, calibration=calibration)
     plain_cls, rich_cls = _progress_classes()
     # MediaPipe (face alignment of real datasets) prints its native log lines into the progress output:
     # hidden unless --verbose; our own messages still reach stderr.
@@ -365,16 +366,12 @@ def _run_train(args: argparse.Namespace) -> int:
             progress = rich_cls(bar)
             progress.stage(summary)
             with quiet:
-                outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
-                                       resume=args.resume, final=args.final, progress=progress,
-                                       calibration=calibration)
+                outcome = run_training(index, settings, args.out, progress=progress, **run_args)
     else:
         progress = plain_cls()
         progress.stage(summary)
         with quiet:
-            outcome = run_training(index, settings, args.out, frames=frames, cache=cache, folds=args.folds,
-                                   resume=args.resume, final=args.final, progress=progress,
-                                       calibration=calibration)
+            outcome = run_training(index, settings, args.out, progress=progress, **run_args)
     report = outcome.report or {}
     pooled = report.get("pooled", {})
     print(f"mer-train: {report.get('folds_done')}/{report.get('folds_total')} folds; pooled n={pooled.get('n')} "

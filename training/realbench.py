@@ -33,7 +33,7 @@ import numpy as np
 
 from core.metrics import Interval, SpottingScores, match_windows
 from realtime.face import FaceTracker, FaceTrackerOptions
-from realtime.motion import REGION_NAMES, MotionMeter, MotionSample
+from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
 from realtime.sources import open_source
 from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
 from training.synth_onto import OntoOptions, plan_onto, render_onto, track_video, video_suffix
@@ -226,9 +226,8 @@ def prepare(videos: Sequence[Path], settings: BenchOptions, work: Path, *, track
             for ai, amplitude in enumerate(settings.amplitudes):
                 onto = settings.onto(amplitude, placement)
                 tag = f"{placement}@{amplitude:g}"
-                key = _digest(path, {"onto": asdict(onto), "index": [vi, pi, ai], "crop": tracker.crop_size})
-                motion_key = _digest(path, {"onto": asdict(onto), "index": [vi, pi, ai], "crop": tracker.crop_size,
-                                            **analysed})
+                render_id = {"onto": asdict(onto), "index": [vi, pi, ai], "crop": tracker.crop_size}
+                key, motion_key = _digest(path, render_id), _digest(path, {**render_id, **analysed})
                 rendered = work / f"render-{key}{video_suffix(onto)}"
                 truth_file = work / f"render-{key}.json"
                 if not (rendered.is_file() and truth_file.is_file()):
@@ -303,7 +302,7 @@ def masked(rendered: VideoMotion, original: VideoMotion, *, context_s: float = 1
                 if s is not None and s.displacement is not None]
         return np.sqrt((np.asarray(rows) ** 2).sum(axis=2)) if rows else np.zeros((1, len(REGION_NAMES)))
 
-    lag = int(round(0.25 * rendered.fps))  # the meter's displacement reaches a lag past the offset
+    lag = int(round(MotionOptions().lag_s * rendered.fps))  # the meter's displacement reaches a lag past the offset
     count = 0
     for row in rendered.truth:
         if row["kind"] != "micro":

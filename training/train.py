@@ -98,14 +98,16 @@ def _split_validation(train_subjects: Sequence[str], fraction: float, seed: int)
     return set(subjects) - val, val
 
 
-def _fold_split(train_subjects: Sequence[str], settings: TrainOptions,
-                seed: int) -> tuple[list[str], set[str], set[str]]:
+def _fold_split(train_subjects: Sequence[str], settings: TrainOptions, seed: int, *,
+                hold_out: int | None = None) -> tuple[list[str], set[str], set[str]]:
     """``(calibration, fit, validation)`` subjects of a fold, all from its training subjects, disjoint.
 
-    Calibration subjects are taken first, leaving at least one subject to train on (two when a validation
-    split is asked for, so it still gets one); the validation split is made of the rest."""
+    ``hold_out`` (default ``settings.calibration_subjects``; 0 when the temperature is fitted on calibration
+    data instead) calibration subjects are taken first, leaving at least one subject to train on (two when a
+    validation split is asked for, so it still gets one); the validation split is made of the rest."""
     keep = 2 if settings.val_fraction > 0 else 1
-    calibration, rest = split_calibration(train_subjects, settings.calibration_subjects, seed, keep=keep)
+    count = settings.calibration_subjects if hold_out is None else hold_out
+    calibration, rest = split_calibration(train_subjects, count, seed, keep=keep)
     fit, val = _split_validation(rest, settings.val_fraction, seed)
     return calibration, fit, val
 
@@ -182,7 +184,7 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
         raise TrainError(f"{fold.name}: no samples of {fold.test_subjects}")
     seed = settings.seed + fold.number
     cal_subjects, fit_subjects, val_subjects = _fold_split(
-        train_subjects, replace(settings, calibration_subjects=0) if calibration is not None else settings, seed)
+        train_subjects, settings, seed, hold_out=0 if calibration is not None else None)
     train_idx = np.flatnonzero(np.isin(data.subjects, sorted(fit_subjects)))
     val_idx = np.flatnonzero(np.isin(data.subjects, sorted(val_subjects)))
     test_idx = np.flatnonzero(test_mask)
@@ -260,10 +262,9 @@ def train_final(data: PreparedData, settings: TrainOptions, run_dir: Path, *, ev
     final_dir = run_dir / "final"
     trainer = Trainer(data, settings, seed=seed, state_path=final_dir / "state.pt")
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
-    if calibration is not None:
+    if calibration is not None:  # every calibration clip: the final model has no test subject
         fit = _calibrate(model, data, settings, (), set(), trainer.device, calibration=calibration)
-        temperature = {"temperature": float(fit["temperature"]), "folds": 0, "calibration_set": fit.get("calibration_set"),
-                       "source": f"fitted on {calibration.index.name} ({len(calibration.y)} clips, never trained on)"}
+        temperature = {k: fit[k] for k in ("temperature", "source", "calibration_set")} | {"folds": 0}
     temperature = dict(temperature or final_temperature(()))
     set_temperature(model, float(temperature["temperature"]))
     evaluation = copy.deepcopy(evaluation)
