@@ -16,7 +16,13 @@ A peak of one region's contrast above both an absolute floor and ``min_score`` �
 Its window runs from where the contrast falls below ``edge_fraction`` of the peak before it to where it does
 after it. A candidate is kept only when it is isolated (the same region is quiet just before and after), the
 eyes did not blink, the head did not move, and — when a ``displacement`` probe is given — the region rose
-from the onset face to the apex and came back to it. Overlapping candidates of several regions give one
+from the onset face to the apex and came back to it.
+
+Talking moves the lip corners, cheeks and nose wings along with the jaw, so a smile's 1-2 px hide under it.
+Before anything else, :class:`JawCoupling` removes from those regions the part of their movement that the jaw
+and lips' movement predicts (a linear fit over the last ``jaw_coupling_s``, refitted every frame from decayed
+sums): a lip-corner pull that the chin does not share stands out again. The brows and eyelids are left as
+measured: the mouth predicts little of them, and a fit there only adds its own noise. Overlapping candidates of several regions give one
 window, the best scored. Everything is in seconds, so a 30 fps webcam and a 200 fps lab camera behave alike.
 The decision comes about ``lag + context_after_s`` after the offset: that delay is reported, not hidden.
 """
@@ -36,7 +42,7 @@ from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATES", "Displacement", "SpottedWindow", "Spotter", "SpotterOptions"]
+__all__ = ["STATES", "Displacement", "JawCoupling", "SpottedWindow", "Spotter", "SpotterOptions"]
 
 STATES = ("warming-up", "idle", "moving", "no-face")
 
@@ -78,13 +84,16 @@ class SpotterOptions:
     micro_max_s: float = 0.5  # windows up to this long are micro-expressions, longer ones macro
     hold_s: float = 0.1  # a kept candidate waits this long for an overlapping, better one
     max_gap_s: float = 1.0  # a longer gap between frames (or time going back) restarts the spotter
+    jaw_coupling_s: float = 10.0  # memory of the jaw → lip corner / cheek / nose fit (JawCoupling); 0 = off
+    jaw_coupling_ridge: float = 0.02  # its ridge, × the jaw's mean squared movement in that memory
 
     def __post_init__(self) -> None:
         for name in ("min_peak", "min_score", "level_window_s", "level_floor", "level_period_s",
                      "peak_half_width_s", "max_rise_s", "micro_max_s", "max_gap_s", "max_peak"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("min_level_s", "context_before_s", "context_after_s", "min_duration_s", "hold_s"):
+        for name in ("min_level_s", "context_before_s", "context_after_s", "min_duration_s", "hold_s",
+                     "jaw_coupling_s", "jaw_coupling_ridge"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("level_quantile", "edge_fraction"):
@@ -100,6 +109,54 @@ class SpotterOptions:
             raise ValueError(f"max_peak ({self.max_peak}) must exceed min_peak ({self.min_peak})")
         if self.min_level_s > self.level_window_s:
             raise ValueError("min_level_s cannot exceed level_window_s")
+
+
+# JawCoupling: which regions it corrects, and from which (the jaw and lips, which talking drives)
+_COUPLED = ("cheek_l", "cheek_r", "nose_l", "nose_r", "lip_corner_l", "lip_corner_r")
+_JAW = ("lip_upper", "lip_lower", "chin")
+
+
+class JawCoupling:
+    """Removes from the lip corners, cheeks and nose wings the movement the jaw and lips predict.
+
+    ``remove(displacement, t)`` returns the (R, 2) displacement with those regions replaced by what a linear
+    map of the jaw regions' displacement (fitted on the frames before ``t``, each weighted by
+    ``exp(-age / memory_s)``) does not explain. The fit only uses the past, so a micro-expression is measured
+    before it can be learnt; it lasts a fraction of a second against a memory of seconds, so it barely enters
+    the fit afterwards either. A 6 × 6 solve per frame.
+    """
+
+    def __init__(self, memory_s: float = 10.0, ridge: float = 0.02) -> None:
+        if memory_s <= 0 or ridge < 0:
+            raise ValueError(f"memory_s must be > 0 and ridge >= 0, got {memory_s}, {ridge}")
+        self.memory_s, self.ridge = memory_s, ridge
+        self._targets = np.array([REGION_NAMES.index(n) for n in _COUPLED])
+        self._inputs = np.array([REGION_NAMES.index(n) for n in _JAW])
+        k, m = 2 * len(self._inputs), 2 * len(self._targets)
+        self._xx, self._xy = np.zeros((k, k)), np.zeros((k, m))
+        self._eye = np.eye(k)
+        self._last_t: float | None = None
+
+    def reset(self) -> None:
+        self._xx[:] = 0.0
+        self._xy[:] = 0.0
+        self._last_t = None
+
+    def remove(self, displacement: np.ndarray, t: float) -> np.ndarray:
+        x = displacement[self._inputs].astype(np.float64).ravel()
+        y = displacement[self._targets].astype(np.float64).ravel()
+        k = len(x)
+        reg = self.ridge * np.trace(self._xx) / k + 1e-12
+        weights = np.linalg.solve(self._xx + reg * self._eye, self._xy)
+        out = displacement.astype(np.float32, copy=True)
+        out[self._targets] = (y - x @ weights).reshape(-1, 2)
+        decay = 1.0 if self._last_t is None else math.exp(-max(t - self._last_t, 0.0) / self.memory_s)
+        self._last_t = t
+        self._xx *= decay
+        self._xx += np.outer(x, x)
+        self._xy *= decay
+        self._xy += np.outer(x, y)
+        return out
 
 
 @dataclass(frozen=True)
@@ -177,6 +234,8 @@ class Spotter:
     def __init__(self, settings: SpotterOptions | None = None, *, displacement: Displacement | None = None) -> None:
         self.settings = settings or SpotterOptions()
         self._displacement = displacement
+        s = self.settings
+        self._jaw = JawCoupling(s.jaw_coupling_s, s.jaw_coupling_ridge) if s.jaw_coupling_s > 0 else None
         self._frames: deque[_Frame] = deque()
         self._levels = _Levels()
         self._pending: list[_Candidate] = []
@@ -224,6 +283,8 @@ class Spotter:
 
     def _reset(self, state: str) -> None:
         self._frames.clear()
+        if self._jaw is not None:
+            self._jaw.reset()
         self._levels = _Levels()
         self._pending = []
         self._state = state
@@ -253,8 +314,10 @@ class Spotter:
             self._reset("idle")
         if self._start_t is None:
             self._start_t = t
-        frame = _Frame(sample.index, sample.t, sample.since, sample.displacement, sample.head, sample.eye_opening,
-                       sample.change)
+        moved = sample.displacement
+        if moved is not None and self._jaw is not None:
+            moved = self._jaw.remove(moved, t)
+        frame = _Frame(sample.index, sample.t, sample.since, moved, sample.head, sample.eye_opening, sample.change)
         self._frames.append(frame)
         self._contrast(frame)
         self._trim(t)

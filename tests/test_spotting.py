@@ -8,7 +8,7 @@ from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_even
 
 from core.metrics import spotting_scores
 from realtime.motion import REGION_NAMES
-from realtime.spotting import STATES, SpottedWindow, Spotter, SpotterOptions
+from realtime.spotting import STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 
 
 def _micro_f1(windows: list[SpottedWindow], stream: Stream) -> float:
@@ -43,6 +43,35 @@ def test_a_talking_mouth_gives_nothing_and_a_brow_raise_while_talking_is_found()
         stream = make_stream(fps=30, duration_s=18, events=[brow], talk=talk, talk_hz=hz)
         windows = run_spotter(stream, Spotter())
         assert [w.region for w in windows] == ["brow_outer_l"], (hz, windows)
+
+
+def test_a_lip_corner_pull_while_talking_is_found_once_the_jaw_is_taken_out() -> None:
+    """Talking moves the lip corners with the jaw; what the jaw does not explain (a smile's pull) stands out."""
+    smile = TraceEvent(9.0, 9.15, 9.4, 0.02, region="lip_corner_l", direction=(0.8, -0.6))
+    talk = [Interval(2.0, 16.0, 0.05)]
+    for hz in (3.0, 4.0, 5.0):
+        stream = make_stream(fps=30, duration_s=18, events=[smile], talk=talk, talk_hz=hz, seed=int(hz))
+        windows = run_spotter(stream, Spotter())
+        assert [w.region for w in windows] == ["lip_corner_l"], (hz, windows)
+        assert abs(windows[0].apex.t - smile.apex_s) <= 0.1
+        assert run_spotter(stream, Spotter(SpotterOptions(jaw_coupling_s=0))) == [], hz  # hidden without it
+
+
+def test_jaw_coupling_removes_only_what_the_jaw_predicts() -> None:
+    rng = np.random.default_rng(0)
+    coupling = JawCoupling(memory_s=5.0)
+    corner, chin = REGION_NAMES.index("lip_corner_r"), REGION_NAMES.index("chin")
+    brow = REGION_NAMES.index("brow_inner_l")
+    for k in range(300):
+        d = rng.normal(0, 1e-4, (len(REGION_NAMES), 2)).astype(np.float32)
+        d[chin] = rng.normal(0, 0.02, 2)
+        d[corner] = 0.5 * d[chin][::-1]
+        out = coupling.remove(d, k / 30)
+    assert np.abs(out[corner]).max() < 2e-3 < np.abs(d[corner]).max()  # learnt: the jaw's share is gone
+    np.testing.assert_array_equal(out[brow], d[brow])  # brows and jaw as measured
+    np.testing.assert_array_equal(out[chin], d[chin])
+    coupling.reset()
+    np.testing.assert_allclose(coupling.remove(d, 0.0), d)  # nothing learnt after a reset
 
 
 def test_a_region_that_keeps_moving_needs_a_larger_movement() -> None:
