@@ -21,7 +21,8 @@ from the onset face to the apex and came back to it.
 Talking moves the lip corners, cheeks and nose wings along with the jaw, so a smile's 1-2 px hide under it.
 Before anything else, :class:`JawCoupling` removes from those regions the part of their movement that the jaw
 and lips' movement predicts (a linear fit over the last ``jaw_coupling_s``, refitted every frame from decayed
-sums): a lip-corner pull that the chin does not share stands out again. The brows and eyelids are left as
+sums, applied in proportion to how much it explains): a lip-corner pull that the chin does not share stands
+out again. The brows and eyelids are left as
 measured: the mouth predicts little of them, and a fit there only adds its own noise. Overlapping candidates of several regions give one
 window, the best scored. Everything is in seconds, so a 30 fps webcam and a 200 fps lab camera behave alike.
 The decision comes about ``lag + context_after_s`` after the offset: that delay is reported, not hidden.
@@ -121,9 +122,11 @@ class JawCoupling:
 
     ``remove(displacement, t)`` returns the (R, 2) displacement with those regions replaced by what a linear
     map of the jaw regions' displacement (fitted on the frames before ``t``, each weighted by
-    ``exp(-age / memory_s)``) does not explain. The fit only uses the past, so a micro-expression is measured
-    before it can be learnt; it lasts a fraction of a second against a memory of seconds, so it barely enters
-    the fit afterwards either. A 6 × 6 solve per frame.
+    ``exp(-age / memory_s)``) does not explain, in proportion to how much of that region's movement the fit
+    explains (its R²): on a face that talks, most; on a still face, whose lip corners owe nothing to the jaw,
+    next to nothing, so noise is not added to them. The fit only uses the past, so a micro-expression is
+    measured before it can be learnt; it lasts a fraction of a second against a memory of seconds, so it barely
+    enters the fit afterwards either. A 6 × 6 solve per frame.
     """
 
     def __init__(self, memory_s: float = 10.0, ridge: float = 0.02) -> None:
@@ -133,13 +136,14 @@ class JawCoupling:
         self._targets = np.array([REGION_NAMES.index(n) for n in _COUPLED])
         self._inputs = np.array([REGION_NAMES.index(n) for n in _JAW])
         k, m = 2 * len(self._inputs), 2 * len(self._targets)
-        self._xx, self._xy = np.zeros((k, k)), np.zeros((k, m))
+        self._xx, self._xy, self._yy = np.zeros((k, k)), np.zeros((k, m)), np.zeros(m)
         self._eye = np.eye(k)
         self._last_t: float | None = None
 
     def reset(self) -> None:
         self._xx[:] = 0.0
         self._xy[:] = 0.0
+        self._yy[:] = 0.0
         self._last_t = None
 
     def remove(self, displacement: np.ndarray, t: float) -> np.ndarray:
@@ -149,13 +153,19 @@ class JawCoupling:
         reg = self.ridge * np.trace(self._xx) / k + 1e-12
         weights = np.linalg.solve(self._xx + reg * self._eye, self._xy)
         out = displacement.astype(np.float32, copy=True)
-        out[self._targets] = (y - x @ weights).reshape(-1, 2)
+        # how much of each target the fit explains (R², in sample): a still face's lip corners owe nothing to
+        # its jaw, and subtracting a fit of noise would only add noise to them
+        missed = self._yy - 2 * (weights * self._xy).sum(axis=0) + (weights * (self._xx @ weights)).sum(axis=0)
+        share = np.clip(1.0 - missed / np.maximum(self._yy, 1e-12), 0.0, 1.0)
+        out[self._targets] = (y - share * (x @ weights)).reshape(-1, 2)
         decay = 1.0 if self._last_t is None else math.exp(-max(t - self._last_t, 0.0) / self.memory_s)
         self._last_t = t
         self._xx *= decay
         self._xx += np.outer(x, x)
         self._xy *= decay
         self._xy += np.outer(x, y)
+        self._yy *= decay
+        self._yy += y * y
         return out
 
 
