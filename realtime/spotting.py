@@ -16,16 +16,16 @@ A peak of one region's contrast above both an absolute floor and ``min_score`` �
 Its window runs from where the contrast falls below ``edge_fraction`` of the peak before it to where it does
 after it. A candidate is kept only when it is isolated (the same region is quiet just before and after), the
 eyes did not blink, the head did not move, and — when a ``displacement`` probe is given — the region rose
-from the onset face to the apex and came back to it.
+from the onset face to the apex and came back to it. Overlapping candidates of several regions give one
+window, the best scored. Everything is in seconds, so a 30 fps webcam and a 200 fps lab camera behave alike.
+The decision comes about ``lag + context_after_s`` after the offset: that delay is reported, not hidden.
 
 Talking moves the lip corners, cheeks and nose wings along with the jaw, so a smile's 1-2 px hide under it.
 Before anything else, :class:`JawCoupling` removes from those regions the part of their movement that the jaw
 and lips' movement predicts (a linear fit over the last ``jaw_coupling_s``, refitted every frame from decayed
 sums, applied in proportion to how much it explains): a lip-corner pull that the chin does not share stands
-out again. The brows and eyelids are left as
-measured: the mouth predicts little of them, and a fit there only adds its own noise. Overlapping candidates of several regions give one
-window, the best scored. Everything is in seconds, so a 30 fps webcam and a 200 fps lab camera behave alike.
-The decision comes about ``lag + context_after_s`` after the offset: that delay is reported, not hidden.
+out again. The brows and eyelids are left as measured: the mouth predicts little of them, and a fit there
+only adds its own noise.
 """
 
 from __future__ import annotations
@@ -496,8 +496,8 @@ class Spotter:
             if f.contrast is not None and f.contrast[r] > quiet:
                 return reject(f"region not quiet before: at frame {f.index} it stood out "
                               f"{f.contrast[r] / peak:.2f} of the peak")
-            if _size(f, r) > quiet:
-                return reject(f"region not quiet before: at frame {f.index} it moved {_size(f, r) / peak:.2f} of the peak")
+            if (moved := _size(f, r)) > quiet:
+                return reject(f"region not quiet before: at frame {f.index} it moved {moved / peak:.2f} of the peak")
         for f in frames:
             if offset.t < f.t <= offset.t + s.context_after_s and f.contrast is not None and f.contrast[r] > quiet:
                 return reject(f"region not quiet after, at frame {f.index}")

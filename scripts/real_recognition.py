@@ -7,8 +7,9 @@ TEST_DIR is ``mer-synth onto VIDEO... --clips --amplitude 0.04 --out TEST_DIR`` 
 aligned crops as the live tracker gives them, one subject per source video). With ``--model`` (default: the
 bundled model) every clip is classified by that model. With ``--run`` (a ``mer-train`` run whose subjects
 include the test videos' subjects), each video is classified by the fold model that never saw it — the
-leave-one-video-out figure; several ``--run`` average their fold models' probabilities (an ensemble). DIs come from the project's one builder (training.cache / core.dynamic_image);
-the probabilities from the engines backend (temperature included), as in live use.
+leave-one-video-out figure; several ``--run`` average their fold models' probabilities (an ensemble). DIs
+come from the project's one builder (training.cache / core.dynamic_image); the probabilities from the engines
+backend (temperature included), as in live use.
 
 Prints accuracy, UF1, per-class recall and F1, per-video accuracy, the mean confidence on wrong answers and
 the expected calibration error (15 bins).

@@ -178,13 +178,11 @@ class Trainer:
                 if augment is not None:
                     xb = augment(xb, generator)
                 logits = model(xb)
+                scored, targets = logits, yb
                 if logits.dim() == 3:  # an ensemble: every member learns on its own (B, members, K)
-                    members = logits.shape[1]
-                    loss = F.cross_entropy(logits.flatten(0, 1), yb.repeat_interleave(members), weight=loss_weights,
-                                           label_smoothing=s.label_smoothing)
+                    scored, targets = logits.flatten(0, 1), yb.repeat_interleave(logits.shape[1])
                     logits = logits.mean(dim=1)
-                else:
-                    loss = F.cross_entropy(logits, yb, weight=loss_weights, label_smoothing=s.label_smoothing)
+                loss = F.cross_entropy(scored, targets, weight=loss_weights, label_smoothing=s.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
