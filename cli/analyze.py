@@ -255,6 +255,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         settings = AnalyzeOptions(model=args.model, engine=args.engine, face_model=str(face_model),
                                    landmark_every=args.landmark_every, blendshapes=args.blendshapes,
                                    spotter=spotter_options(args),
+                                   # several videos at once already keep the cores busy
+                                   face_workers=1 if args.jobs > 1 else None,
                                    quiet_native=args.log_level != "debug")
         model = ModelIdentity.of(engine)
         jobs = select_shard(make_jobs(inputs.videos, assign_names(inputs.videos), out, model, settings), shard)

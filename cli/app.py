@@ -104,6 +104,7 @@ def run_live(args: argparse.Namespace) -> int:
         options = PipelineOptions(
             fast=args.fast,
             duration_s=args.duration,
+            face_workers=args.face_workers,
             windows=windows,
             analyzer=AnalyzerOptions.for_card(card, spotter=spotter_options(args)),
         )

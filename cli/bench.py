@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--landmark-every", type=landmark_every_arg, default=1, metavar="N|auto",
                    help="landmarks every Nth frame; auto: N from the measured landmark cost and the source's "
                    "frame rate (default %(default)s)")
+    p.add_argument("--face-workers", type=int, metavar="N",
+                   help="MediaPipe landmarkers on consecutive frames at once, as for mer-live (default: 2 with "
+                   "2+ cores, else 1)")
     p.add_argument("--repeats", type=int, default=1, metavar="K",
                    help="offline runs, each between two bare-landmarker runs, for the ratio (default %(default)s)")
     p.add_argument("--paced-fps", type=float, nargs="+", default=[], metavar="FPS",
@@ -126,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["real"]:  # the real-footage spotting benchmark renders with the generator (training)
 
         return real_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.face_workers is not None and not 1 <= args.face_workers <= 16:
+        parser.error("--face-workers must be 1..16")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
@@ -170,7 +176,7 @@ def _run(args: argparse.Namespace) -> int:
             landmarker.append(landmarker_baseline(Path(video), args.face_model))
         with console.status(f"offline run (--fast) {i + 1}…"):
             fast.append(run_pipeline(Path(video), fast=True, engine=engine, tracker_factory=tracker_factory,
-                                     card=card, annotations=annotations))
+                                     card=card, annotations=annotations, face_workers=args.face_workers))
     with console.status("bare landmarker…"):
         landmarker.append(landmarker_baseline(Path(video), args.face_model))
     result["fast"] = fast[0].__dict__
@@ -179,7 +185,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.paced_seconds > 0:
         with console.status(f"paced run ({args.paced_seconds:g} s)…"):
             paced = run_pipeline(Path(video), fast=False, engine=engine, tracker_factory=tracker_factory,
-                                 card=card, annotations=None, seconds=args.paced_seconds)
+                                 card=card, annotations=None, seconds=args.paced_seconds,
+                                 face_workers=args.face_workers)
             result["paced"] = {"frames": paced.frames, "dropped": paced.dropped, "seconds": paced.wall_s,
                                "latency_ms": paced.latency_ms, "delay_ms": paced.delay_ms, "events": paced.events}
     targets = list(TARGETS)
@@ -189,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             clip, _ = synthetic_video(seconds=args.paced_fps_seconds, fps=fps, face_model=args.face_model)
         with console.status(f"paced at {fps:g} fps ({args.paced_fps_seconds:g} s)…"):
             run = run_pipeline(clip, fast=False, engine=engine, tracker_factory=tracker_factory, card=card,
-                               annotations=None)
+                               annotations=None, face_workers=args.face_workers)
         key = f"{fps:g}".replace(".", "_")
         result.setdefault("paced_fps", {})[key] = {
             "fps": fps, "frames": run.frames, "dropped": run.dropped, "seconds": run.wall_s,
@@ -239,8 +246,8 @@ def _print_tables(result: dict[str, Any]) -> None:
                   f"latency_ms {fast['latency_ms']}; delay_ms {fast['delay_ms']}; spotting {fast['spotting']}")
     ratio = result["ratio"]
     console.print(f"bare landmarker (VIDEO mode, one face, same decode): {ratio['landmarker_fps']} fps, landmarks "
-                  f"{result['landmarker']['landmark_ms']} ms; pipeline {ratio['pipeline_fps']} fps; "
-                  f"ratio {ratio['ratio']} (runs {ratio['ratios']})")
+                  f"{result['landmarker']['landmark_ms']} ms; pipeline {ratio['pipeline_fps']} fps with "
+                  f"{fast['face_workers']} landmark worker(s); ratio {ratio['ratio']} (runs {ratio['ratios']})")
     for run in result.get("paced_fps", {}).values():
         console.print(f"paced at {run['fps']:g} fps: {run['frames']} frames, {run['dropped']} dropped, "
                       f"landmark_every {run['landmark_every']} {run['auto'] or ''}")

@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("pick a source: --camera INDEX, --video FILE, or --demo")
         if args.landmark_every != "auto" and args.landmark_every < 1:
             parser.error("--landmark-every must be >= 1 or auto")
+        if args.face_workers is not None and not 1 <= args.face_workers <= 16:
+            parser.error("--face-workers must be 1..16")
         if args.windows is not None and not args.video:
             raise UserError("--windows needs --video FILE: its frame numbers refer to a recorded video (a camera "
                             "has none in advance; for the demo clip pass its file with --video)")

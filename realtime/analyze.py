@@ -119,6 +119,7 @@ class AnalyzeOptions:
     blendshapes: bool = False
     spotter: SpotterOptions = field(default_factory=SpotterOptions)
     quiet_native: bool = True  # worker processes hide what MediaPipe's native code prints (not a result setting)
+    face_workers: int | None = None  # PipelineOptions.face_workers (speed only, not a result setting)
 
     def identity(self) -> dict[str, Any]:
         """The settings that change results, as plain JSON data (the model is keyed by its hashes)."""
@@ -382,6 +383,7 @@ def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
         stack.callback(publisher.close)
         options = PipelineOptions(
             fast=True,
+            face_workers=settings.face_workers,
             on_frame=frame_log.add,
             analyzer=AnalyzerOptions.for_card(card, spotter=settings.spotter),
         )

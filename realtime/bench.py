@@ -70,15 +70,16 @@ class RunFigures:
     spotting: dict[str, float] | None = None
     landmark_every: int | None = None  # the tracker's N at the end (the one --landmark-every auto chose)
     auto: dict[str, float] = field(default_factory=dict)  # what auto chose N from (ms, fps)
+    face_workers: int = 1  # landmarkers on consecutive frames at once (1 when the tracker needs frame order)
 
 
 def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, card: Any,
                  annotations: Path | None, seconds: float | None = None,
-                 sink: Callable[[Any], object] | None = None) -> RunFigures:
+                 sink: Callable[[Any], object] | None = None, face_workers: int | None = None) -> RunFigures:
     """One in-process pipeline run over ``video`` with full stage sampling; events also go to ``sink``."""
     records: list[Any] = []
     options = PipelineOptions(
-        fast=fast, keep_stage_samples=True, duration_s=seconds,
+        fast=fast, keep_stage_samples=True, duration_s=seconds, face_workers=face_workers,
         analyzer=AnalyzerOptions.for_card(card),
     )
     tracker = tracker_factory()
@@ -109,6 +110,7 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
         latency_ms={"p50": _pct([e.latency_ms for e in events], 50), "p95": _pct([e.latency_ms for e in events], 95)},
         delay_ms={"p50": _pct([e.delay_ms for e in events], 50), "p95": _pct([e.delay_ms for e in events], 95)},
         events=dict(summary.events),
+        face_workers=pipeline.face_workers if getattr(tracker, "frames_independent", False) else 1,
     )
     if annotations is not None:
         figures.spotting = score_against(events, annotations, video.stem)

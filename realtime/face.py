@@ -39,6 +39,8 @@ from realtime.landmarks import (
 
 logger = logging.getLogger(__name__)
 
+_Chosen = tuple[np.ndarray, Box, dict[str, float]]  # the tracked face's landmarks, box and blendshapes
+
 
 # ------------------------------------------------------------------- MediaPipe's VIDEO result, read raw
 
@@ -107,6 +109,87 @@ def _detect_for_video_raw(
     finally:
         close(ctypes.byref(result))
     return faces
+
+
+# ------------------------------------------------------------------------------------- finding faces
+
+
+@dataclass(frozen=True)
+class FoundFaces:
+    """Every face one landmarker call found in one frame: landmarks in image pixels and, when asked for,
+    blendshapes (one dict per face, else empty dicts). Owned arrays, so it may cross threads."""
+
+    landmarks: tuple[np.ndarray, ...]
+    blendshapes: tuple[dict[str, float], ...]
+    size: tuple[int, int]  # width, height of the frame
+
+
+class FaceFinder:
+    """One MediaPipe Face Landmarker (VIDEO mode) for up to ``num_faces`` faces: frame → :class:`FoundFaces`.
+
+    It keeps no track of its own beyond MediaPipe's; :class:`FaceTracker` picks and aligns the face it follows.
+    Not thread-safe: one thread uses a finder (the pipeline's landmark workers each own one).
+    """
+
+    def __init__(self, options: FaceTrackerOptions, num_faces: int, *, model: Path | None = None) -> None:
+        self.options = options
+        self.num_faces = num_faces
+        self._mp = mp = mediapipe_module()
+        vision = mp.tasks.vision
+        mp_options = vision.FaceLandmarkerOptions(
+            base_options=mp.tasks.BaseOptions(
+                model_asset_path=str(model if model is not None else resolve_face_model(options.model_path))),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=num_faces,
+            min_face_detection_confidence=options.min_detection_confidence,
+            min_face_presence_confidence=options.min_presence_confidence,
+            min_tracking_confidence=options.min_tracking_confidence,
+            output_face_blendshapes=options.blendshapes,
+        )
+        self._landmarker: Any = vision.FaceLandmarker.create_from_options(mp_options)
+        # landmarks read straight from MediaPipe's C result (blendshapes come through the public call)
+        self._raw = None if options.blendshapes else _raw_video_api()
+        self._rgb: np.ndarray | None = None  # reused colour-conversion buffer of find_bgr
+
+    def find(self, rgb: np.ndarray, ms: int) -> FoundFaces:
+        """The faces in one RGB frame with timestamp ``ms`` (strictly increasing from call to call)."""
+        if self._landmarker is None:
+            raise RuntimeError("FaceFinder is closed")
+        size = (rgb.shape[1], rgb.shape[0])
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        faces = None if self._raw is None else _detect_for_video_raw(self._raw, self._landmarker, image, ms, size)
+        if faces is not None:
+            return FoundFaces(tuple(faces), ({},) * len(faces), size)
+        result = self._landmarker.detect_for_video(image, ms)
+        landmarks = tuple(landmarks_px(f, size[0], size[1]) for f in result.face_landmarks)
+        blendshapes: tuple[dict[str, float], ...] = ({},) * len(landmarks)
+        if self.options.blendshapes:
+            blendshapes = tuple({c.category_name: float(c.score) for c in result.face_blendshapes[i]}
+                                if i < len(result.face_blendshapes) else {} for i in range(len(landmarks)))
+        return FoundFaces(landmarks, blendshapes, size)
+
+    def find_bgr(self, frame_bgr: np.ndarray, ms: int) -> FoundFaces:
+        """:meth:`find` on a BGR / BGRA / gray frame, converted into this finder's own buffer."""
+        self._rgb = rgb = to_rgb(frame_bgr, self._rgb)
+        return self.find(rgb, ms)
+
+    @property
+    def closed(self) -> bool:
+        return self._landmarker is None
+
+    def close(self) -> None:
+        """Release the MediaPipe landmarker; safe to call twice."""
+        landmarker, self._landmarker = self._landmarker, None
+        if landmarker is not None:
+            landmarker.close()
+
+    def __enter__(self) -> FaceFinder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------------------------- tracking
@@ -266,15 +349,13 @@ class FaceTracker:
 
     def __init__(self, options: FaceTrackerOptions | None = None) -> None:
         self.options = options if options is not None else FaceTrackerOptions()
-        model = resolve_face_model(self.options.model_path)
-        mp = mediapipe_module()
-        self._mp = mp
+        self._model = model = resolve_face_model(self.options.model_path)
         # acquisition: up to max_faces; tracking: one face (the same landmarker when max_faces is 1)
-        self._landmarker: Any = self._create_landmarker(model, self.options.max_faces)
-        self._tracking: Any = self._landmarker
+        self._landmarker: FaceFinder | None = FaceFinder(self.options, self.options.max_faces, model=model)
+        self._tracking: FaceFinder | None = self._landmarker
         if self.options.max_faces > 1 and self.options.follow_one_face:
             try:
-                self._tracking = self._create_landmarker(model, 1)
+                self._tracking = FaceFinder(self.options, 1, model=model)
             except BaseException:
                 self._landmarker.close()
                 raise
@@ -287,8 +368,6 @@ class FaceTracker:
         self._auto_last_t: float | None = None
         self._auto_seen = 0  # frames with a face seen while timing (the first few warm up)
         self.auto_figures: dict[str, float] = {}  # "auto": what N was chosen from (ms, fps)
-        # landmarks read straight from MediaPipe's C result (blendshapes come through the public call)
-        self._raw = None if self.options.blendshapes else _raw_video_api()
         self._rgb: np.ndarray | None = None  # reused colour-conversion buffer
         self._handover_rgb: np.ndarray | None = None  # reused buffer for the greyed-out handover frame
         self._warp: np.ndarray | None = None  # reused BGR crop buffer
@@ -298,19 +377,6 @@ class FaceTracker:
         self._offset_ms = 0
         self.reset()
 
-    def _create_landmarker(self, model: Path, num_faces: int) -> Any:
-        vision = self._mp.tasks.vision
-        mp_options = vision.FaceLandmarkerOptions(
-            base_options=self._mp.tasks.BaseOptions(model_asset_path=str(model)),
-            running_mode=vision.RunningMode.VIDEO,
-            num_faces=num_faces,
-            min_face_detection_confidence=self.options.min_detection_confidence,
-            min_face_presence_confidence=self.options.min_presence_confidence,
-            min_tracking_confidence=self.options.min_tracking_confidence,
-            output_face_blendshapes=self.options.blendshapes,
-        )
-        return vision.FaceLandmarker.create_from_options(mp_options)
-
     @classmethod
     def create_from_options(cls, options: FaceTrackerOptions) -> FaceTracker:
         return cls(options)
@@ -319,6 +385,48 @@ class FaceTracker:
     def landmark_every(self) -> int | None:
         """N in use: MediaPipe on every Nth frame; None while ``landmark_every="auto"`` is still timing."""
         return None if self._auto else self._every
+
+    @property
+    def frames_independent(self) -> bool:
+        """Whether each frame's landmarks depend on that frame alone, so that several :class:`FaceFinder` s
+        may find the faces of different frames at once (:class:`realtime.face_workers.FaceWorkers`) and
+        :meth:`accept` give what :meth:`process` would. True with landmarks on every frame from the
+        several-face landmarker (the default): MediaPipe then runs its detector on every frame and keeps the
+        detector's box over its own tracked one. The landmarks come out bit-identical (checked on both real
+        videos). With one face asked for, MediaPipe tracks the face from frame to frame and smooths it."""
+        return (self.options.max_faces > 1 and not self.options.follow_one_face
+                and self.options.landmark_every == 1)
+
+    @property
+    def finder(self) -> FaceFinder:
+        """The several-face landmarker this tracker runs (lent to a landmark worker while :meth:`accept` is used)."""
+        if self._landmarker is None:
+            raise RuntimeError("FaceTracker is closed")
+        return self._landmarker
+
+    def new_finder(self) -> FaceFinder:
+        """Another landmarker like the one this tracker uses (for a landmark worker; the caller closes it)."""
+        return FaceFinder(self.options, self.options.max_faces, model=self._model)
+
+    def timestamp_ms(self, t: float) -> int:
+        """MediaPipe's timestamp for the frame at ``t`` seconds: strictly increasing, as :meth:`process` uses."""
+        return self._timestamp_ms(t)
+
+    def accept(self, frame_bgr: np.ndarray, t: float, found: FoundFaces) -> TrackedFace | None:
+        """The tracked face in ``frame_bgr``, from the faces another finder found in it (:meth:`new_finder`,
+        timestamps from :meth:`timestamp_ms`), picked and aligned as :meth:`process` would; frames in order.
+        Only when :attr:`frames_independent`."""
+        if self._landmarker is None:
+            raise RuntimeError("FaceTracker is closed")
+        if not self.frames_independent:
+            raise RuntimeError("accept() needs a tracker whose frames are independent (see frames_independent)")
+        frame = np.ascontiguousarray(frame_bgr)
+        chosen = self._choose(found, t)
+        self._seen_last = chosen is not None
+        if chosen is None:
+            return None
+        landmarks, box, blendshapes = chosen
+        return self._align(frame, landmarks, box, blendshapes, landmarked=True)
 
     def reset(self) -> None:
         """Forget the tracked face (e.g. a new source or a seek); the next face seen is taken afresh.
@@ -408,28 +516,27 @@ class FaceTracker:
             self._prev_landmarks, self._prev_blendshapes, self._since_landmarks = landmarks, blendshapes, 1
         return self._align(frame, landmarks, box, blendshapes, landmarked=True)
 
-    def _landmarks(
-        self, frame: np.ndarray, t: float, ms: int
-    ) -> tuple[np.ndarray, Box, dict[str, float]] | None:
+    def _landmarks(self, frame: np.ndarray, t: float, ms: int) -> _Chosen | None:
         """The tracked face by MediaPipe: the one-face landmarker while it follows the face (handed over on a
         frame greyed out around it), else the acquiring landmarker, on the same frame when the other failed."""
         size = (frame.shape[1], frame.shape[0])
         self._rgb = rgb = to_rgb(frame, self._rgb)
         found = None
         if (
-            self._tracking is not self._landmarker
+            self._tracking is not None
+            and self._tracking is not self._landmarker
             and self._seen_last
             and self._box_size == size
             and self._last_seen is not None
             and t - self._last_seen <= self.options.reacquire_after
         ):
             if self._handed_over:
-                found = self._detect(self._tracking, rgb, ms, t, size)
+                found = self._detect(self._tracking, rgb, ms, t)
                 self._handed_over = found is not None
             elif self._handover_wait > 0:
                 self._handover_wait -= 1
             else:
-                found = self._detect(self._tracking, self._greyed_around_face(rgb), ms, t, size)
+                found = self._detect(self._tracking, self._greyed_around_face(rgb), ms, t)
                 self._handed_over = found is not None
                 if found is None:  # e.g. another face inside the margin: try again later, less often
                     self._handover_wait = self._handover_backoff
@@ -437,29 +544,23 @@ class FaceTracker:
                 else:
                     self._handover_backoff = 1
         if found is None:
-            found = self._detect(self._landmarker, rgb, ms, t, size)
+            assert self._landmarker is not None
+            found = self._detect(self._landmarker, rgb, ms, t)
         self._seen_last = found is not None
         return found
 
-    def _detect(
-        self, landmarker: Any, rgb: np.ndarray, ms: int, t: float, size: tuple[int, int]
-    ) -> tuple[np.ndarray, Box, dict[str, float]] | None:
-        """Run one landmarker on one frame; the tracked face among its faces (see :meth:`_pick`), or None."""
-        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
-        faces = None if self._raw is None else _detect_for_video_raw(self._raw, landmarker, image, ms, size)
-        result = None
-        if faces is None:
-            result = landmarker.detect_for_video(image, ms)
-            faces = [landmarks_px(f, size[0], size[1]) for f in result.face_landmarks]
-        boxes = [bbox(f) for f in faces]
-        index = self._pick(boxes, t, size)
+    def _detect(self, finder: FaceFinder, rgb: np.ndarray, ms: int, t: float) -> _Chosen | None:
+        """Run one landmarker on one frame; the tracked face among its faces (see :meth:`_choose`), or None."""
+        return self._choose(finder.find(rgb, ms), t)
+
+    def _choose(self, found: FoundFaces, t: float) -> _Chosen | None:
+        """The tracked face among ``found`` (see :meth:`_pick`), remembered as the one last seen; or None."""
+        boxes = [bbox(f) for f in found.landmarks]
+        index = self._pick(boxes, t, found.size)
         if index is None:
             return None
-        self._box, self._box_size, self._last_seen = boxes[index], size, t
-        blendshapes: dict[str, float] = {}
-        if result is not None and self.options.blendshapes and index < len(result.face_blendshapes):
-            blendshapes = {c.category_name: float(c.score) for c in result.face_blendshapes[index]}
-        return faces[index], boxes[index], blendshapes
+        self._box, self._box_size, self._last_seen = boxes[index], found.size, t
+        return found.landmarks[index], boxes[index], found.blendshapes[index]
 
     def _greyed_around_face(self, rgb: np.ndarray) -> np.ndarray:
         """This frame, grey beyond ``_HANDOVER_MARGIN`` face widths around the tracked face's last box."""
