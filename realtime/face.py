@@ -325,7 +325,10 @@ class FaceTracker:
     ``process`` returns None; after ``reacquire_after`` seconds the largest visible face is taken again.
     Frames may change size at any time: the landmarker works in normalised coordinates and needs no
     re-creation (checked with mediapipe 1.2.2); the tracker rescales its last box. One thread owns a
-    tracker (the analyzer); about 8 ms per 640×360 frame on one CPU core, almost all of it MediaPipe.
+    tracker (the analyzer); about 8 ms per 640×360 frame on one CPU core, almost all of it MediaPipe. With the
+    default settings each frame's landmarks depend on that frame alone (:attr:`frames_independent`), so the
+    pipeline finds the faces of consecutive frames with several landmarkers at once and hands them to
+    :meth:`accept` in order (:mod:`realtime.face_workers`).
 
     One MediaPipe landmarker looks for ``max_faces`` faces on every frame. In VIDEO mode MediaPipe runs its
     face detector on every frame while it tracks fewer faces than it was asked for, so with ``num_faces=3``
