@@ -244,6 +244,7 @@ class Pipeline:
         keeps up with gets each frame's face as soon as it is found, not one frame later."""
         with FaceWorkers[_FrameMeta](tracker, FaceWorkersOptions(workers=workers),
                                      record_stage=self._record_stage) as pool:
+            log.info("face landmarks: %d MediaPipe landmarkers on consecutive frames", workers)
 
             def hand_over(ready: list[tuple[_FrameMeta, TrackedFace | None]]) -> bool:
                 return all(self._hand_over((*meta, face)) for meta, face in ready)
