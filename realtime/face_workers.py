@@ -18,9 +18,10 @@ borrows the tracker's (the tracker does not run it meanwhile). The caller (the p
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -30,14 +31,36 @@ import numpy as np
 
 from realtime.face import FaceFinder, FaceTracker, FoundFaces, TrackedFace
 
-__all__ = ["FaceWorkers", "FaceWorkersOptions", "default_face_workers"]
+__all__ = ["FaceWorkers", "FaceWorkersOptions", "default_face_workers", "track_frames"]
 
 Meta = TypeVar("Meta")  # what the caller carries with a frame (its index, time, capture time)
 
 
-def default_face_workers(cores: int | None) -> int:
-    """Two landmark workers on a machine with two or more cores, else one (then no worker threads at all)."""
+def default_face_workers(cores: int | None = None) -> int:
+    """Two landmark workers on a machine with two or more cores (``None``: the cores this process may use),
+    else one (then no worker threads at all)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return 2 if (cores or 1) >= 2 else 1
+
+
+def track_frames(tracker: FaceTracker, frames: Iterable[np.ndarray], fps: float, *,
+                 workers: int | None = None) -> Iterator[TrackedFace | None]:
+    """The tracked face of every frame of a recording (frame ``k`` at ``k / fps`` s), in order: with ``workers``
+    landmarkers at once (default: :func:`default_face_workers`) when the tracker's frames are independent,
+    else by ``tracker.process`` one frame after the other. For offline work that reads a file as fast as it
+    can (the real-footage benchmark, rendering onto real video); the live pipeline has its own loop."""
+    n = default_face_workers() if workers is None else workers
+    if n <= 1 or not tracker.frames_independent:
+        for k, frame in enumerate(frames):
+            yield tracker.process(frame, k / fps)
+        return
+    with FaceWorkers[int](tracker, FaceWorkersOptions(workers=n)) as pool:
+        for k, frame in enumerate(frames):
+            for _, face in pool.put(frame, k / fps, k):
+                yield face
+        for _, face in pool.finish():
+            yield face
 
 
 @dataclass(frozen=True)

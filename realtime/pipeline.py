@@ -15,7 +15,6 @@ end of the source, on ``stop()``, and on Ctrl-C (``KeyboardInterrupt`` is re-rai
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -258,10 +257,7 @@ class Pipeline:
     def face_workers(self) -> int:
         """Landmarkers on consecutive frames at once (:attr:`PipelineOptions.face_workers`, resolved)."""
         workers = self.options.face_workers
-        if workers is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            workers = default_face_workers(cores)
-        return workers
+        return default_face_workers() if workers is None else workers
 
     def _hand_over(self, item: object) -> bool:
         """Queue ``item`` for the analyser thread; False once that thread has ended."""

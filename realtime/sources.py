@@ -67,6 +67,11 @@ class FrameSource:
         """The next frame (H, W, 3) uint8 BGR, or ``None`` at the end or on failure (see ``error``)."""
         raise NotImplementedError
 
+    def frames(self) -> Iterator[np.ndarray]:
+        """Every frame :meth:`read` gives, until it gives ``None`` (a file read through, for offline work)."""
+        while (frame := self.read()) is not None:
+            yield frame
+
     def reconnect(self) -> bool:
         """Try once to reopen a live source after a failure; True when frames flow again."""
         return False

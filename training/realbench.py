@@ -33,6 +33,7 @@ import numpy as np
 
 from core.metrics import Interval, SpottingScores, match_windows
 from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_workers import track_frames
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
 from realtime.sources import open_source
 from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
@@ -113,9 +114,7 @@ def analyze(video: Path, *, tracker: FaceTrackerOptions, progress: Progress | No
         fps = float(source.fps)
         size = tracker.crop_size
         blank, no_marks = np.zeros((size, size), np.uint8), np.zeros((478, 2), np.float32)
-        while (frame := source.read()) is not None:
-            k = len(samples)
-            face = face_tracker.process(frame, k / fps)
+        for k, face in enumerate(track_frames(face_tracker, source.frames(), fps)):
             if face is None:
                 meter.reset()
                 samples.append(None)

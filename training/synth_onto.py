@@ -20,7 +20,7 @@ import csv
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from engines.card import NONE_LABEL
 from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.face_workers import track_frames
 from realtime.motion import MotionMeter
 from realtime.sources import open_source
 from realtime.spotting import Spotter, SpotterOptions
@@ -189,11 +190,16 @@ def track_video(path: str | Path, *, tracker: FaceTrackerOptions | None = None,
     rows: list[np.ndarray] = []
     size: tuple[int, int] | None = None
     nan = np.full((478, 2), np.nan, np.float32)
-    with source, FaceTracker(tracker or FaceTrackerOptions()) as face_tracker:
-        fps = float(source.fps)
+
+    def frames() -> Iterator[np.ndarray]:
+        nonlocal size
         while (frame := source.read()) is not None:
             size = (frame.shape[1], frame.shape[0])
-            face = face_tracker.process(frame, len(rows) / fps)
+            yield frame
+
+    with source, FaceTracker(tracker or FaceTrackerOptions()) as face_tracker:
+        fps = float(source.fps)
+        for face in track_frames(face_tracker, frames(), fps):
             rows.append(nan if face is None else face.landmarks.astype(np.float32))
             if progress and len(rows) % 25 == 0:
                 progress("track", 25, total)
@@ -412,8 +418,8 @@ def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracke
         progress("clips", 0, plan.n_frames)
     with source, FaceTracker(options) as face_tracker:
         k = 0
-        while (frame := source.read()) is not None:
-            face = face_tracker.process(frame, k / plan.fps)  # every frame: the tracker follows the face
+        # every frame: the tracker follows the face
+        for face in track_frames(face_tracker, source.frames(), plan.fps):
             for i in wanted.get(k, []):
                 if face is None or face.crop_bgr is None:
                     missing.add(i)
@@ -454,8 +460,7 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
         meter, spotter = MotionMeter(), Spotter(SpotterOptions(**_PERMISSIVE))
         if progress:
             progress("none windows", 0, source.frame_count or 0)
-        while (frame := source.read()) is not None:
-            face = face_tracker.process(frame, n / fps)
+        for face in track_frames(face_tracker, source.frames(), fps):
             sample = None if face is None else meter.update(face.crop, face.crop_landmarks, n, n / fps)
             found += spotter.update(sample, index=n, t=n / fps)
             n += 1
