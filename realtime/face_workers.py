@@ -12,7 +12,8 @@ that do depend on the previous frames run afterwards, in frame order, on the cal
 (:meth:`realtime.face.FaceTracker.accept`).
 
 Threads: each worker is a one-thread executor that creates, uses and closes its own landmarker; the first one
-borrows the tracker's (the tracker does not run it meanwhile). The caller (the pipeline's face thread) owns the
+borrows the tracker's (the tracker does not run it meanwhile). The caller (the pipeline's face thread, or
+:func:`track_frames`) owns the
 :class:`FaceWorkers` and is the only one to call it.
 """
 
@@ -65,7 +66,7 @@ def track_frames(tracker: FaceTracker, frames: Iterable[np.ndarray], fps: float,
 
 @dataclass(frozen=True)
 class FaceWorkersOptions:
-    workers: int = 2  # landmarkers finding faces at once (each on its own thread, ~1 core; extra ones ~40 MB)
+    workers: int = 2  # landmarkers finding faces at once (each on its own thread, ~1 core; extra ones ~30 MB)
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 16:
