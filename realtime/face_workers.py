@@ -13,8 +13,7 @@ that do depend on the previous frames run afterwards, in frame order, on the cal
 
 Threads: each worker is a one-thread executor that creates, uses and closes its own landmarker; the first one
 borrows the tracker's (the tracker does not run it meanwhile). The caller (the pipeline's face thread, or
-:func:`track_frames`) owns the
-:class:`FaceWorkers` and is the only one to call it.
+:func:`track_frames`) owns the :class:`FaceWorkers` and is the only one to call it.
 """
 
 from __future__ import annotations
