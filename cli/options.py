@@ -44,8 +44,8 @@ def add_model_arguments(group: argparse._ArgumentGroup, *, auto: bool) -> None:
     if auto:
         group.add_argument("--face-workers", type=int, metavar="N",
                            help="MediaPipe landmarkers working on consecutive frames at once, one core each; "
-                           "same results, more frames a second (default: 2 with 2+ cores, else 1; only with "
-                           "--landmark-every 1)")
+                           "same results, more frames a second (default: 2 with 2+ cores, else 1; with "
+                           "--landmark-every 1, or auto once it settles on 1)")
 
 
 def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:

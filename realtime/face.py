@@ -396,9 +396,10 @@ class FaceTracker:
         :meth:`accept` give what :meth:`process` would. True with landmarks on every frame from the
         several-face landmarker (the default): MediaPipe then runs its detector on every frame and keeps the
         detector's box over its own tracked one. The landmarks come out bit-identical (checked on both real
-        videos). With one face asked for, MediaPipe tracks the face from frame to frame and smooths it."""
+        videos). With one face asked for, MediaPipe tracks the face from frame to frame and smooths it.
+        ``landmark_every="auto"`` becomes independent once it has settled on every frame."""
         return (self.options.max_faces > 1 and not self.options.follow_one_face
-                and self.options.landmark_every == 1)
+                and not self._auto and self._every == 1)
 
     @property
     def finder(self) -> FaceFinder:

@@ -217,41 +217,49 @@ class Pipeline:
 
     def _track(self) -> None:
         """The face thread: ring → face tracker → a short queue → the analyser thread. A packet's frame is
-        the reader's buffer, overwritten by the next read; the tracked face owns its arrays."""
+        the reader's buffer, overwritten by the next read; the tracked face owns its arrays.
+
+        When the tracker's frames are independent (its default settings, or ``landmark_every="auto"`` once it
+        settled on every frame) the faces of consecutive frames are found by ``face_workers`` landmarkers at
+        once (:class:`FaceWorkers`: the same faces, in order). Frames queue up in the workers only while more
+        are waiting in the ring: a camera that the face stage keeps up with gets each frame's face as soon as
+        it is found, not one frame later."""
         end: object = _END
         chain = self._split
         assert chain is not None, "the face thread runs only with a real Analyzer"
+        tracker = chain.tracker
+        workers = self.face_workers
+        pool: FaceWorkers[_FrameMeta] | None = None
+
+        def hand_over(ready: list[tuple[_FrameMeta, TrackedFace | None]]) -> bool:
+            return all(self._hand_over((*meta, face)) for meta, face in ready)
+
+        def idle() -> bool:  # no frame waiting: the frames in the workers' hands go on at once
+            return pool is None or hand_over(pool.finish())
+
         try:
-            tracker = chain.tracker
-            workers = self.face_workers
-            if workers > 1 and isinstance(tracker, FaceTracker) and tracker.frames_independent:
-                self._track_with_workers(tracker, workers)
-                return
-            for packet in self._packets():
-                face = chain.track(packet.frame, packet.t)
-                if not self._hand_over((packet.index, packet.t, packet.captured_at, face)):
+            for packet in self._packets(idle=idle):
+                meta = (packet.index, packet.t, packet.captured_at)
+                if (pool is None and workers > 1 and isinstance(tracker, FaceTracker)
+                        and tracker.frames_independent):
+                    pool = FaceWorkers[_FrameMeta](tracker, FaceWorkersOptions(workers=workers),
+                                                   record_stage=self._record_stage)
+                    log.info("face landmarks: %d MediaPipe landmarkers on consecutive frames", workers)
+                if pool is not None:
+                    ready = pool.put(packet.frame, packet.t, meta)
+                else:
+                    ready = [(meta, chain.track(packet.frame, packet.t))]
+                if not hand_over(ready):
                     return
+            if pool is not None:
+                hand_over(pool.finish())
         except BaseException as exc:  # raised again on the analyser thread, which reports it
             end = exc
         finally:
+            if pool is not None:
+                pool.close()
             self._reader.close()  # a BLOCK writer must not wait for us any longer
             self._hand_over(end)
-
-    def _track_with_workers(self, tracker: FaceTracker, workers: int) -> None:
-        """The face thread's loop with ``workers`` landmarkers on consecutive frames (same faces, in order).
-        Frames queue up in the workers only while more are waiting in the ring: a camera that the face stage
-        keeps up with gets each frame's face as soon as it is found, not one frame later."""
-        with FaceWorkers[_FrameMeta](tracker, FaceWorkersOptions(workers=workers),
-                                     record_stage=self._record_stage) as pool:
-            log.info("face landmarks: %d MediaPipe landmarkers on consecutive frames", workers)
-
-            def hand_over(ready: list[tuple[_FrameMeta, TrackedFace | None]]) -> bool:
-                return all(self._hand_over((*meta, face)) for meta, face in ready)
-
-            for packet in self._packets(idle=lambda: hand_over(pool.finish())):
-                if not hand_over(pool.put(packet.frame, packet.t, (packet.index, packet.t, packet.captured_at))):
-                    return
-            hand_over(pool.finish())
 
     @property
     def face_workers(self) -> int:

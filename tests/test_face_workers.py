@@ -159,3 +159,33 @@ def test_mer_live_refuses_a_bad_worker_count(capsys: pytest.CaptureFixture[str])
         main(["--demo", "--face-workers", "0"])
     assert exit_info.value.code == 2
     assert "--face-workers must be 1..16" in capsys.readouterr().err
+
+
+def test_landmark_every_auto_that_settles_on_every_frame_goes_on_with_workers(
+    face_model_path: Path, clip: list[np.ndarray], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``auto`` times the first frames one by one; once it settled on N = 1 its frames are independent and the
+    pipeline's face thread hands the rest to the workers: every frame analysed, in order, as with one."""
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.sources import ArraySource
+
+    fps = 5.0  # a slow source: N = 1 on any machine
+    with FaceTracker(FaceTrackerOptions(model_path=face_model_path, landmark_every="auto")) as tracker:
+        assert not tracker.frames_independent
+        for k, frame in enumerate(clip[:20]):
+            tracker.process(frame, k / fps)
+        assert tracker.landmark_every == 1 and tracker.frames_independent
+
+    def run(workers: int) -> list[tuple[int, bool, float | None]]:
+        seen: list[tuple[int, bool, float | None]] = []
+        options = PipelineOptions(fast=True, face_workers=workers,
+                                  on_frame=lambda r: seen.append((r.index, r.face, r.intensity)))
+        with FaceTracker(FaceTrackerOptions(model_path=face_model_path, landmark_every="auto")) as tracker:
+            Pipeline(ArraySource(clip, fps=fps, name="array:auto"), tracker, None, lambda r: None, options).run()
+        return seen
+
+    caplog.set_level("INFO", logger="realtime.pipeline")
+    pooled = run(2)
+    assert "2 MediaPipe landmarkers on consecutive frames" in caplog.text
+    assert [r[0] for r in pooled] == list(range(len(clip)))
+    assert pooled == run(1)
