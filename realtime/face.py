@@ -133,7 +133,6 @@ class FaceFinder:
 
     def __init__(self, options: FaceTrackerOptions, num_faces: int, *, model: Path | None = None) -> None:
         self.options = options
-        self.num_faces = num_faces
         self._mp = mp = mediapipe_module()
         vision = mp.tasks.vision
         mp_options = vision.FaceLandmarkerOptions(
@@ -412,10 +411,6 @@ class FaceTracker:
         """Another landmarker like the one this tracker uses (for a landmark worker; the caller closes it)."""
         return FaceFinder(self.options, self.options.max_faces, model=self._model)
 
-    def timestamp_ms(self, t: float) -> int:
-        """MediaPipe's timestamp for the frame at ``t`` seconds: strictly increasing, as :meth:`process` uses."""
-        return self._timestamp_ms(t)
-
     def accept(self, frame_bgr: np.ndarray, t: float, found: FoundFaces) -> TrackedFace | None:
         """The tracked face in ``frame_bgr``, from the faces another finder found in it (:meth:`new_finder`,
         timestamps from :meth:`timestamp_ms`), picked and aligned as :meth:`process` would; frames in order.
@@ -448,7 +443,9 @@ class FaceTracker:
         self._handover_wait = 0  # landmark frames to skip before the next handover attempt ...
         self._handover_backoff = 1  # ... after a failed one (doubles up to _HANDOVER_MAX_WAIT)
 
-    def _timestamp_ms(self, t: float) -> int:
+    def timestamp_ms(self, t: float) -> int:
+        """MediaPipe's timestamp for the frame at ``t`` seconds, strictly increasing from call to call (what
+        :meth:`process` uses; :class:`realtime.face_workers.FaceWorkers` takes it for the frames it hands out)."""
         if not math.isfinite(t):
             raise ValueError(f"frame time must be finite, got {t}")
         ms = int(round(t * 1000.0)) + self._offset_ms
@@ -491,7 +488,7 @@ class FaceTracker:
             raise RuntimeError("FaceTracker is closed")
         frame = np.ascontiguousarray(frame_bgr)
         check_image(frame)
-        ms = self._timestamp_ms(t)
+        ms = self.timestamp_ms(t)
         if self._auto:
             return self._process_timed(frame, t, ms)
         return self._process(frame, t, ms)

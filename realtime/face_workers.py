@@ -18,6 +18,7 @@ borrows the tracker's (the tracker does not run it meanwhile). The caller (the p
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import deque
@@ -29,9 +30,12 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from realtime.analysis import FaceTracking
 from realtime.face import FaceFinder, FaceTracker, FoundFaces, TrackedFace
 
-__all__ = ["FaceWorkers", "FaceWorkersOptions", "default_face_workers", "track_frames"]
+__all__ = ["FaceStage", "FaceWorkers", "FaceWorkersOptions", "default_face_workers", "track_frames"]
+
+log = logging.getLogger(__name__)
 
 Meta = TypeVar("Meta")  # what the caller carries with a frame (its index, time, capture time)
 
@@ -46,20 +50,15 @@ def default_face_workers(cores: int | None = None) -> int:
 
 def track_frames(tracker: FaceTracker, frames: Iterable[np.ndarray], fps: float, *,
                  workers: int | None = None) -> Iterator[TrackedFace | None]:
-    """The tracked face of every frame of a recording (frame ``k`` at ``k / fps`` s), in order: with ``workers``
-    landmarkers at once (default: :func:`default_face_workers`) when the tracker's frames are independent,
-    else by ``tracker.process`` one frame after the other. For offline work that reads a file as fast as it
-    can (the real-footage benchmark, rendering onto real video); the live pipeline has its own loop."""
-    n = default_face_workers() if workers is None else workers
-    if n <= 1 or not tracker.frames_independent:
+    """The tracked face of every frame of a recording (frame ``k`` at ``k / fps`` s), in order, through a
+    :class:`FaceStage` (``workers`` landmarkers once the tracker's frames are independent; default
+    :func:`default_face_workers`). For offline work that reads a file as fast as it can (the real-footage
+    benchmark, rendering onto real video); the live pipeline drives its own :class:`FaceStage`."""
+    with FaceStage[int](tracker, default_face_workers() if workers is None else workers) as stage:
         for k, frame in enumerate(frames):
-            yield tracker.process(frame, k / fps)
-        return
-    with FaceWorkers[int](tracker, FaceWorkersOptions(workers=n)) as pool:
-        for k, frame in enumerate(frames):
-            for _, face in pool.put(frame, k / fps, k):
+            for _, face in stage.put(frame, k / fps, k):
                 yield face
-        for _, face in pool.finish():
+        for _, face in stage.finish():
             yield face
 
 
@@ -161,6 +160,54 @@ class FaceWorkers(Generic[Meta]):
         self._pending.clear()
 
     def __enter__(self) -> FaceWorkers[Meta]:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FaceStage(Generic[Meta]):
+    """The face stage over a stream of frames, in order: ``track(frame, t)`` one frame after the other (default
+    ``tracker.process``) until the tracker's frames are independent (at once with the default settings, or
+    once ``landmark_every="auto"`` settled on every frame), then :class:`FaceWorkers` with ``workers``
+    landmarkers, when ``workers`` > 1 and ``tracker`` is a :class:`~realtime.face.FaceTracker`. Same faces
+    either way; :meth:`put` and :meth:`finish` as for :class:`FaceWorkers`."""
+
+    def __init__(self, tracker: FaceTracking, workers: int, *,
+                 track: Callable[[np.ndarray, float], TrackedFace | None] | None = None,
+                 record_stage: Callable[[str, float], None] | None = None) -> None:
+        self._tracker = tracker
+        self._track = track if track is not None else tracker.process
+        self._workers = workers
+        self._record = record_stage
+        self._pool: FaceWorkers[Meta] | None = None
+
+    @property
+    def landmarkers(self) -> int:
+        """Landmarkers finding faces at once now: 1 until the workers took over."""
+        return self._pool.options.workers if self._pool is not None else 1
+
+    def put(self, frame: np.ndarray, t: float, meta: Meta) -> list[tuple[Meta, TrackedFace | None]]:
+        tracker = self._tracker
+        if (self._pool is None and self._workers > 1 and isinstance(tracker, FaceTracker)
+                and tracker.frames_independent):
+            self._pool = FaceWorkers(tracker, FaceWorkersOptions(workers=self._workers), record_stage=self._record)
+            log.info("face landmarks: %d MediaPipe landmarkers on consecutive frames", self._workers)
+        if self._pool is not None:
+            return self._pool.put(frame, t, meta)
+        return [(meta, self._track(frame, t))]
+
+    def finish(self) -> list[tuple[Meta, TrackedFace | None]]:
+        return self._pool.finish() if self._pool is not None else []
+
+    def close(self) -> None:
+        """Stop the workers, if they started; safe to call twice. The tracker stays open (the caller's)."""
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> FaceStage[Meta]:
         return self
 
     def __exit__(

@@ -32,7 +32,7 @@ from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
 from realtime.face import FaceTracker, TrackedFace
-from realtime.face_workers import FaceWorkers, FaceWorkersOptions, default_face_workers
+from realtime.face_workers import FaceStage, default_face_workers
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
 from realtime.spotting import SpottedWindow
@@ -221,43 +221,28 @@ class Pipeline:
 
         When the tracker's frames are independent (its default settings, or ``landmark_every="auto"`` once it
         settled on every frame) the faces of consecutive frames are found by ``face_workers`` landmarkers at
-        once (:class:`FaceWorkers`: the same faces, in order). Frames queue up in the workers only while more
+        once (:class:`FaceStage`: the same faces, in order). Frames queue up in the workers only while more
         are waiting in the ring: a camera that the face stage keeps up with gets each frame's face as soon as
         it is found, not one frame later."""
         end: object = _END
         chain = self._split
         assert chain is not None, "the face thread runs only with a real Analyzer"
-        tracker = chain.tracker
-        workers = self.face_workers
-        pool: FaceWorkers[_FrameMeta] | None = None
+        stage = FaceStage[_FrameMeta](chain.tracker, self.face_workers, track=chain.track,
+                                      record_stage=self._record_stage)
 
         def hand_over(ready: list[tuple[_FrameMeta, TrackedFace | None]]) -> bool:
             return all(self._hand_over((*meta, face)) for meta, face in ready)
 
-        def idle() -> bool:  # no frame waiting: the frames in the workers' hands go on at once
-            return pool is None or hand_over(pool.finish())
-
         try:
-            for packet in self._packets(idle=idle):
-                meta = (packet.index, packet.t, packet.captured_at)
-                if (pool is None and workers > 1 and isinstance(tracker, FaceTracker)
-                        and tracker.frames_independent):
-                    pool = FaceWorkers[_FrameMeta](tracker, FaceWorkersOptions(workers=workers),
-                                                   record_stage=self._record_stage)
-                    log.info("face landmarks: %d MediaPipe landmarkers on consecutive frames", workers)
-                if pool is not None:
-                    ready = pool.put(packet.frame, packet.t, meta)
-                else:
-                    ready = [(meta, chain.track(packet.frame, packet.t))]
-                if not hand_over(ready):
+            # no frame waiting: the frames in the workers' hands go on at once
+            for packet in self._packets(idle=lambda: hand_over(stage.finish())):
+                if not hand_over(stage.put(packet.frame, packet.t, (packet.index, packet.t, packet.captured_at))):
                     return
-            if pool is not None:
-                hand_over(pool.finish())
+            hand_over(stage.finish())
         except BaseException as exc:  # raised again on the analyser thread, which reports it
             end = exc
         finally:
-            if pool is not None:
-                pool.close()
+            stage.close()
             self._reader.close()  # a BLOCK writer must not wait for us any longer
             self._hand_over(end)
 

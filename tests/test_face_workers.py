@@ -184,7 +184,7 @@ def test_landmark_every_auto_that_settles_on_every_frame_goes_on_with_workers(
             Pipeline(ArraySource(clip, fps=fps, name="array:auto"), tracker, None, lambda r: None, options).run()
         return seen
 
-    caplog.set_level("INFO", logger="realtime.pipeline")
+    caplog.set_level("INFO", logger="realtime.face_workers")
     pooled = run(2)
     assert "2 MediaPipe landmarkers on consecutive frames" in caplog.text
     assert [r[0] for r in pooled] == list(range(len(clip)))
