@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.help import DefaultsHelpFormatter
-from core.dynamic_image import FLOW_STREAMS
+from core.dynamic_image import VECTOR_STREAMS
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
 from realtime.face_model import face_model_from_env
@@ -73,7 +73,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
     model = p.add_argument_group("model")
     model.add_argument("--model", default="dual-phase", metavar="NAME",
-                       help="registered model: single, dual-phase, afn, dual-phase-concat, afn-concat")
+                       help="registered model: single, dual-phase, afn, dual-phase-concat, afn-concat, flow, apex-flow")
     model.add_argument("--backbone", default="fast", metavar="NAME", help="CNN backbone: fast or resnet18")
     model.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
                        help="the model averages its answer for the DIs and their mirror image (default on; "
@@ -293,7 +293,7 @@ def _pretrain_epochs(args: argparse.Namespace) -> int:
     except (KeyError, ValueError):
         return 0  # an unknown model is reported, in one line, where the data is prepared
 
-    if set(streams) & set(FLOW_STREAMS):
+    if set(streams) & {name for pair in VECTOR_STREAMS for name in pair}:
         return 0  # stream pretraining starts backbones from a TRDI model: nothing a flow stream can use
     return args.epochs if len(streams) > 1 else 0
 

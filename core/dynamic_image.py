@@ -16,8 +16,11 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "APEX_FLOW_STREAMS",
     "FLOW_STREAMS",
+    "HORIZONTAL_STREAMS",
     "STREAMS",
+    "VECTOR_STREAMS",
     "apex_flow",
     "apex_offset_di",
     "build_streams",
@@ -168,29 +171,49 @@ def normalize_di(di: np.ndarray, *, eps: float = 1e-3) -> np.ndarray:
 _FLOW = threading.local()  # one DIS instance per thread (OpenCV's is not thread-safe)
 
 
-def apex_flow(frames: np.ndarray | Sequence[np.ndarray], onset: int, apex: int) -> np.ndarray:
-    """Dense optical flow from the onset frame to the apex frame, (H, W, 2) float32 pixels, minus its median
-    (what alignment left of the head's motion), scaled to unit RMS length so that faces of any contrast and
-    expressions of any amplitude give fields of the same size; the two components keep their ratio.
+def apex_flow(
+    frames: np.ndarray | Sequence[np.ndarray], onset: int, apex: int, offset: int | None = None
+) -> np.ndarray:
+    """Dense optical flow to the apex frame, (H, W, 2) float32 pixels, minus its median (what alignment left of
+    the head's motion), scaled to unit RMS length so that faces of any contrast and expressions of any
+    amplitude give fields of the same size; the two components keep their ratio.
+
+    Without ``offset``: the flow from the onset frame to the apex. With it: the mean of the flows from the
+    onset and from the offset to the apex. A micro-expression leaves the face and comes back, so both ends see
+    the same movement at the apex; a movement that goes on through the window (a brow raise that stays, the
+    jaw of a talking face, a slow turn) points the other way from the offset and largely cancels. This is the
+    spotter's two-sided contrast (``realtime.spotting``) applied to the classifier's input.
 
     Where a DI sums brightness changes (which depend on the face's texture and lighting), the flow says how far
     and which way the skin moved: the same Action Unit gives the same field on any face, which is what carries
     a model trained on synthetic expressions over to real footage (DIS, OpenCV's medium preset)."""
     arr = _as_frames(frames)
     grey = arr if arr.ndim == 3 else arr.mean(axis=3)
-    a, b = (np.clip(grey[i], 0, 255).astype(np.uint8) for i in (onset, apex))
-    if onset == apex or min(a.shape) < 16:  # no motion to see, or too small for the flow's patches
-        return np.zeros((*a.shape, 2), np.float32)
+    if onset == apex or min(grey.shape[1:]) < 16:  # no motion to see, or too small for the flow's patches
+        return np.zeros((*grey.shape[1:], 2), np.float32)
     dis = getattr(_FLOW, "dis", None)
     if dis is None:
         dis = _FLOW.dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = dis.calc(a, b, np.zeros((*a.shape, 2), np.float32))
+
+    def image(i: int) -> np.ndarray:
+        return np.clip(grey[i], 0, 255).astype(np.uint8)
+
+    target = image(apex)
+    flow = dis.calc(image(onset), target, np.zeros((*target.shape, 2), np.float32))
+    if offset is not None and offset != apex:
+        flow += dis.calc(image(offset), target, np.zeros((*target.shape, 2), np.float32))
+        flow *= 0.5
     flow -= np.median(flow.reshape(-1, 2), axis=0)
     rms = float(np.sqrt((flow**2).sum(axis=2).mean()))
     return flow / max(rms, 1e-3)
 
 
-FLOW_STREAMS = ("flow_u", "flow_v")  # apex_flow's horizontal and vertical components (a mirror negates u)
+# Flow streams come in (horizontal, vertical) pairs, scaled jointly; a mirror image negates the horizontal one,
+# and augmentation turns the pair with the image.
+FLOW_STREAMS = ("flow_u", "flow_v")  # apex_flow from the onset only (the first flow models)
+APEX_FLOW_STREAMS = ("apex_flow_u", "apex_flow_v")  # apex_flow from both ends of the window
+VECTOR_STREAMS: tuple[tuple[str, str], ...] = (FLOW_STREAMS, APEX_FLOW_STREAMS)
+HORIZONTAL_STREAMS: tuple[str, ...] = tuple(u for u, _ in VECTOR_STREAMS)  # change sign in a mirror image
 
 
 # Stream name → builder(frames, intensity, onset, apex, offset). Model cards list these names in order.
@@ -202,6 +225,8 @@ STREAMS: dict[str, StreamBuilder] = {
     "midi": lambda f, m, on, ap, off: midi(f[on : off + 1], m[on : off + 1]),
     "flow_u": lambda f, m, on, ap, off: apex_flow(f, on, ap)[..., 0],
     "flow_v": lambda f, m, on, ap, off: apex_flow(f, on, ap)[..., 1],
+    "apex_flow_u": lambda f, m, on, ap, off: apex_flow(f, on, ap, off)[..., 0],
+    "apex_flow_v": lambda f, m, on, ap, off: apex_flow(f, on, ap, off)[..., 1],
 }
 
 
@@ -220,7 +245,8 @@ def build_streams(
     ``frames`` are aligned crops (T, H, W) or (T, H, W, C); ``onset/apex/offset`` index into them.
     ``intensity`` (one value per frame) orders frames for ``midi``; without it :func:`motion_intensity`
     (difference to the onset frame) is used, as in training. ``size`` resizes each DI (area interpolation) to the model's input side.
-    The flow streams (:data:`FLOW_STREAMS`, :func:`apex_flow`) come from one flow per window, scaled jointly.
+    Each pair of flow streams (:data:`VECTOR_STREAMS`, :func:`apex_flow`) comes from one flow per window,
+    scaled jointly.
     """
     arr = _as_frames(frames)
     onset, apex, offset = _check_window(arr.shape[0], onset, apex, offset)
@@ -232,20 +258,22 @@ def build_streams(
     values = np.asarray(intensity, dtype=np.float64).reshape(-1)
     if values.shape[0] != arr.shape[0]:
         raise ValueError(f"need one intensity per frame: {values.shape[0]} values for {arr.shape[0]} frames")
-    flow = apex_flow(arr, onset, apex) if any(name in FLOW_STREAMS for name in streams) else None
+    flows: dict[tuple[str, str], np.ndarray] = {}
     images = []
     for name in streams:
-        if name in FLOW_STREAMS:
-            assert flow is not None
+        pair = next((p for p in VECTOR_STREAMS if name in p), None)
+        if pair is not None:
+            if pair not in flows:
+                flows[pair] = apex_flow(arr, onset, apex, offset if pair == APEX_FLOW_STREAMS else None)
             # already scaled, jointly: normalising each component apart would bend the field's directions
-            di = np.ascontiguousarray(flow[..., FLOW_STREAMS.index(name)])
+            di = np.ascontiguousarray(flows[pair][..., pair.index(name)])
             if arr.ndim == 4:
                 di = np.repeat(di[..., None], arr.shape[3], axis=2)
         else:
             di = STREAMS[name](arr, values, onset, apex, offset)
         if size is not None and di.shape[0] != size:
             di = cv2.resize(di, (size, size), interpolation=cv2.INTER_AREA)
-        if name not in FLOW_STREAMS:
+        if pair is None:
             di = normalize_di(di)
         images.append(di[None] if di.ndim == 2 else np.moveaxis(di, -1, 0))
     return np.stack(images).astype(np.float32, copy=False)

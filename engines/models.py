@@ -14,6 +14,7 @@ from engines.registry import register_model
 
 PHASE_STREAMS = ("onset_apex", "apex_offset")
 FLOW_STREAMS = ("flow_u", "flow_v")  # core.dynamic_image.FLOW_STREAMS: onset→apex optical flow
+APEX_FLOW_STREAMS = ("apex_flow_u", "apex_flow_v")  # core.dynamic_image.APEX_FLOW_STREAMS: both ends→apex
 AFN_STREAMS = ("trdi", "midi")
 
 
@@ -56,3 +57,11 @@ def flow(*, labels: Sequence[str], **settings: Any) -> MERModel:
     """Optical flow onset→apex (its two components, one CNN each, concatenated): how far and which way the
     skin moved, the same for an Action Unit on any face, where a DI depends on the face's texture."""
     return create_model("flow", labels=labels, streams=FLOW_STREAMS, fusion="concat", **settings)
+
+
+@register_model
+def apex_flow(*, labels: Sequence[str], **settings: Any) -> MERModel:
+    """``flow`` with the apex seen from both ends: the mean of the flows onset→apex and offset→apex. A
+    movement that rises and returns (a micro-expression) is in both; one that goes on through the window (a
+    lasting brow raise, a talking jaw) points opposite ways and largely cancels."""
+    return create_model("apex-flow", labels=labels, streams=APEX_FLOW_STREAMS, fusion="concat", **settings)

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.dynamic_image import HORIZONTAL_STREAMS
 from engines.backbones import BACKBONES, DEFAULT_WIDTHS, build_backbone
 from engines.card import ModelCard
 from engines.fusion import FUSIONS, build_fusion
 
 __all__ = ["HORIZONTAL_STREAMS", "MERModel", "ModelError", "ModelOptions", "create_model"]
 
-HORIZONTAL_STREAMS = ("flow_u",)  # streams whose values change sign in a mirror image
 
 log = logging.getLogger(__name__)
 

@@ -46,3 +46,12 @@ def test_phase_augmentation_triples_single_stream_samples() -> None:
     assert torch.equal(xs[4:8, 0], x[:, 1]) and torch.equal(xs[8:, 0], x[:, 2])
     xd, yd = expand_with_phases(x, y, streams, ("onset_apex", "apex_offset"), enabled=True)
     assert xd.shape == (4, 2, 1, 8, 8)  # multi-stream models take the phases as inputs instead
+
+
+def test_the_flow_pair_of_a_model_is_found_for_augmentation() -> None:
+    from training.train_data import vector_streams
+
+    assert vector_streams(("flow_u", "flow_v")) == (0, 1)
+    assert vector_streams(("apex_flow_v", "apex_flow_u")) == (1, 0)
+    assert vector_streams(("onset_apex", "apex_offset")) is None
+    assert vector_streams(("flow_u",)) is None  # half a field is not turned

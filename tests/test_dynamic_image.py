@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from core.dynamic_image import (
+    APEX_FLOW_STREAMS,
+    FLOW_STREAMS,
+    HORIZONTAL_STREAMS,
     STREAMS,
+    VECTOR_STREAMS,
+    apex_flow,
     apex_offset_di,
     build_streams,
     dynamic_image,
@@ -146,3 +152,58 @@ def test_build_streams_shapes_colour_resize_and_errors() -> None:
         build_streams(colour, 1, 4, 8, ["midi"], intensity=[1.0])
     with pytest.raises(ValueError):
         dynamic_image(np.zeros((4, 4)))
+
+
+def _moved(texture: np.ndarray, blobs: list[tuple[float, float, float, float]]) -> np.ndarray:
+    """``texture`` with Gaussian patches of skin moved: each blob (x, y, dx, dy) in pixels, sigma 6."""
+    h, w = texture.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x, map_y = xs.copy(), ys.copy()
+    for x, y, dx, dy in blobs:
+        weight = np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * 6.0**2))
+        map_x -= dx * weight  # backward map: the pixel at p shows what was at p - d
+        map_y -= dy * weight
+    return cv2.remap(texture, map_x, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+
+
+def _strength(flow: np.ndarray, x: int, y: int) -> float:
+    return float(np.linalg.norm(flow[y - 3 : y + 4, x - 3 : x + 4].reshape(-1, 2).mean(axis=0)))
+
+
+def test_apex_flow_from_both_ends_keeps_what_returns_and_cancels_what_goes_on() -> None:
+    texture = cv2.GaussianBlur(np.random.default_rng(7).uniform(0, 255, (96, 96)).astype(np.float32), (0, 0), 1.5)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    # a patch at (30, 30) rises 2 px and comes back (a micro-expression); one at (66, 66) moves 2 px to the
+    # right by the apex and 4 px by the offset (a movement that goes on through the window)
+    onset = texture
+    apex = _moved(texture, [(30, 30, 0, -2), (66, 66, 2, 0)])
+    offset = _moved(texture, [(66, 66, 4, 0)])
+    frames = np.clip(np.stack([onset, apex, offset]), 0, 255).astype(np.uint8)
+
+    one_sided = apex_flow(frames, 0, 1)
+    both = apex_flow(frames, 0, 1, 2)
+    assert one_sided.shape == both.shape == (96, 96, 2) and both.dtype == np.float32
+    # from the onset alone the two movements look alike
+    assert 0.5 < _strength(one_sided, 30, 30) / _strength(one_sided, 66, 66) < 2.0
+    # from both ends the returning one stands, pointing up, and the lasting one nearly cancels
+    assert _strength(both, 30, 30) > 3 * _strength(both, 66, 66)
+    assert both[27:34, 27:34, 1].mean() < 0
+    # unit RMS length either way, and an offset at the apex is the onset-only flow
+    for flow in (one_sided, both):
+        assert abs(float(np.sqrt((flow**2).sum(axis=2).mean())) - 1.0) < 1e-3
+    np.testing.assert_array_equal(apex_flow(frames, 0, 1, 1), one_sided)
+
+
+def test_flow_streams_come_in_pairs_and_the_model_input_uses_both_ends() -> None:
+    assert VECTOR_STREAMS == (FLOW_STREAMS, APEX_FLOW_STREAMS)
+    assert set(HORIZONTAL_STREAMS) == {"flow_u", "apex_flow_u"}  # a mirror image negates these
+    texture = np.random.default_rng(8).uniform(0, 255, (64, 64)).astype(np.float32)
+    frames = np.clip(np.stack([texture, _moved(texture, [(20, 20, 0, -2)]), _moved(texture, [(40, 40, 3, 0)])]),
+                     0, 255).astype(np.uint8)
+    stack = build_streams(frames, 0, 1, 2, [*FLOW_STREAMS, *APEX_FLOW_STREAMS], size=32)
+    assert stack.shape == (4, 1, 32, 32)
+    resize = lambda f: cv2.resize(np.ascontiguousarray(f), (32, 32), interpolation=cv2.INTER_AREA)  # noqa: E731
+    for k, flow in enumerate((apex_flow(frames, 0, 1), apex_flow(frames, 0, 1, 2))):
+        np.testing.assert_allclose(stack[2 * k, 0], resize(flow[..., 0]), atol=1e-6)
+        np.testing.assert_allclose(stack[2 * k + 1, 0], resize(flow[..., 1]), atol=1e-6)
+    assert not np.allclose(stack[0], stack[2])  # the offset changes the two-sided flow

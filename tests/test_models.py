@@ -32,7 +32,8 @@ def _build(name: str, backbone: str, **extra: Any) -> MERModel:
 
 
 def test_builtin_models_registered() -> None:
-    assert {"single", "dual-phase", "dual-phase-concat", "afn", "afn-concat"} <= set(list_models())
+    assert {"single", "dual-phase", "dual-phase-concat", "afn", "afn-concat", "flow", "apex-flow"} <= set(
+        list_models())
     assert list_models() == sorted(list_models())
 
 
@@ -300,6 +301,17 @@ def test_an_ensemble_trains_each_member_and_answers_their_mean() -> None:
         assert torch.allclose(model(x), expected, atol=1e-5)
         # members start apart: their answers differ
         assert not torch.allclose(members[0][:, 0], members[0][:, 1])
+
+
+@pytest.mark.parametrize(("name", "streams"), [("flow", ("flow_u", "flow_v")),
+                                               ("apex-flow", ("apex_flow_u", "apex_flow_v"))])
+def test_a_flow_model_mirrors_its_horizontal_component(name: str, streams: tuple[str, str]) -> None:
+    model = build_model(name, labels=LABELS, input_size=32)
+    assert model.card.streams == streams
+    x = model.example_input(2)
+    mirrored = model.mirror(x)
+    assert torch.equal(mirrored[:, 0], -torch.flip(x[:, 0], dims=[-1]))  # u points the other way
+    assert torch.equal(mirrored[:, 1], torch.flip(x[:, 1], dims=[-1]))
 
 
 def test_a_one_member_model_keeps_its_checkpoint_keys() -> None:

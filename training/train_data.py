@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.dynamic_image import FLOW_STREAMS
+from core.dynamic_image import VECTOR_STREAMS
 from engines.card import ModelCard
 from engines.registry import default_card
 from training.augment import (
@@ -46,8 +46,9 @@ PRETRAIN_MODEL = "single"  # what stream pretraining trains: one backbone on TRD
 def vector_streams(streams: Sequence[str]) -> tuple[int, int] | None:
     """Indices of the flow streams (horizontal, vertical) among ``streams``, turned with the image when
     augmenting; None when the model reads no flow."""
-    if all(name in streams for name in FLOW_STREAMS):
-        return streams.index(FLOW_STREAMS[0]), streams.index(FLOW_STREAMS[1])
+    for u, v in VECTOR_STREAMS:
+        if u in streams and v in streams:
+            return streams.index(u), streams.index(v)
     return None
 
 
