@@ -202,7 +202,7 @@ class WindowImages:
     offset: np.ndarray
     rise: np.ndarray  # onset→apex DI, mid-grey = no change
     fall: np.ndarray  # apex→offset DI
-    flow: np.ndarray | None = None  # onset→apex optical flow (the default model's input), BGR: hue = direction
+    flow: np.ndarray | None = None  # the apex's optical flow from both ends (the default model's input), BGR: hue = direction
 
 
 def _flow_for_display(flow: np.ndarray) -> np.ndarray:
@@ -309,7 +309,7 @@ class FrameLog:
 
         frames = crops.astype(np.float32)
         rise, fall = phase_dynamic_images(frames, 0, apex - onset, offset - onset)
-        flow = _flow_for_display(apex_flow(frames, 0, apex - onset))
+        flow = _flow_for_display(apex_flow(frames, 0, apex - onset, offset - onset))
         self.windows[key] = WindowImages(onset=crops[0].copy(), apex=crops[apex - onset].copy(),
                                          offset=crops[-1].copy(), rise=_di_for_display(rise),
                                          fall=_di_for_display(fall), flow=flow)

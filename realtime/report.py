@@ -200,7 +200,7 @@ def _card(number: int, event: EventRecord, images: WindowImages | None, labels: 
         figures = [_figure(images.onset, "onset"), _figure(images.apex, "apex"), _figure(images.offset, "offset"),
                    _figure(images.rise, "DI onset→apex"), _figure(images.fall, "DI apex→offset")]
         if images.flow is not None:
-            figures.append(_figure(images.flow, "flow onset→apex"))
+            figures.append(_figure(images.flow, "flow to the apex"))
     return (f'<section class="event" id="event-{number}">'
             f'<h3>#{number} <span class="kind" style="background:{colour}">{_e(event.kind)}</span> '
             f"{_e(label)}{_e(conf)}</h3>"
@@ -271,6 +271,7 @@ def render_report(inputs: ReportInputs) -> str:
     parts.append("</table>")
     parts.append('<p class="none">Written by mer-analyze. Crops are the aligned faces the model sees; the '
                  "DIs are shown with the network's normalisation, mid-grey = no change; the flow (what the default "
-                 "model classifies) in colour: hue = direction, brightness = how far the skin moved.</p>")
+                 "model classifies: the apex against the onset and the offset, averaged) in colour: hue = direction, "
+                 "brightness = how far the skin moved.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

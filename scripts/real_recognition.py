@@ -86,6 +86,9 @@ def main() -> int:
         for i, (sample, _, _) in enumerate(members[0]):
             mean = np.mean([m[i][2] for m in members], axis=0)
             results.append((sample, index.labels[int(np.argmax(mean))], mean))
+    else:  # one model (default: the bundled one) for every clip
+        results = [(sample, index.labels[int(np.argmax(p))], p)
+                   for sample, _, p in classify(args.model, samples, index.labels)]
     labels = index.labels
     y_true = [s.label for s, _, _ in results]
     y_pred = [pred for _, pred, _ in results]

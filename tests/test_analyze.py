@@ -22,6 +22,7 @@ import pytest
 
 from cli.analyze import build_parser, main
 from core.events import EventRecord, SummaryRecord, TimePoint, parse_record
+from engines.backends.artefacts import DEFAULT_MODEL_DIR
 from realtime.analyze import (
     BLENDSHAPE_NAMES,
     AnalyzeOptions,
@@ -211,7 +212,7 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing loaded from elsewhere
     pngs = PNG_URI.findall(page)
     assert len(pngs) == 1 + 6  # the curve and the six images (crops, DIs, flow) of the one card whose crops are held
-    assert "flow onset→apex" in page
+    assert "flow to the apex" in page
     for data in pngs:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
     assert page.count("not held") == 2 * 5
@@ -280,7 +281,8 @@ def test_recording_is_what_mer_live_records(first_run: tuple[int, str, Path, str
     events = _events(out / "events.jsonl")
     assert events, "the synthetic clip has a micro-expression; no event was spotted"
     assert all(r.source == "file:clip.mp4" for r in records)
-    assert all(e.model == "mer-default-flow-megc3" and e.engine for e in events)
+    bundled = json.loads((DEFAULT_MODEL_DIR / "model.card.json").read_text(encoding="utf-8"))["name"]
+    assert all(e.model == bundled and e.engine for e in events)
     assert all(e.label is not None for e in events if e.kind == "micro")  # classified through the engine
 
 
