@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", type=Path, help="RUN_DIR/final/model.pt from mer-train --final")
     p.add_argument("--trained-on", required=True, help="what the model was trained on, for the card")
-    p.add_argument("--name", default="mer-default-flow-megc3")
+    p.add_argument("--name", default="mer-default-apex-flow-megc3")
     p.add_argument("--real-evaluation", type=Path, metavar="JSON",
                    help="scripts/real_recognition.py --json output for this recipe (leave-one-video-out on held-out "
                    "real footage), kept in the card's evaluation under 'real_footage'")
