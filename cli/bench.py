@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.options import landmark_every_arg
+from cli.options import check_face_workers, landmark_every_arg
 from cli.realbench import main as real_main
 from engines.backends import EngineError, load_engine
 from engines.card import CardError
@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         return real_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.face_workers is not None and not 1 <= args.face_workers <= 16:
-        parser.error("--face-workers must be 1..16")
+    check_face_workers(parser, args.face_workers)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)

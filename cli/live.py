@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from cli.app import run_live
-from cli.options import add_model_arguments, add_spotting_arguments
+from cli.options import add_model_arguments, add_spotting_arguments, check_face_workers
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.publisher import PublisherError, check_exposure
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("pick a source: --camera INDEX, --video FILE, or --demo")
         if args.landmark_every != "auto" and args.landmark_every < 1:
             parser.error("--landmark-every must be >= 1 or auto")
-        if args.face_workers is not None and not 1 <= args.face_workers <= 16:
-            parser.error("--face-workers must be 1..16")
+        check_face_workers(parser, args.face_workers)
         if args.windows is not None and not args.video:
             raise UserError("--windows needs --video FILE: its frame numbers refer to a recorded video (a camera "
                             "has none in advance; for the demo clip pass its file with --video)")

@@ -48,6 +48,14 @@ def add_model_arguments(group: argparse._ArgumentGroup, *, auto: bool) -> None:
                            "--landmark-every 1, or auto once it settles on 1)")
 
 
+def check_face_workers(parser: argparse.ArgumentParser, workers: int | None) -> None:
+    """``--face-workers``: None (the default) or 1..MAX_FACE_WORKERS; anything else exits 2 with a usage line."""
+    from realtime.face_workers import MAX_FACE_WORKERS
+
+    if workers is not None and not 1 <= workers <= MAX_FACE_WORKERS:
+        parser.error(f"--face-workers must be 1..{MAX_FACE_WORKERS}")
+
+
 def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
     """The spotter's settings a user may change (left None: the spotter's own defaults)."""
     group.add_argument("--micro-max", type=float, metavar="S",

@@ -172,10 +172,6 @@ class FaceFinder:
         self._rgb = rgb = to_rgb(frame_bgr, self._rgb)
         return self.find(rgb, ms)
 
-    @property
-    def closed(self) -> bool:
-        return self._landmarker is None
-
     def close(self) -> None:
         """Release the MediaPipe landmarker; safe to call twice."""
         landmarker, self._landmarker = self._landmarker, None

@@ -33,10 +33,12 @@ import numpy as np
 from realtime.analysis import FaceTracking
 from realtime.face import FaceFinder, FaceTracker, FoundFaces, TrackedFace
 
-__all__ = ["FaceStage", "FaceWorkers", "FaceWorkersOptions", "default_face_workers", "track_frames"]
+__all__ = ["MAX_FACE_WORKERS", "FaceStage", "FaceWorkers", "FaceWorkersOptions", "default_face_workers",
+           "track_frames"]
 
 log = logging.getLogger(__name__)
 
+MAX_FACE_WORKERS = 16  # more landmarkers than this only cost memory on any machine we know
 Meta = TypeVar("Meta")  # what the caller carries with a frame (its index, time, capture time)
 
 
@@ -67,8 +69,8 @@ class FaceWorkersOptions:
     workers: int = 2  # landmarkers finding faces at once (each on its own thread, ~1 core; extra ones ~30 MB)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.workers <= 16:
-            raise ValueError(f"workers must be 1..16, got {self.workers}")
+        if not 1 <= self.workers <= MAX_FACE_WORKERS:
+            raise ValueError(f"workers must be 1..{MAX_FACE_WORKERS}, got {self.workers}")
 
 
 @dataclass
@@ -183,11 +185,6 @@ class FaceStage(Generic[Meta]):
         self._workers = workers
         self._record = record_stage
         self._pool: FaceWorkers[Meta] | None = None
-
-    @property
-    def landmarkers(self) -> int:
-        """Landmarkers finding faces at once now: 1 until the workers took over."""
-        return self._pool.options.workers if self._pool is not None else 1
 
     def put(self, frame: np.ndarray, t: float, meta: Meta) -> list[tuple[Meta, TrackedFace | None]]:
         tracker = self._tracker
