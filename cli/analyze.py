@@ -234,6 +234,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         console.print(f"{PROG}: warning: {problem}", markup=False)
     if not inputs.videos:
         raise UserError("no video to analyse: give video files, folders holding videos, or a .txt/.lst list")
+    spotter = spotter_options(args)  # a bad setting is refused before anything is created or loaded
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +255,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         settings = AnalyzeOptions(model=args.model, engine=args.engine, face_model=str(face_model),
                                    landmark_every=args.landmark_every, blendshapes=args.blendshapes,
-                                   spotter=spotter_options(args),
+                                   spotter=spotter,
                                    # several videos at once already keep the cores busy
                                    face_workers=1 if args.jobs > 1 else None,
                                    quiet_native=args.log_level != "debug")

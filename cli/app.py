@@ -14,8 +14,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cli.options import SPOTTING_OPTIONS
 from core.events import Record, SummaryRecord
-from core.options import replace_options
+from core.options import OptionsError, replace_options
 from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
@@ -37,14 +38,19 @@ log = logging.getLogger(__name__)
 
 def spotter_options(args: argparse.Namespace) -> SpotterOptions:
     """SpotterOptions from the command line's spotting options (seconds); an option not given keeps the
-    default. A name SpotterOptions lacks is an OptionsError (a renamed field cannot be dropped quietly)."""
-    overrides = {
-        "micro_max_s": args.micro_max,
-        "min_duration_s": args.min_duration,
-        "min_score": args.threshold,
-        "min_peak": args.min_peak,
-    }
-    return replace_options(SpotterOptions(), **{k: v for k, v in overrides.items() if v is not None})
+    default. A name SpotterOptions lacks is an OptionsError (a renamed field cannot be dropped quietly); values
+    the spotter refuses together (``--min-peak`` above the largest movement) are a UserError naming the option."""
+    overrides = {field: getattr(args, dest) for dest, field in SPOTTING_OPTIONS.items()
+                 if getattr(args, dest, None) is not None}
+    try:
+        return replace_options(SpotterOptions(), **overrides)
+    except OptionsError:
+        raise
+    except ValueError as exc:
+        message = str(exc)
+        for dest, field in SPOTTING_OPTIONS.items():
+            message = message.replace(field, "--" + dest.replace("_", "-"))
+        raise UserError(f"bad spotting option: {message}") from None
 
 
 def _source_spec(args: argparse.Namespace) -> str:
@@ -58,6 +64,7 @@ def _source_spec(args: argparse.Namespace) -> str:
 
 def run_live(args: argparse.Namespace) -> int:
     windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
+    spotter = spotter_options(args)
     try:
         spec = _source_spec(args)
         source = open_source(int(spec) if isinstance(spec, str) and spec.isdigit() else spec)
@@ -106,7 +113,7 @@ def run_live(args: argparse.Namespace) -> int:
             duration_s=args.duration,
             face_workers=args.face_workers,
             windows=windows,
-            analyzer=AnalyzerOptions.for_card(card, spotter=spotter_options(args)),
+            analyzer=AnalyzerOptions.for_card(card, spotter=spotter),
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)

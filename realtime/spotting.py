@@ -107,7 +107,8 @@ class SpotterOptions:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_peak <= self.min_peak:
-            raise ValueError(f"max_peak ({self.max_peak}) must exceed min_peak ({self.min_peak})")
+            raise ValueError(f"min_peak ({self.min_peak}) must be below max_peak ({self.max_peak}), the largest "
+                             "movement spotted")
         if self.min_level_s > self.level_window_s:
             raise ValueError("min_level_s cannot exceed level_window_s")
 

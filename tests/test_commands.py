@@ -208,10 +208,42 @@ def test_every_spotting_option_reaches_the_spotter() -> None:
     from realtime.spotting import SpotterOptions
 
     args = build_parser().parse_args(["--demo", "--micro-max", "0.4", "--min-duration", "0.1", "--threshold", "3",
-                                      "--min-peak", "0.01"])
+                                      "--min-peak", "0.01", "--max-context", "0.8"])
     s = spotter_options(args)
-    assert (s.micro_max_s, s.min_duration_s, s.min_score, s.min_peak) == (0.4, 0.1, 3.0, 0.01)
+    assert (s.micro_max_s, s.min_duration_s, s.min_score, s.min_peak, s.max_context) == (0.4, 0.1, 3.0, 0.01, 0.8)
     assert spotter_options(build_parser().parse_args(["--demo"])) == SpotterOptions()  # not given: defaults
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--threshold", "-1", "must be a number > 0"),
+    ("--threshold", "0", "must be a number > 0"),
+    ("--min-peak", "abc", "must be a number, got 'abc'"),
+    ("--min-duration", "-0.1", "must be a number >= 0"),
+    ("--micro-max", "inf", "must be a finite number"),
+    ("--max-context", "nan", "must be a finite number"),
+])
+def test_a_bad_spotting_value_is_a_usage_error(option: str, value: str, says: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.analyze import build_parser as analyze_parser
+    from cli.live import build_parser as live_parser
+
+    for parser, first in ((live_parser(), ["--demo"]), (analyze_parser(), ["x.mp4", "--out", "o"])):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([*first, option, value])
+        assert exit_info.value.code == 2
+        assert f"argument {option}: {says}" in capsys.readouterr().err
+
+
+def test_spotting_values_refused_together_name_the_option() -> None:
+    """--min-peak above the largest movement the spotter takes: one line naming the option, not a traceback."""
+    from cli.app import spotter_options
+    from cli.live import build_parser
+    from realtime.errors import UserError
+
+    with pytest.raises(UserError) as info:
+        spotter_options(build_parser().parse_args(["--demo", "--min-peak", "0.1"]))
+    assert str(info.value) == ("bad spotting option: --min-peak (0.1) must be below max_peak (0.08), the largest "
+                               "movement spotted")
 
 
 def test_an_unknown_setting_is_refused_by_name() -> None:
