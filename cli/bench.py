@@ -27,7 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.options import check_face_workers, landmark_every_arg
+from cli.options import (
+    check_face_workers,
+    landmark_every_arg,
+    non_negative_number,
+    positive_integer,
+    positive_number,
+)
 from cli.realbench import main as real_main
 from engines.backends import EngineError, load_engine
 from engines.card import CardError
@@ -98,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("--video", type=Path, help="video to measure on (default: a generated synthetic one)")
     p.add_argument("--annotations", type=Path, help="mer-synth annotations.csv for spotting F1 (auto for the default)")
-    p.add_argument("--seconds", type=float, default=60.0, help="length of the generated video (default %(default)s)")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate of the generated video (default %(default)s)")
-    p.add_argument("--paced-seconds", type=float, default=60.0,  # the target: 60 s at 30 fps, no drops
+    p.add_argument("--seconds", type=positive_number, default=60.0, help="length of the generated video (default %(default)s)")
+    p.add_argument("--fps", type=positive_number, default=30.0, help="frame rate of the generated video (default %(default)s)")
+    p.add_argument("--paced-seconds", type=non_negative_number, default=60.0,  # the target: 60 s at 30 fps, no drops
                    help="how long to run paced at the source fps for the drop count; 0 skips (default %(default)s)")
     p.add_argument("--engine", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),
                    help="inference backend, as for mer-live (default %(default)s)")
@@ -112,12 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-workers", type=int, metavar="N",
                    help="MediaPipe landmarkers on consecutive frames at once, as for mer-live (default: 2 with "
                    "2+ cores, else 1)")
-    p.add_argument("--repeats", type=int, default=1, metavar="K",
+    p.add_argument("--repeats", type=positive_integer, default=1, metavar="K",
                    help="offline runs, each between two bare-landmarker runs, for the ratio (default %(default)s)")
-    p.add_argument("--paced-fps", type=float, nargs="+", default=[], metavar="FPS",
+    p.add_argument("--paced-fps", type=positive_number, nargs="+", default=[], metavar="FPS",
                    help="also run paced on a generated video at each of these frame rates (e.g. 120 200) and "
                    "report its drops and --landmark-every N")
-    p.add_argument("--paced-fps-seconds", type=float, default=30.0, metavar="S",
+    p.add_argument("--paced-fps-seconds", type=positive_number, default=30.0, metavar="S",
                    help="length of those generated videos (default %(default)s)")
     p.add_argument("--skip-startup", action="store_true", help="do not measure process start-up")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")

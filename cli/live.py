@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from cli.app import run_live
-from cli.options import add_model_arguments, add_spotting_arguments, check_face_workers
+from cli.options import add_model_arguments, add_spotting_arguments, check_face_workers, positive_number
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.publisher import PublisherError, check_exposure
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--fast", action="store_true",
                      help="read a file as fast as possible and analyse every frame (offline analysis); "
                      "default: play files at their own frame rate like a camera, dropping frames if behind")
-    src.add_argument("--duration", type=float, metavar="S", help="stop after S seconds of source time")
+    src.add_argument("--duration", type=positive_number, metavar="S", help="stop after S seconds of source time")
     src.add_argument("--windows", metavar="FILE.csv", type=Path,
                      help="with --video: classify the windows listed in FILE.csv (header onset,apex,offset, "
                      "optionally label: 0-based frames, inclusive) instead of spotting; one event per row, in "

@@ -11,6 +11,7 @@ __all__ = [
     "add_spotting_arguments",
     "landmark_every_arg",
     "non_negative_number",
+    "positive_integer",
     "positive_number",
 ]
 
@@ -76,6 +77,17 @@ def non_negative_number(text: str) -> float:
     value = _number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def positive_integer(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
 
 

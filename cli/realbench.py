@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cli.options import non_negative_number, positive_number
 from core.paths import user_cache_dir
 from realtime.face import FaceTrackerOptions
 from realtime.face_model import FaceModelError, resolve_face_model
@@ -53,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--placement", choices=("calm", "anywhere", "both"), default="both",
                    help="where micro-expressions are placed: where the face is calm, anywhere it is visible "
                         "(talking and head turns included), or both")
-    p.add_argument("--per-minute", type=float, default=10.0, metavar="R", help="micro-expressions per minute")
-    p.add_argument("--macro-per-minute", type=float, default=1.0, metavar="R",
+    p.add_argument("--per-minute", type=positive_number, default=10.0, metavar="R", help="micro-expressions per minute")
+    p.add_argument("--macro-per-minute", type=non_negative_number, default=1.0, metavar="R",
                    help="macro-expressions per minute (distractors)")
     p.add_argument("--seed", type=int, default=7, help="seed of the rendered expressions")
     p.add_argument("--lovo", action="store_true",
                    help="also choose the spotter's thresholds leave-one-video-out from a small grid and score "
                         "each video with the setting chosen on the others")
-    p.add_argument("--max-fp", type=float, default=1.0, metavar="R",
+    p.add_argument("--max-fp", type=non_negative_number, default=1.0, metavar="R",
                    help="--lovo: false micro events per minute allowed on the training videos")
     p.add_argument("--work", type=Path, metavar="DIR", default=None,
                    help="cache of renders and motion (default: the user cache, realbench/)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.help import DefaultsHelpFormatter
+from cli.options import positive_integer
 from core.dynamic_image import VECTOR_STREAMS
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
@@ -134,7 +135,7 @@ def _train_parser() -> argparse.ArgumentParser:
     train.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=True,
                        help="inverse-frequency weighted cross-entropy (default on)")
     train.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    train.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: all cores)")
+    train.add_argument("--threads", type=positive_integer, default=None, metavar="N", help="torch CPU threads (default: all cores)")
 
     run = p.add_argument_group("run")
     run.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",

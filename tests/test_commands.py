@@ -234,6 +234,29 @@ def test_a_bad_spotting_value_is_a_usage_error(option: str, value: str, says: st
         assert f"argument {option}: {says}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module, argv, says", [
+    ("cli.live", ["--demo", "--duration", "-1"], "argument --duration: must be a number > 0"),
+    ("cli.live", ["--demo", "--duration", "nan"], "argument --duration: must be a finite number"),
+    ("cli.bench", ["--repeats", "0"], "argument --repeats: must be a whole number >= 1"),
+    ("cli.bench", ["--paced-fps", "0"], "argument --paced-fps: must be a number > 0"),
+    ("cli.bench", ["--seconds", "-5"], "argument --seconds: must be a number > 0"),
+    ("cli.realbench", ["--max-fp", "-1"], "argument --max-fp: must be a number >= 0"),
+    ("cli.train", ["--data", "d", "--out", "o", "--threads", "0"], "argument --threads: must be a whole number >= 1"),
+])
+def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], says: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Out-of-range numbers stop at the command line (exit 2, one line), before a camera, model or run folder is
+    touched: --duration -1 used to run one frame and exit 0, --repeats 0 and --threads 0 to run on."""
+    import importlib
+
+    cli = importlib.import_module(module)
+    parser = cli._train_parser() if module == "cli.train" else cli.build_parser()
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert says in capsys.readouterr().err
+
+
 def test_spotting_values_refused_together_name_the_option() -> None:
     """--min-peak above the largest movement the spotter takes: one line naming the option, not a traceback."""
     from cli.app import spotter_options
