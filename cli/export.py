@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cli.options import positive_integer
 from engines.backends.artefacts import card_beside, load_card, load_checkpoint_checked
 from engines.backends.base import EngineError, require_torch
 from engines.backends.onnx_backend import OnnxRuntimeEngine
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorrt", type=Path, metavar="OUT.plan", help="build a TensorRT plan (+ OUT.plan.meta.json)")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of the plan / Triton (default 8)")
     p.add_argument("--timing-cache", type=Path, metavar="FILE", help="TensorRT timing cache, reused across builds")
-    p.add_argument("--workspace-mib", type=int, default=1024, help="TensorRT builder workspace (MiB)")
+    p.add_argument("--workspace-mib", type=positive_integer, default=1024, help="TensorRT builder workspace (MiB)")
     p.add_argument("--version-compatible", action="store_true",
                    help="plan runs on later TensorRT versions (BuilderFlag.VERSION_COMPATIBLE)")
     p.add_argument("--hardware-compatible", action="store_true",

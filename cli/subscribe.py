@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from cli.options import positive_integer, positive_number
 from core.events import Record
 from realtime.recordtext import format_record
 from realtime.subscriber import DEFAULT_ENDPOINT, TOPICS, Subscriber, SubscriberError
@@ -29,9 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         "--topic", action="append", choices=TOPICS, help="record types to show (repeatable; default all)"
     )
     p.add_argument("--json", action="store_true", help="print each record as its raw JSON line")
-    p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N records")
+    p.add_argument("--count", type=positive_integer, default=None, metavar="N", help="exit after N records")
     p.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="exit after S seconds without a record"
+        "--timeout", type=positive_number, default=None, metavar="S", help="exit after S seconds without a record"
     )
     p.add_argument(
         "--curve-server-key",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.help import DefaultsHelpFormatter
-from cli.options import positive_integer
+from cli.options import positive_integer, positive_number
 from core.dynamic_image import VECTOR_STREAMS
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
@@ -59,7 +59,7 @@ def _train_parser() -> argparse.ArgumentParser:
     data.add_argument("--scheme", default="megc3", choices=("megc3", "megc3n", "casme5"),
                       help="class scheme: megc3 = negative/positive/surprise, casme5 = happiness/disgust/"
                       "repression/surprise/others; emotions outside it are dropped and counted")
-    data.add_argument("--target-fps", type=float, default=None, metavar="FPS",
+    data.add_argument("--target-fps", type=positive_number, default=None, metavar="FPS",
                       help="resample faster clips to this rate, nearest frame by time (e.g. 30 to match a "
                       "webcam; default: keep each clip's rate)")
     data.add_argument("--alignment", default="auto", choices=("auto", "none", "onset", "each"),

@@ -242,15 +242,19 @@ def test_a_bad_spotting_value_is_a_usage_error(option: str, value: str, says: st
     ("cli.bench", ["--seconds", "-5"], "argument --seconds: must be a number > 0"),
     ("cli.realbench", ["--max-fp", "-1"], "argument --max-fp: must be a number >= 0"),
     ("cli.train", ["--data", "d", "--out", "o", "--threads", "0"], "argument --threads: must be a whole number >= 1"),
+    ("cli.train", ["--data", "d", "--out", "o", "--target-fps", "-1"], "argument --target-fps: must be a number > 0"),
+    ("cli.subscribe", ["--count", "-1"], "argument --count: must be a whole number >= 1"),
+    ("cli.subscribe", ["--timeout", "0"], "argument --timeout: must be a number > 0"),
 ])
 def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], says: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Out-of-range numbers stop at the command line (exit 2, one line), before a camera, model or run folder is
-    touched: --duration -1 used to run one frame and exit 0, --repeats 0 and --threads 0 to run on."""
+    touched: --duration -1 used to run one frame and exit 0, --repeats 0 and --threads 0 to run on, --target-fps -1 was a traceback."""
     import importlib
 
     cli = importlib.import_module(module)
-    parser = cli._train_parser() if module == "cli.train" else cli.build_parser()
+    name = {"cli.train": "_train_parser", "cli.subscribe": "_parser"}.get(module, "build_parser")
+    parser = getattr(cli, name)()
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(argv)
     assert exit_info.value.code == 2
