@@ -10,6 +10,7 @@ __all__ = [
     "add_model_arguments",
     "add_spotting_arguments",
     "landmark_every_arg",
+    "non_negative_integer",
     "non_negative_number",
     "positive_integer",
     "positive_number",
@@ -82,12 +83,21 @@ def non_negative_number(text: str) -> float:
 
 def positive_integer(text: str) -> int:
     """A whole number >= 1 (argparse type)."""
+    return _integer(text, 1)
+
+
+def non_negative_integer(text: str) -> int:
+    """A whole number >= 0 (argparse type)."""
+    return _integer(text, 0)
+
+
+def _integer(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, got {text!r}")
     return value
 
 

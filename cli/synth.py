@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.help import DefaultsHelpFormatter
+from cli.options import non_negative_integer, positive_integer
 from realtime.face import FaceTrackerOptions
 from realtime.face_model import face_model_from_env
 from realtime.native_stderr import native_stderr_silenced
@@ -52,23 +53,6 @@ def _range(kind: type) -> Callable[[str], tuple[Any, ...]]:
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _at_least_one(text: str) -> int:
-    value = _positive_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mer-synth",
@@ -89,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--force", action="store_true",
                      help="replace an existing, non-empty DIR/recognition or DIR/spotting")
     out.add_argument("--seed", type=int, default=0, help="random seed; same seed + settings = same data")
-    out.add_argument("--workers", type=_at_least_one, default=1,
+    out.add_argument("--workers", type=positive_integer, default=1,
                      help="parallel processes (results do not depend on it)")
 
     faces = p.add_argument_group("faces")
@@ -103,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     faces.add_argument("--face-model", type=Path, metavar="FILE", default=None,
                        help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, else "
                             "../shared/models/face_landmarker.task beside the repository, else the user cache)")
-    faces.add_argument("--subjects", type=_at_least_one, default=None, metavar="N",
+    faces.add_argument("--subjects", type=positive_integer, default=None, metavar="N",
                        help="use the first N subjects (identities); default all found (7 built-in)")
 
     gen = p.add_argument_group("expressions")
@@ -119,12 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="macro-expression peak displacement, fraction of the inter-ocular distance")
 
     rec = p.add_argument_group("recognition set")
-    rec.add_argument("--clips-per-class", type=_positive_int, default=10, metavar="N",
+    rec.add_argument("--clips-per-class", type=non_negative_integer, default=10, metavar="N",
                      help="clips per class per subject")
     rec.add_argument("--crop-size", type=int, default=128, metavar="PX", help="side of the aligned face crops")
 
     spot = p.add_argument_group("spotting set")
-    spot.add_argument("--videos", type=_positive_int, default=6, metavar="N", help="number of videos")
+    spot.add_argument("--videos", type=non_negative_integer, default=6, metavar="N", help="number of videos")
     spot.add_argument("--video-seconds", type=float, default=30.0, metavar="S",
                       help="length of each video (20-60 s is typical; 5-600 accepted)")
     spot.add_argument("--video-size", type=_size, default="640x360", metavar="WxH", help="video frame size")
@@ -183,7 +167,7 @@ def build_onto_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into a non-empty DIR (files of the same name "
                                                          "are replaced)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed + settings = same data")
-    p.add_argument("--variants", type=_at_least_one, default=1, metavar="N",
+    p.add_argument("--variants", type=positive_integer, default=1, metavar="N",
                    help="renderings per source video, each with its own expressions (named STEM_vK)")
     p.add_argument("--face-model", type=Path, metavar="FILE", default=None,
                    help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, else "
