@@ -18,6 +18,7 @@ from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError
 from training.realbench import BenchOptions, default_videos, prepare, run_benchmark
+from training.synth_onto import MAX_AMPLITUDE
 from training.synth_options import SynthError
 
 __all__ = ["build_parser", "main"]
@@ -30,8 +31,9 @@ def _floats(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or any(not 0 < v < 0.5 for v in values):
-        raise argparse.ArgumentTypeError(f"amplitudes are fractions of the eye distance in (0, 0.5), got {text!r}")
+    if not values or any(not 0 < v <= MAX_AMPLITUDE for v in values):
+        raise argparse.ArgumentTypeError(f"amplitudes are fractions of the eye distance, above 0 and at most "
+                                         f"{MAX_AMPLITUDE}, got {text!r}")
     return values
 
 
@@ -83,6 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"mer-bench real: no such video file: {missing[0]}", file=sys.stderr)
         return 2
+    work = args.work or user_cache_dir() / "realbench"
+    if work.exists() and not work.is_dir():
+        print(f"mer-bench real: --work {work} is a file; give a folder for the renders and motion cache",
+              file=sys.stderr)
+        return 2
     try:
         model = args.face_model or (_REPO.parent / "shared" / "models" / "face_landmarker.task")
         face_model = resolve_face_model(args.face_model if args.face_model or not model.is_file() else model)
@@ -92,7 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     placements = ("calm", "anywhere") if args.placement == "both" else (args.placement,)
     settings = BenchOptions(amplitudes=args.amplitudes, placements=placements, micro_per_minute=args.per_minute,
                              macro_per_minute=args.macro_per_minute, seed=args.seed)
-    work = args.work or user_cache_dir() / "realbench"
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 

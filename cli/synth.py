@@ -254,7 +254,7 @@ def _onto(argv: Sequence[str]) -> int:
         console.print("[yellow]interrupted[/]")
         return 130
     except (OSError, ValueError, RuntimeError) as exc:  # SynthError, SourceError, FaceModelError: one line
-        console.print(f"[red]mer-synth onto: {exc}[/]")
+        console.print(f"mer-synth onto: {exc}", style="red", markup=False, soft_wrap=True)  # one line, as written
         return 2
     table = Table(title=f"mer-synth onto → {args.out}", show_header=False)
     table.add_row("videos", ", ".join(summary.videos))
@@ -288,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (FaceSourceError, AuError, OSError, ValueError, RuntimeError) as exc:
         # SynthError and FaceModelError are RuntimeErrors; settings errors ValueErrors: one line each.
-        console.print(f"[red]mer-synth: {exc}[/]")
+        console.print(f"mer-synth: {exc}", style="red", markup=False, soft_wrap=True)
         return 2
 
 

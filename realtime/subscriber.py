@@ -20,6 +20,7 @@ from typing import Any
 
 from core.events import Record, RecordError, parse_record
 from realtime.curve import CurveError, client_keypair, load_public_key
+from realtime.publisher import PublisherError, check_endpoint
 
 __all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "Subscriber", "SubscriberError", "subscribe"]
 
@@ -28,6 +29,18 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 TOPICS = ("event", "status", "summary")
 _POLL_SLICE_MS = 200  # poll in slices so Ctrl-C is handled promptly
+
+
+def _connect_endpoint(endpoint: str) -> str:
+    """The publisher's endpoint checked as mer-live checks it, plus what only a publisher may use (any port):
+    ZMQ would otherwise accept ``tcp://host:99999`` and wait for ever. Raises :class:`SubscriberError`."""
+    try:
+        checked = check_endpoint(endpoint)
+    except PublisherError as exc:
+        raise SubscriberError(str(exc)) from None
+    if checked.endswith(":*"):
+        raise SubscriberError(f"{endpoint!r} names no port: give the one mer-live publishes on, e.g. {DEFAULT_ENDPOINT}")
+    return checked
 
 
 class SubscriberError(RuntimeError):
@@ -65,7 +78,7 @@ class Subscriber:
     ) -> None:
         import zmq
 
-        self.endpoint = endpoint
+        self.endpoint = _connect_endpoint(endpoint)
         self.topics = _topics(topics)
         self.skipped = 0  # malformed messages ignored
         self._sock: Any = zmq.Context.instance().socket(zmq.SUB)
@@ -82,7 +95,7 @@ class Subscriber:
                     raise SubscriberError(str(exc)) from None
             for topic in self.topics:
                 self._sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-            self._sock.connect(endpoint)
+            self._sock.connect(self.endpoint)
         except zmq.ZMQError as exc:
             self._sock.close(linger=0)
             raise SubscriberError(f"cannot connect to {endpoint!r}: {exc}") from None

@@ -400,3 +400,16 @@ def test_mer_subscribe_ctrl_c_exits_cleanly(
     assert main(["tcp://127.0.0.1:5556"]) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("endpoint, says", [
+    ("tcp://127.0.0.1:99999", "invalid port 99999"),
+    ("tcp://127.0.0.1:0", "names no port"),
+    ("tcp://127.0.0.1:*", "names no port"),
+    ("nonsense", "invalid ZMQ endpoint"),
+])
+def test_the_subscriber_refuses_an_endpoint_it_could_only_wait_on(endpoint: str, says: str) -> None:
+    """ZMQ connects to tcp://host:99999 without complaint and waits for ever; mer-subscribe says so at once."""
+    with pytest.raises(SubscriberError, match=says):
+        Subscriber(endpoint)
+

@@ -125,3 +125,14 @@ def test_cached_motion_round_trips_and_shares_one_array_per_video(tmp_path: Path
     # every frame's displacement is a view of the one array read from the file, not a copy of it per frame
     views = [s.displacement for s in back.samples if s is not None and s.displacement is not None]
     assert all(v.base is not None and v.base is views[0].base for v in views)
+
+
+def test_cli_refuses_a_file_as_its_cache_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.realbench import main
+
+    video, work = tmp_path / "v.mp4", tmp_path / "cache"
+    video.write_bytes(b"")
+    work.write_text("not a folder")
+    assert main([str(video), "--work", str(work)]) == 2
+    assert capsys.readouterr().err == f"mer-bench real: --work {work} is a file; give a folder for the renders and motion cache\n"
+

@@ -183,6 +183,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
     assert "garbage.mp4" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["onto", str(garbage), "--out", str(tmp_path / "o3"), "--amplitude", "0.5,0.1"])
+    capsys.readouterr()
+    # a displacement of 0.9 eye distances is no micro-expression: refused in one line, nothing written
+    assert main(["onto", str(garbage), "--out", str(tmp_path / "o4"), "--amplitude", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "amplitude" in err and "at most 0.5" in err and err.count("\n") == 1
+    assert not (tmp_path / "o4").exists()
 
 
 def test_none_clips_come_from_the_uninjected_video(clip: Path, face_model_path: Path, tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ONTO_COLUMNS = (*SPOTTING_COLUMNS, "amplitude", "side", "source")
+MAX_AMPLITUDE = 0.5  # micro-expression apex displacement × IOD; more is no micro-expression (mer-bench real too)
 CODECS = ("MJPG", "mp4v")
 Range = tuple[float, float]
 Progress = Callable[[str, int, int], None]  # (stage, advance, total)
@@ -93,6 +94,9 @@ class OntoOptions:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise bad(f"{name} must be a range 0 <= lo <= hi, got {(lo, hi)}")
+        if self.amplitude[1] > MAX_AMPLITUDE:
+            raise bad(f"amplitude is the apex displacement as a fraction of the eye distance: at most "
+                      f"{MAX_AMPLITUDE} (real micro-expressions: about 0.01-0.04), got {self.amplitude}")
         if self.micro_duration_s[1] > 0.5:
             raise bad(f"micro-expressions last at most 0.5 s, got {self.micro_duration_s}")
         for name in ("single_au", "one_sided", "calm_quantile"):
