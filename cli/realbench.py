@@ -18,8 +18,7 @@ from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError
 from training.realbench import BenchOptions, default_videos, prepare, run_benchmark
-from training.synth_onto import MAX_AMPLITUDE
-from training.synth_options import SynthError
+from training.synth_options import MAX_AMPLITUDE, SynthError
 
 __all__ = ["build_parser", "main"]
 

@@ -61,6 +61,11 @@ def test_settings_are_validated() -> None:
         SynthOptions(macro_duration_s=(0.4, 2.0))
     with pytest.raises(ValueError):
         SynthOptions(scheme="nope")
+    # settings that used to start generating: a 0.9-IOD "micro"-expression, a negative gap or blink rate
+    for bad in ({"micro_amplitude": (0.9, 1.0)}, {"macro_amplitude": (2.0, 3.0)}, {"me_gap_s": -1.0},
+                {"blinks_per_minute": float("nan")}):
+        with pytest.raises(SynthError, match="invalid setting"):
+            SynthOptions(**bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fps", [30.0, 200.0])

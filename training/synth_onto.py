@@ -34,7 +34,7 @@ from realtime.motion import MotionMeter
 from realtime.sources import open_source
 from realtime.spotting import Spotter, SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
-from training.synth_options import SynthError, SynthOptions
+from training.synth_options import MAX_AMPLITUDE, SynthError, SynthOptions
 from training.synth_plans import _frames
 from training.synth_render import FaceRig
 from training.synth_timing import Expression, draw_expression
@@ -55,7 +55,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ONTO_COLUMNS = (*SPOTTING_COLUMNS, "amplitude", "side", "source")
-MAX_AMPLITUDE = 0.5  # micro-expression apex displacement × IOD; more is no micro-expression (mer-bench real too)
 CODECS = ("MJPG", "mp4v")
 Range = tuple[float, float]
 Progress = Callable[[str, int, int], None]  # (stage, advance, total)

@@ -15,6 +15,10 @@ class SynthError(RuntimeError):
     """Bad generator settings, or an output that cannot be written."""
 
 
+# the largest micro-expression apex displacement, × IOD: more is no micro-expression (real ones: about 0.01-0.04)
+MAX_AMPLITUDE = 0.5
+
+
 @dataclass(frozen=True)
 class SynthOptions:
     """Everything that decides the generated data. Times in seconds; amplitudes as fractions of the IOD."""
@@ -67,6 +71,12 @@ class SynthOptions:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise bad(f"{name} must be a range 0 <= lo <= hi, got {(lo, hi)}")
+        if self.micro_amplitude[1] > MAX_AMPLITUDE:
+            raise bad(f"micro_amplitude is the apex displacement as a fraction of the eye distance: at most "
+                      f"{MAX_AMPLITUDE}, got {self.micro_amplitude}")
+        if self.macro_amplitude[1] > 2 * MAX_AMPLITUDE:
+            raise bad(f"macro_amplitude is a fraction of the eye distance: at most {2 * MAX_AMPLITUDE}, got "
+                      f"{self.macro_amplitude}")
         if self.micro_duration_s[1] > 0.5 or self.micro_duration_s[0] < 2.0 / self.fps:
             raise bad(f"micro_duration_s must lie within [2 frames, 0.5 s], got {self.micro_duration_s}")
         if self.macro_duration_s[0] <= 0.5:
@@ -75,6 +85,10 @@ class SynthOptions:
             raise bad(f"mes_per_video must be a range, got {self.mes_per_video}")
         if self.macros_per_video[0] > self.macros_per_video[1] or self.macros_per_video[0] < 0:
             raise bad(f"macros_per_video must be a range, got {self.macros_per_video}")
+        for name in ("me_gap_s", "blinks_per_minute", "phase_median_s", "phase_spread"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise bad(f"{name} must be a number >= 0, got {value}")
         if len(self.codec) != 4:
             raise bad(f"codec must be a fourcc (4 characters), got {self.codec!r}")
 
