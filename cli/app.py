@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from cli.options import SPOTTING_OPTIONS
-from core.events import Record, SummaryRecord
+from core.events import SCHEMA, Record, SummaryRecord
 from core.options import OptionsError, replace_options
 from engines.backends import load_engine
 from engines.backends.base import EngineError
@@ -62,9 +63,39 @@ def _source_spec(args: argparse.Namespace) -> str:
     return args.video
 
 
+def check_record_path(record: Path | None, inputs: list[Path | str | None]) -> None:
+    """``--record`` replaces its file: refuse (UserError) one of the run's own inputs (``--record clip.mp4`` for
+    ``--video clip.mp4`` destroyed the video) and any existing file that is not an earlier recording."""
+    if record is None:
+        return
+    path = Path(record).expanduser()
+    if not path.is_file():
+        return  # new, or a folder (the publisher says so)
+    for given in inputs:
+        if given is not None and Path(given).expanduser().is_file() and path.samefile(Path(given).expanduser()):
+            raise UserError(f"--record {record} is one of this run's inputs; give a new .jsonl path")
+    try:
+        with path.open("rb") as fh:
+            first = fh.readline(4096)
+    except OSError:
+        return  # unreadable: the publisher reports it when it opens the file
+    if first.strip() and not _is_record(first):
+        raise UserError(f"--record {record} exists and is not a mer-live recording; give a new .jsonl path "
+                        "(an earlier recording is replaced)")
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
 def run_live(args: argparse.Namespace) -> int:
     windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
     spotter = spotter_options(args)
+    check_record_path(args.record, [args.video, args.windows, args.model, args.face_model])
     try:
         spec = _source_spec(args)
         source = open_source(int(spec) if isinstance(spec, str) and spec.isdigit() else spec)

@@ -295,3 +295,24 @@ def test_every_console_script_points_at_a_function() -> None:
     for name, target in scripts.items():
         module, _, attr = target.partition(":")
         assert callable(getattr(importlib.import_module(module), attr, None)), f"{name} = {target}"
+
+
+def test_record_never_replaces_an_input_or_a_file_that_is_not_a_recording(tmp_path: Path) -> None:
+    """--record replaces its file: `--record clip.mp4` for `--video clip.mp4` used to destroy the video."""
+    from cli.app import check_record_path
+    from realtime.errors import UserError
+
+    video, notes, earlier = tmp_path / "clip.mp4", tmp_path / "notes.txt", tmp_path / "run.jsonl"
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    notes.write_text("my notes\n")
+    earlier.write_text('{"schema":"mer/1","type":"status","seq":0}\n')
+    with pytest.raises(UserError, match="is one of this run's inputs"):
+        check_record_path(video, [str(video), None])
+    with pytest.raises(UserError, match="exists and is not a mer-live recording"):
+        check_record_path(notes, [str(video)])
+    check_record_path(earlier, [str(video)])  # an earlier recording is replaced, as documented
+    check_record_path(tmp_path / "new.jsonl", [str(video)])
+    check_record_path(None, [str(video)])
+    (tmp_path / "empty.jsonl").write_text("")
+    check_record_path(tmp_path / "empty.jsonl", [str(video)])
+    assert video.read_bytes().startswith(b"\x00") and notes.read_text() == "my notes\n"
