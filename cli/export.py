@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli.options import positive_integer
-from engines.backends.artefacts import card_beside, load_card, load_checkpoint_checked
+from engines.backends.artefacts import ONNX, PLAN, SUFFIXES, card_beside, load_card, load_checkpoint_checked
 from engines.backends.base import EngineError, require_torch
 from engines.backends.onnx_backend import OnnxRuntimeEngine
 from engines.backends.plan_meta import PlanMeta
@@ -108,6 +108,12 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         raise ExportError(f"checkpoint not found: {checkpoint}")
     if checkpoint.suffix.lower() not in (".pt", ".pth"):
         raise ExportError(f"{checkpoint.name} is not a .pt checkpoint (mer-export starts from the torch checkpoint)")
+    # mer-live picks the backend by the extension, and a wrong one can name the checkpoint itself
+    # (--onnx model.pt replaced the checkpoint with an ONNX file)
+    if args.onnx and SUFFIXES.get(args.onnx.suffix.lower()) != ONNX:
+        raise ExportError(f"--onnx {args.onnx}: the file must end in .onnx")
+    if args.tensorrt and SUFFIXES.get(args.tensorrt.suffix.lower()) != PLAN:
+        raise ExportError(f"--tensorrt {args.tensorrt}: the file must end in .plan or .engine")
     env = None
     if args.tensorrt:
         env = _require_tensorrt()

@@ -297,3 +297,13 @@ def test_tensorrt_export_with_fake_tensorrt(checkpoint: Path, tmp_path: Path, ca
     assert config["platform"] == "tensorrt_plan" and config["instance_group"][0]["kind"] == "KIND_GPU"
     assert config["max_batch_size"] == 4
     assert (tmp_path / "triton" / "dual-phase" / "1" / "model.plan").read_bytes() == plan.read_bytes()
+
+
+def test_an_output_with_the_wrong_extension_is_refused(checkpoint: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--onnx model.pt` replaced the checkpoint with an ONNX file; mer-live picks backends by extension."""
+    before = checkpoint.read_bytes()
+    assert main([str(checkpoint), "--onnx", str(checkpoint)]) == EXIT_ERROR
+    assert "--onnx" in capsys.readouterr().err and checkpoint.read_bytes() == before
+    assert main([str(checkpoint), "--tensorrt", str(tmp_path / "m.onnx")]) == EXIT_ERROR
+    assert "must end in .plan or .engine" in capsys.readouterr().err

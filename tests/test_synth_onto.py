@@ -189,6 +189,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "amplitude" in err and "at most 0.5" in err and err.count("\n") == 1
     assert not (tmp_path / "o4").exists()
+    # --force replaces outputs, never a source: rendering o5/garbage.avi into o5 would write over it
+    (tmp_path / "o5").mkdir()
+    source = tmp_path / "o5" / "garbage.avi"
+    source.write_bytes(b"not a video at all")
+    assert main(["onto", str(source), "--out", str(tmp_path / "o5"), "--force"]) == 2
+    assert "one of the source videos" in capsys.readouterr().err
+    assert source.read_bytes() == b"not a video at all"
 
 
 def test_none_clips_come_from_the_uninjected_video(clip: Path, face_model_path: Path, tmp_path: Path) -> None:

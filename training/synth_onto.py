@@ -525,10 +525,15 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoOpti
             raise SynthError(f"no such video file: {p}")
     if root.exists() and any(root.iterdir()) and not force:
         raise SynthError(f"{root} exists and is not empty; pass --force to replace its contents")
+    suffix = video_suffix(settings)
+    sources = {p.resolve() for p in paths}
+    for path, _, vid in video_ids(paths, variants):  # --force replaces outputs, never a source video
+        if (root / f"{vid}{suffix}").resolve() in sources:
+            raise SynthError(f"the rendering of {path.name} would replace {root / f'{vid}{suffix}'}, one of the "
+                             "source videos; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     summary = OntoSummary()
     rows: list[dict[str, object]] = []
-    suffix = video_suffix(settings)
     index = 0
     tracks: dict[Path, SourceTrack] = {}
     clip_rows: list[dict[str, object]] = []
