@@ -31,6 +31,10 @@ TOPICS = ("event", "status", "summary")
 _POLL_SLICE_MS = 200  # poll in slices so Ctrl-C is handled promptly
 
 
+class SubscriberError(RuntimeError):
+    """Bad endpoint, topic or CURVE key; the message says what to change."""
+
+
 def _connect_endpoint(endpoint: str) -> str:
     """The publisher's endpoint checked as mer-live checks it, plus what only a publisher may use (any port):
     ZMQ would otherwise accept ``tcp://host:99999`` and wait for ever. Raises :class:`SubscriberError`."""
@@ -41,10 +45,6 @@ def _connect_endpoint(endpoint: str) -> str:
     if checked.endswith(":*"):
         raise SubscriberError(f"{endpoint!r} names no port: give the one mer-live publishes on, e.g. {DEFAULT_ENDPOINT}")
     return checked
-
-
-class SubscriberError(RuntimeError):
-    """Bad endpoint, topic or CURVE key; the message says what to change."""
 
 
 @dataclass(frozen=True)
