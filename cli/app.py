@@ -72,7 +72,8 @@ def check_record_path(record: Path | None, inputs: list[Path | str | None]) -> N
     if not path.is_file():
         return  # new, or a folder (the publisher says so)
     for given in inputs:
-        if given is not None and Path(given).expanduser().is_file() and path.samefile(Path(given).expanduser()):
+        other = None if given is None else Path(given).expanduser()
+        if other is not None and other.is_file() and path.samefile(other):
             raise UserError(f"--record {record} is one of this run's inputs; give a new .jsonl path")
     try:
         with path.open("rb") as fh:

@@ -104,8 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     p.add_argument("--video", type=Path, help="video to measure on (default: a generated synthetic one)")
     p.add_argument("--annotations", type=Path, help="mer-synth annotations.csv for spotting F1 (auto for the default)")
-    p.add_argument("--seconds", type=positive_number, default=60.0, help="length of the generated video (default %(default)s)")
-    p.add_argument("--fps", type=positive_number, default=30.0, help="frame rate of the generated video (default %(default)s)")
+    p.add_argument("--seconds", type=positive_number, default=60.0,
+                   help="length of the generated video (default %(default)s)")
+    p.add_argument("--fps", type=positive_number, default=30.0,
+                   help="frame rate of the generated video (default %(default)s)")
     p.add_argument("--paced-seconds", type=non_negative_number, default=60.0,  # the target: 60 s at 30 fps, no drops
                    help="how long to run paced at the source fps for the drop count; 0 skips (default %(default)s)")
     p.add_argument("--engine", default="auto", choices=("auto", "tensorrt", "onnxruntime", "torch"),

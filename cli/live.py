@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="create CURVE server and client keys in KEYDIR and exit")
     out.add_argument("--insecure", action="store_true",
                      help="allow binding a non-loopback address without CURVE (anyone on the network can listen)")
-    out.add_argument("--record", metavar="FILE.jsonl", type=Path, help="also write every record to this JSONL file (an earlier recording there is replaced; any "
-                     "other existing file is refused)")
+    out.add_argument("--record", metavar="FILE.jsonl", type=Path,
+                     help="also write every record to this JSONL file (an earlier recording there is replaced; "
+                     "any other existing file is refused)")
     out.add_argument("--no-dashboard", action="store_true",
                      help="no live terminal dashboard; print one plain line per event instead")
     out.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),

@@ -135,7 +135,8 @@ def _train_parser() -> argparse.ArgumentParser:
     train.add_argument("--class-balance", action=argparse.BooleanOptionalAction, default=True,
                        help="inverse-frequency weighted cross-entropy (default on)")
     train.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    train.add_argument("--threads", type=positive_integer, default=None, metavar="N", help="torch CPU threads (default: all cores)")
+    train.add_argument("--threads", type=positive_integer, default=None, metavar="N",
+                       help="torch CPU threads (default: all cores)")
 
     run = p.add_argument_group("run")
     run.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from core.dynamic_image import APEX_FLOW_STREAMS, FLOW_STREAMS
 from engines.network import MERModel, create_model
 from engines.registry import register_model
 
 PHASE_STREAMS = ("onset_apex", "apex_offset")
-FLOW_STREAMS = ("flow_u", "flow_v")  # core.dynamic_image.FLOW_STREAMS: onset→apex optical flow
-APEX_FLOW_STREAMS = ("apex_flow_u", "apex_flow_v")  # core.dynamic_image.APEX_FLOW_STREAMS: both ends→apex
 AFN_STREAMS = ("trdi", "midi")
 
 

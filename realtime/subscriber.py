@@ -43,7 +43,8 @@ def _connect_endpoint(endpoint: str) -> str:
     except PublisherError as exc:
         raise SubscriberError(str(exc)) from None
     if checked.endswith(":*"):
-        raise SubscriberError(f"{endpoint!r} names no port: give the one mer-live publishes on, e.g. {DEFAULT_ENDPOINT}")
+        raise SubscriberError(f"{endpoint!r} names no port: give the one mer-live publishes on, e.g. "
+                              f"{DEFAULT_ENDPOINT}")
     return checked
 
 
