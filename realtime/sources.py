@@ -1,7 +1,8 @@
-"""Frame sources: a camera (index or device path), a video file, a stream URL, or frames in memory.
+"""Frame sources: a camera (index or device path), a video file, a stream URL, a folder of numbered frames,
+or frames in memory.
 
-:func:`open_source` turns what the user typed (``0``, ``/dev/video0``, ``clip.mp4``, ``rtsp://…``) into a
-:class:`FrameSource`, or raises :class:`SourceError` with one line the user can act on. A source is opened
+:func:`open_source` turns what the user typed (``0``, ``/dev/video0``, ``clip.mp4``, ``rtsp://…``, ``frames/``)
+into a :class:`FrameSource`, or raises :class:`SourceError` with one line the user can act on. A source is opened
 by the caller (so errors surface synchronously) and then handed to the capture thread, which alone reads
 it and releases it.
 
@@ -24,10 +25,13 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_FPS",
+    "IMAGE_EXTENSIONS",
     "ArraySource",
+    "FrameFolderSource",
     "FrameSource",
     "SourceError",
     "VideoCaptureSource",
+    "numbered_images",
     "open_source",
 ]
 
@@ -37,6 +41,8 @@ DEFAULT_FPS = 30.0  # used when a camera or file reports no usable frame rate
 MAX_FPS = 1000.0  # anything above is a container quirk (e.g. a 90 kHz timebase), not a frame rate
 STREAM_TIMEOUT_MS = 5000  # open/read timeout for URLs
 MAX_CONSECUTIVE_FAILURES = 5  # failed reads in a row before a file is declared truncated/corrupt
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")  # frame files a folder source reads
 
 _URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 _LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt")
@@ -263,6 +269,100 @@ class VideoCaptureSource(FrameSource):
             self._release()
 
 
+class FrameFolderSource(FrameSource):
+    """Numbered images in a folder (a dataset's frames: ``img1.jpg, img2.jpg, …``), read in number order.
+
+    Datasets ship long videos as frame folders; reading them as a source lets the same pipeline run on them.
+    The first image is read at open, so a folder of unreadable files fails in :func:`open_source`.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], *, fps: float = DEFAULT_FPS) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+        if not (math.isfinite(fps) and fps > 0):
+            raise SourceError(f"frame rate for {self.folder} must be a positive number, got {fps}")
+        self._files = numbered_images(self.folder)
+        self.name = f"frames:{self.folder.name}"
+        self.fps = float(fps)
+        self.is_live = False
+        self.frame_count = len(self._files)
+        self._next = 0
+        self.width = 0
+        self.height = 0
+        self._peeked: np.ndarray | None = self._read_next()
+        if self._peeked is None:
+            raise SourceError(f"{self.error} (not an image, or corrupt)")
+        self.height, self.width = self._peeked.shape[:2]
+
+    def _read_next(self) -> np.ndarray | None:
+        """The next image, or None at the end or when it cannot be read (then ``error`` says which)."""
+        if self._next >= len(self._files):
+            return None
+        path = self._files[self._next]
+        self._next += 1
+        frame = _cv2().imread(str(path), _cv2().IMREAD_COLOR)
+        if frame is None or not frame.size:
+            self.error = f"frame folder {self.folder}: cannot read {path.name}, frame {self._next} of {self.frame_count}"
+            self._next = len(self._files)  # the source ends here
+            return None
+        if self.width and frame.shape[:2] != (self.height, self.width):
+            self.error = (
+                f"frame folder {self.folder}: {path.name} is {frame.shape[1]}x{frame.shape[0]}, the first frame "
+                f"{self.width}x{self.height} (frame {self._next} of {self.frame_count})"
+            )
+            self._next = len(self._files)
+            return None
+        return frame
+
+    def read(self) -> np.ndarray | None:
+        if self._closed:
+            return None
+        if self._peeked is not None:
+            frame: np.ndarray | None = self._peeked
+            self._peeked = None
+        else:
+            frame = self._read_next()
+        if frame is not None:
+            self.frames_read += 1
+        return frame
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._peeked = None
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+def numbered_images(folder: Path) -> list[Path]:
+    """The images in ``folder`` whose name ends in a number, in number order (``img2`` before ``img10``).
+
+    Raises :class:`SourceError` when the folder cannot be listed or holds no numbered image. When two files
+    share a number (``img1.jpg`` and ``img1.png``) the first by name is kept.
+    """
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise SourceError(f"cannot list frame folder {folder}: {exc.strerror or exc}") from None
+    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    numbered: dict[int, Path] = {}
+    for image in images:
+        match = _TRAILING_NUMBER.search(image.stem)
+        if match:
+            numbered.setdefault(int(match.group(1)), image)
+    if not numbered:
+        what = "no files" if not entries else f"no numbered images among its {len(entries)} entries"
+        raise SourceError(
+            f"{folder} is a directory with {what}: pass a video file or a folder of numbered frames "
+            f"({', '.join(IMAGE_EXTENSIONS)}, e.g. img1.jpg, img2.jpg, …)"
+        )
+    if len(numbered) < len(images):
+        log.warning("%s: %d image(s) without a number or repeating one are left out", folder,
+                    len(images) - len(numbered))
+    return [numbered[n] for n in sorted(numbered)]
+
+
 def _cv2() -> Any:
     import cv2  # imported lazily: `import realtime.sources` stays cheap
 
@@ -280,11 +380,13 @@ def _redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-def open_source(spec: int | str | os.PathLike[str]) -> FrameSource:
-    """Open a camera index (``0``), a device (``/dev/video0``), a video file or a URL (``rtsp://…``).
+def open_source(spec: int | str | os.PathLike[str], *, fps: float | None = None) -> FrameSource:
+    """Open a camera index (``0``), a device (``/dev/video0``), a video file, a URL (``rtsp://…``) or a folder
+    of numbered frames (played at ``fps``, default :data:`DEFAULT_FPS`; ``fps`` is used for folders only).
 
     Names follow the ``mer/1`` ``source`` field: ``camera:0``, ``camera:/dev/video0``, ``file:clip.mp4``
-    (basename), ``url:rtsp://host/path`` (credentials removed). Raises :class:`SourceError`.
+    (basename), ``url:rtsp://host/path`` (credentials removed), ``frames:<folder name>``. Raises
+    :class:`SourceError`.
     """
     if isinstance(spec, bool):
         raise SourceError(f"not a source: {spec!r}")
@@ -313,7 +415,7 @@ def open_source(spec: int | str | os.PathLike[str]) -> FrameSource:
     if not path.exists():
         raise SourceError(f"video file not found: {path}")
     if path.is_dir():
-        raise SourceError(f"{path} is a directory, not a video file")
+        return FrameFolderSource(path, fps=DEFAULT_FPS if fps is None else fps)
     if not os.access(path, os.R_OK):
         raise SourceError(f"video file {path} is not readable (check its permissions)")
     if path.stat().st_size == 0:
