@@ -18,7 +18,7 @@ from realtime.native_stderr import native_stderr_silenced
 from training.aus import SCHEMES, AuError
 from training.synth import SynthGenerator
 from training.synth_faces import SHARED_FACES_ENV, FaceSourceError, load_identities
-from training.synth_onto import OntoOptions, write_onto
+from training.synth_onto import FAMILIES, OntoOptions, write_onto
 from training.synth_options import SynthOptions
 from training.synth_writer import write_dataset
 
@@ -154,11 +154,11 @@ def build_onto_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mer-synth onto",
         description=(
-            "Render synthetic micro-expressions onto real video: the face is tracked in every frame and the "
-            "generator's Action-Unit warps are applied to it, riding on the video's own head motion, blinks, "
-            "talking, lighting and noise. Writes the videos (re-encoded as a camera would), annotations.csv in "
-            "the spotting-set format plus amplitude, side and source columns, README.md and manifest.json. "
-            "Deterministic for a given --seed and settings."
+            "Render synthetic micro-expressions onto real video: the face is tracked in every frame and "
+            "expressions are rendered onto it (by one of two families, see --family), riding on the video's own "
+            "head motion, blinks, talking, lighting and noise. Writes the videos (re-encoded as a camera "
+            "would), annotations.csv in the spotting-set format plus amplitude, side, source and family "
+            "columns, README.md and manifest.json. Deterministic for a given --seed and settings."
         ),
         formatter_class=DefaultsHelpFormatter,
     )
@@ -173,6 +173,14 @@ def build_onto_parser() -> argparse.ArgumentParser:
                    help="MediaPipe face_landmarker.task (default: $MER_FACE_MODEL, else "
                         "../shared/models/face_landmarker.task beside the repository, else the user cache)")
     e = p.add_argument_group("expressions")
+    e.add_argument("--family", choices=FAMILIES, default="warp",
+                   help="how expressions move the skin. warp: the generator's Action-Unit fields (smooth "
+                        "Gaussian pushes) warped into the frame. mesh: the tracked face mesh itself deformed per "
+                        "Action Unit (falloff along the mesh with an extent, direction and side balance drawn "
+                        "per expression), warped piecewise-affinely over its triangles, shaded where skin is "
+                        "compressed or stretched, with linear/smoothstep/skewed/hold profiles, and sensor noise "
+                        "plus JPEG compression drawn per video on every frame (--quality is then drawn too). "
+                        "Render both to train a spotter that does not learn one renderer")
     e.add_argument("--classes", choices=sorted(SCHEMES), default="megc3", help="class scheme")
     e.add_argument("--amplitude", type=_range(float), default="0.02,0.06", metavar="LO,HI",
                    help="micro-expression apex displacement (largest landmark movement) as a fraction of the "
@@ -194,7 +202,8 @@ def build_onto_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("encoding")
     o.add_argument("--codec", choices=("MJPG", "mp4v"), default="MJPG",
                    help="MJPG .avi (what webcams send) or mp4v .mp4")
-    o.add_argument("--quality", type=int, default=90, metavar="Q", help="JPEG quality of MJPG (1-100)")
+    o.add_argument("--quality", type=int, default=90, metavar="Q",
+                   help="JPEG quality of MJPG (1-100; the mesh family draws one per video)")
     p.add_argument("--clips", action="store_true",
                    help="also write the micro-expressions as a recognition set (DIR/recognition: aligned crops "
                         "as the live tracker sees them, one subject per source video) for mer-train")
@@ -241,7 +250,7 @@ def _onto(argv: Sequence[str]) -> int:
             seed=args.seed, scheme=args.classes, amplitude=args.amplitude, micro_per_minute=args.per_minute,
             micro_duration_s=args.duration, single_au=args.single_au, one_sided=args.one_sided,
             macro_per_minute=args.macro_per_minute, gap_s=args.gap, calm=args.calm, codec=args.codec,
-            quality=args.quality,
+            quality=args.quality, family=args.family,
         )
         start = time.monotonic()
         with native_stderr_silenced(not args.verbose, keep_python=True), progress:
@@ -258,6 +267,7 @@ def _onto(argv: Sequence[str]) -> int:
         return 2
     table = Table(title=f"mer-synth onto → {args.out}", show_header=False)
     table.add_row("videos", ", ".join(summary.videos))
+    table.add_row("family", args.family)
     table.add_row("expressions", f"{summary.micro} micro, {summary.macro} macro over {summary.minutes:.1f} min")
     if args.clips:
         table.add_row("recognition", f"{summary.clips} clips in {args.out / 'recognition'}")

@@ -2,16 +2,20 @@
 
 The face is tracked in every source frame (:class:`realtime.face.FaceTracker`, the live tracker), then the
 generator's Action-Unit fields (:mod:`training.aus`) are anchored on *that frame's* landmarks and warped into
-it. The source keeps everything a real camera gives: head motion, blinks, talking, lighting, noise and its
-compression; the expression rides on top with the face's own motion. Amplitude is the largest landmark
-displacement at apex as a fraction of the inter-ocular distance (IOD) of the frame, so it follows the face
-as it comes closer or moves away. Durations follow the generator's (CASME-II-like) phase distributions;
-some expressions use a single AU of their recipe or move one side of the face only, as real ones often do.
+it (the "warp" family), or the frame's face mesh itself is deformed (the "mesh" family,
+:mod:`training.synth_mesh`: mesh-shaped fields, a piecewise-affine warp, shading and camera effects), so that
+a spotter trained on both does not just learn one renderer. The source keeps everything a real camera gives:
+head motion, blinks, talking, lighting, noise and its compression; the expression rides on top with the face's
+own motion. Amplitude is the largest landmark displacement at apex as a fraction of the inter-ocular distance
+(IOD) of the frame, so it follows the face as it comes closer or moves away. Durations follow the generator's
+(CASME-II-like) phase distributions (the mesh family: its own profiles); some expressions use a single AU of
+their recipe or move one side of the face only, as real ones often do.
 
 Two passes per video: :func:`track_video` (MediaPipe on every frame, the slow part, reusable for many
 renderings) and :func:`render_onto` (decode, warp the frames inside expressions, re-encode as a camera
 would: MJPG by default). :func:`write_onto` does both for many videos and writes ``annotations.csv`` in the
-spotting-set format (plus ``amplitude``, ``side`` and ``source`` columns), ``manifest.json`` and a README.
+spotting-set format (plus ``amplitude``, ``side``, ``source`` and ``family`` columns), ``manifest.json`` and a
+README.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from realtime.motion import MotionMeter
 from realtime.sources import open_source
 from realtime.spotting import Spotter, SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
+from training.synth_mesh import Camera, MeshExpression, MeshOptions, draw_mesh_expression, render_mesh
 from training.synth_options import MAX_AMPLITUDE, SynthError, SynthOptions
 from training.synth_plans import _frames
 from training.synth_render import FaceRig
@@ -42,6 +47,7 @@ from training.synth_writer import RECOGNITION_COLUMNS, SPOTTING_COLUMNS
 
 __all__ = [
     "CLIP_CONTEXT_S",
+    "FAMILIES",
     "ONTO_COLUMNS",
     "OntoPlan",
     "OntoOptions",
@@ -54,8 +60,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ONTO_COLUMNS = (*SPOTTING_COLUMNS, "amplitude", "side", "source")
+ONTO_COLUMNS = (*SPOTTING_COLUMNS, "amplitude", "side", "source", "family")
 CODECS = ("MJPG", "mp4v")
+FAMILIES = ("warp", "mesh")  # render families: AU RBF warps (training.aus), face-mesh deformation (synth_mesh)
 Range = tuple[float, float]
 Progress = Callable[[str, int, int], None]  # (stage, advance, total)
 
@@ -82,7 +89,9 @@ class OntoOptions:
     calm: bool = False  # place expressions only where the face is calm (no talking, head still)
     calm_quantile: float = 0.5  # ... calm = facial activity below this quantile of the video's
     codec: str = "MJPG"  # MJPG (.avi, what webcams send) or mp4v (.mp4)
-    quality: int = 90  # JPEG quality of MJPG
+    quality: int = 90  # JPEG quality of MJPG (the mesh family draws one per video: mesh.quality)
+    family: str = "warp"  # how expressions move the skin: one of FAMILIES
+    mesh: MeshOptions = field(default_factory=MeshOptions)  # what the mesh family draws
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SynthError:
@@ -108,6 +117,8 @@ class OntoOptions:
             raise bad(f"codec must be one of {CODECS}, got {self.codec!r}")
         if not 1 <= self.quality <= 100:
             raise bad(f"quality must be 1..100, got {self.quality}")
+        if self.family not in FAMILIES:
+            raise bad(f"family must be one of {FAMILIES}, got {self.family!r}")
 
     def expression_settings(self, fps: float) -> SynthOptions:
         """The generator's settings that :func:`training.synth.draw_expression` reads, at ``fps``."""
@@ -229,8 +240,10 @@ class OntoPlan:
     source: str
     fps: float
     n_frames: int
-    expressions: tuple[Expression, ...]
+    expressions: tuple[Expression, ...]  # MeshExpression in the mesh family
     seed: tuple[int, ...]
+    family: str = "warp"
+    camera: Camera | None = None  # the mesh family's noise and compression, on every frame
 
     def rows(self) -> list[dict[str, object]]:
         out = []
@@ -239,7 +252,7 @@ class OntoPlan:
             out.append({"video": self.video, "subject": self.video, "onset": on, "apex": ap, "offset": off,
                         "kind": e.kind, "label": e.label, "aus": format_aus(e.aus), "fps": f"{self.fps:g}",
                         "n_frames": self.n_frames, "amplitude": f"{e.amplitude:.4f}", "side": e.side,
-                        "source": self.source})
+                        "source": self.source, "family": self.family})
         return out
 
 
@@ -275,7 +288,8 @@ class _Calm:
 
 def plan_onto(track: SourceTrack, settings: OntoOptions, *, video: str, index: int = 0) -> OntoPlan:
     """Draw and place micro- (and macro-) expressions on a tracked video; deterministic for (seed, index)."""
-    seed = (int(settings.seed), 3, int(index))
+    mesh = settings.family == "mesh"
+    seed = (int(settings.seed), 6 if mesh else 3, int(index))  # the warp family's stream as it always was
     rng = np.random.default_rng(np.random.SeedSequence(list(seed)))
     fps, n = track.fps, track.n_frames
     ok = _allowed_starts(track, settings)
@@ -290,7 +304,9 @@ def plan_onto(track: SourceTrack, settings: OntoOptions, *, video: str, index: i
         count = int(round(rate * visible_min))
         missed = 0
         for _ in range(count):
-            e = draw_expression(rng, st, labels[int(rng.integers(len(labels)))], kind)
+            label = labels[int(rng.integers(len(labels)))]
+            e = (draw_mesh_expression(rng, st, settings.mesh, label, kind) if mesh
+                 else draw_expression(rng, st, label, kind))
             if kind == "micro":
                 e = _vary(e, rng, settings)
             span = int(math.ceil(e.duration_s * fps))
@@ -311,7 +327,8 @@ def plan_onto(track: SourceTrack, settings: OntoOptions, *, video: str, index: i
         if missed:
             log.info("%s: no room for %d of %d %s-expressions", video, missed, count, kind)
     placed.sort(key=lambda e: e.onset_s)
-    return OntoPlan(video, str(track.path.name), fps, n, tuple(placed), seed)
+    camera = Camera.draw((int(settings.seed), 7, int(index)), settings.mesh) if mesh else None
+    return OntoPlan(video, str(track.path.name), fps, n, tuple(placed), seed, settings.family, camera)
 
 
 _SHARED_AUS = (25, 26)  # Action Units that go with several classes' recipes
@@ -333,12 +350,13 @@ def _vary(e: Expression, rng: np.random.Generator, settings: OntoOptions) -> Exp
 # --- rendering ---------------------------------------------------------------------------------------------
 
 
-def _writer(path: Path, settings: OntoOptions, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+def _writer(path: Path, settings: OntoOptions, fps: float, size: tuple[int, int], quality: int
+            ) -> cv2.VideoWriter:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*settings.codec), fps, size)
     if not writer.isOpened():
         raise SynthError(f"cannot open a {settings.codec} video writer for {path}")
     if settings.codec == "MJPG":
-        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, float(settings.quality))
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, float(quality))
     return writer
 
 
@@ -348,10 +366,21 @@ def video_suffix(settings: OntoOptions) -> str:
 
 def render_frame(frame: np.ndarray, landmarks: np.ndarray, expressions: Sequence[Expression], t: float
                  ) -> np.ndarray | None:
-    """``frame`` with every expression active at ``t`` warped onto the face at ``landmarks`` (a new array),
-    or None when none is active. Amplitudes are normalised on this frame's face."""
-    active = [e for e in expressions if e.onset_s < t < e.offset_s]
-    if not active or np.isnan(landmarks[0, 0]):
+    """``frame`` with every expression active at ``t`` rendered onto the face at ``landmarks`` (a new array),
+    or None when none is active. Amplitudes are normalised on this frame's face. Each expression is rendered by
+    its family: a :class:`training.synth_mesh.MeshExpression` deforms the mesh, any other is warped by AU fields.
+    No camera effects (:func:`render_onto` adds those)."""
+    meshes = [e for e in expressions if isinstance(e, MeshExpression)]
+    warps = [e for e in expressions if not isinstance(e, MeshExpression) and e.onset_s < t < e.offset_s]
+    out = _warp_frame(frame, landmarks, warps, t) if warps else None
+    shaped = render_mesh(frame if out is None else out, landmarks, meshes, t) if meshes else None
+    return out if shaped is None else shaped
+
+
+def _warp_frame(frame: np.ndarray, landmarks: np.ndarray, active: Sequence[Expression], t: float
+                ) -> np.ndarray | None:
+    """The warp family: the AU fields of the ``active`` expressions, summed and warped in."""
+    if np.isnan(landmarks[0, 0]):
         return None
     rig = FaceRig(frame, landmarks)
     weights: dict = {}
@@ -365,10 +394,13 @@ def render_frame(frame: np.ndarray, landmarks: np.ndarray, expressions: Sequence
 
 def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settings: OntoOptions, *,
                 progress: Progress | None = None) -> Path:
-    """Decode the source, warp the planned expressions in, re-encode to ``out_path``."""
+    """Decode the source, render the planned expressions in, re-encode to ``out_path``. A plan with a camera
+    (the mesh family) gets its noise on every frame and its JPEG quality (MJPG's, else a JPEG round trip)."""
     out_path = Path(out_path)
     source = open_source(track.path)
-    writer = _writer(out_path, settings, track.fps, track.size)
+    camera = plan.camera
+    writer = _writer(out_path, settings, track.fps, track.size, settings.quality if camera is None else camera.quality)
+    noise = None if camera is None else camera.noise()  # one seeded stream per rendering
     if progress:
         progress("render", 0, track.n_frames)
     k = 0
@@ -376,7 +408,12 @@ def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settin
         with source:
             while k < track.n_frames and (frame := source.read()) is not None:
                 rendered = render_frame(frame, track.landmarks[k], plan.expressions, k / track.fps)
-                writer.write(frame if rendered is None else rendered)
+                out = frame if rendered is None else rendered
+                if noise is not None:
+                    out = noise(out)
+                if camera is not None and settings.codec != "MJPG":
+                    out = camera.compress(out)  # MJPG compresses at the camera's quality itself
+                writer.write(out)
                 k += 1
                 if progress and k % 25 == 0:
                     progress("render", 25, track.n_frames)
@@ -585,14 +622,25 @@ def _readme(settings: OntoOptions, summary: OntoSummary) -> str:
     return "\n".join([
         "# Micro-expressions rendered onto real video (mer-synth onto)\n",
         f"{len(summary.videos)} videos ({summary.minutes:.1f} min, {summary.frames} frames): {summary.micro} micro- "
-        f"and {summary.macro} macro-expressions warped onto the tracked face of real footage, amplitude "
+        f"and {summary.macro} macro-expressions rendered onto the tracked face of real footage, amplitude "
         f"{lo:g}-{hi:g} of the inter-ocular distance (largest landmark displacement at apex). Everything else is",
         "the source's own: head motion, blinks, talking, lighting, noise. Settings: `manifest.json`.\n",
+        f"Render family `{settings.family}`: " + _FAMILY_TEXT[settings.family] + "\n",
         "`annotations.csv` — one row per expression, frame indices 0-based and inclusive:\n",
         "| column | meaning |", "|---|---|",
         "| video | output file name without suffix |", "| subject | the same (one source video = one subject) |",
         "| onset, apex, offset | frames of the rendered video |", "| kind | `micro` or `macro` |",
         "| label | class |", "| aus | Action Units, e.g. `12+6` |", "| fps, n_frames | of the video |",
         "| amplitude | apex displacement × IOD |", "| side | `both`, or `left` / `right` (image side) for "
-        "one-sided expressions |", "| source | the source video's file name |", "",
+        "one-sided expressions |", "| source | the source video's file name |",
+        "| family | render family: `warp` or `mesh` |", "",
     ]) + "\n"
+
+
+_FAMILY_TEXT = {
+    "warp": "Action-Unit Gaussian RBF displacement fields warped into the frame (training.aus).",
+    "mesh": "the tracked face mesh deformed per Action Unit (falloff along the mesh, extent, direction and side "
+            "balance drawn per expression), a piecewise-affine warp over its Delaunay triangulation, shading "
+            "that follows the deformation, and sensor noise plus JPEG compression drawn per video on every "
+            "frame (training.synth_mesh).",
+}

@@ -11,17 +11,24 @@ import numpy as np
 from training.synth_options import EASINGS, SynthError, SynthOptions
 from training.synth_render import AuKey, FaceRig, au_key
 
+# Every easing an expression may use. The warp family draws from EASINGS (unchanged, so its draws stay the
+# same); the mesh family (training.synth_mesh) also uses "linear".
+ALL_EASINGS = (*EASINGS, "linear")
+
 
 def ease(kind: str, s: np.ndarray | float, power: float = 2.0) -> np.ndarray:
-    """Easing curve on [0, 1] → [0, 1], 0 at 0 and 1 at 1: ``smoothstep``, ``cosine`` or ``power`` (s^p)."""
+    """Easing curve on [0, 1] → [0, 1], 0 at 0 and 1 at 1: ``smoothstep``, ``cosine``, ``power`` (s^p) or
+    ``linear``."""
     x = np.clip(np.asarray(s, dtype=np.float64), 0.0, 1.0)
+    if kind == "linear":
+        return x
     if kind == "smoothstep":
         return x * x * (3.0 - 2.0 * x)
     if kind == "cosine":
         return 0.5 - 0.5 * np.cos(np.pi * x)
     if kind == "power":
         return x**power
-    raise SynthError(f"unknown easing {kind!r}; choose one of {EASINGS}")
+    raise SynthError(f"unknown easing {kind!r}; choose one of {ALL_EASINGS}")
 
 
 @dataclass(frozen=True)
