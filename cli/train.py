@@ -406,6 +406,10 @@ def _run_merge(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; user errors become one line on stderr and a non-zero exit."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["spot"]:  # the learned spotter (cli.train_spot)
+        from cli.train_spot import main as spot_main
+
+        return spot_main(argv[1:])
     merging = bool(argv) and argv[0] == "merge"
     parser = _merge_parser() if merging else _train_parser()
     args = parser.parse_args(argv[1:] if merging else argv)

@@ -19,7 +19,9 @@ from core.dynamic_image import build_streams
 from engines.card import ModelCard
 from realtime.face import TrackedFace
 from realtime.landmarks import NUM_LANDMARKS
+from realtime.learned_spotting import FeatureRecorder, LearnedSpotter, LearnedSpotterOptions, SpotModel
 from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
+from realtime.spot_features import SpotFeatureOptions
 from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,27 @@ def _ignore_stage(stage: str, ms: float) -> None:
     """Default stage recorder: timings are optional."""
 
 
+class SpottingStage(Protocol):
+    """A spotter as the chain drives it: the rule :class:`realtime.spotting.Spotter`, the
+    :class:`realtime.learned_spotting.LearnedSpotter`, or the training :class:`FeatureRecorder`."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def threshold(self) -> float | None: ...
+
+    def update(self, sample: MotionSample | None, *, index: int, t: float) -> list[SpottedWindow]: ...
+
+    def flush(self) -> list[SpottedWindow]: ...
+
+
+SPOTTERS = ("learned", "rules", "features")
+
+
 @dataclass(frozen=True)
 class AnalyzerOptions:
     """What the analysis chain needs beyond its stages' own settings."""
@@ -49,14 +72,26 @@ class AnalyzerOptions:
     max_fps: float = 240.0  # sizes the crop history (a 200 fps lab camera fits)
     history_frames: int = 0  # ... and at least this many crops are held (mer-live --windows: the longest window)
     motion: MotionOptions = field(default_factory=MotionOptions)
-    spotter: SpotterOptions = field(default_factory=SpotterOptions)
+    # which spotter runs: "learned" (the spotting model handed to the Analyzer; the rule spotter when none is),
+    # "rules" (realtime.spotting.Spotter), or "features" (no spotting: the learned spotter's inputs are kept,
+    # for training)
+    spotting: str = "learned"
+    spotter: SpotterOptions = field(default_factory=SpotterOptions)  # the rule spotter's settings
+    learned: LearnedSpotterOptions = field(default_factory=LearnedSpotterOptions)
+    features: SpotFeatureOptions = field(default_factory=SpotFeatureOptions)  # "features" mode's grid
+
+    def __post_init__(self) -> None:
+        if self.spotting not in SPOTTERS:
+            raise ValueError(f"spotting must be one of {SPOTTERS}, got {self.spotting!r}")
 
     @classmethod
-    def for_card(cls, card: ModelCard, *, spotter: SpotterOptions | None = None) -> AnalyzerOptions:
+    def for_card(cls, card: ModelCard, *, spotter: SpotterOptions | None = None, spotting: str = "learned",
+                 learned: LearnedSpotterOptions | None = None) -> AnalyzerOptions:
         """Options that build the inputs ``card``'s model was trained on (crop and input size, streams), with
-        ``spotter`` settings (default: the defaults)."""
-        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams,
-                   spotter=spotter if spotter is not None else SpotterOptions())
+        the spotting settings given (default: the defaults)."""
+        return cls(crop_size=card.crop_size, input_size=card.input_size, streams=card.streams, spotting=spotting,
+                   spotter=spotter if spotter is not None else SpotterOptions(),
+                   learned=learned if learned is not None else LearnedSpotterOptions())
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,19 +175,33 @@ class CaptureTimes:
 
 
 class Analyzer:
-    """Face tracking, motion, spotting and DI building for one stream of frames."""
+    """Face tracking, motion, spotting and DI building for one stream of frames: the one place that builds
+    the motion meter and the spotter. ``spot_model`` is the learned spotter's model (None: the rule spotter)."""
 
     def __init__(
         self,
         tracker: FaceTracking,
         options: AnalyzerOptions | None = None,
         *,
+        spot_model: SpotModel | None = None,
         record_stage: StageRecorder = _ignore_stage,
     ) -> None:
         self.options = options or AnalyzerOptions()
         self.tracker = tracker
         self.motion = MotionMeter(self.options.motion, max_fps=self.options.max_fps)
-        self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
+        self.spotter: SpottingStage
+        self.recorder: FeatureRecorder | None = None
+        mode = self.options.spotting
+        if mode == "features":
+            self.spotter = self.recorder = FeatureRecorder(self.options.features)
+        elif mode == "learned" and spot_model is not None:
+            if abs(spot_model.card.motion_lag_s - self.options.motion.lag_s) > 1e-6:
+                raise ValueError(f"spotting model '{spot_model.card.name}' was trained on motion over "
+                                 f"{spot_model.card.motion_lag_s} s, the meter measures {self.options.motion.lag_s} s")
+            self.spotter = LearnedSpotter(spot_model, self.options.learned)
+        else:
+            self.spotter = Spotter(self.options.spotter, displacement=self._displacement)
+        self.spotting = "rules" if isinstance(self.spotter, Spotter) else mode
         capacity = max(8, int(self.options.history_s * self.options.max_fps), self.options.history_frames)
         self.history = CropHistory(capacity, self.options.crop_size)
         self.capture_times = CaptureTimes(capacity)

@@ -124,6 +124,9 @@ class MotionSample:
     head: float
     eye_opening: float
     change: np.ndarray | None = None  # (R,) change no movement explains, RMS grey levels (a lid over an eye)
+    # (R, 2) how far each region's landmarks moved over the same time relative to the rigid landmarks (an
+    # affine fit to them removed), IOD units: the face mesh's view of the movement, beside the skin's own
+    geometry: np.ndarray | None = None
 
     @property
     def magnitude(self) -> float:
@@ -223,7 +226,7 @@ class MotionMeter:
         if ref is None:
             return MotionSample(held.index, held.t, None, None, 0.0, opening)
         vectors, head, change = self._measure(ref, held)
-        return MotionSample(held.index, held.t, ref.index, vectors, head, opening, change)
+        return MotionSample(held.index, held.t, ref.index, vectors, head, opening, change, self._geometry(ref, held))
 
     def displacement(self, crop_a: np.ndarray, landmarks_a: np.ndarray, crop_b: np.ndarray,
                      landmarks_b: np.ndarray) -> np.ndarray:
@@ -322,6 +325,16 @@ class MotionMeter:
         dx, dy = -(b * sxt - sxy * syt) / det, -(a * syt - sxy * sxt) / det
         left = stt + 2 * (dx * sxt + dy * syt) + dx * dx * sxx + 2 * dx * dy * sxy + dy * dy * syy
         return np.stack([dx, dy], axis=1), np.sqrt(np.maximum(left, 0.0) / count)
+
+    def _geometry(self, ref: _Held, cur: _Held) -> np.ndarray:
+        """Region landmark movement ref → cur with the rigid landmarks' affine motion removed (IOD units)."""
+        moved = cur.landmarks - ref.landmarks
+        rigid = ref.landmarks[self._rigid].astype(np.float64)
+        design = np.c_[rigid, np.ones(len(rigid))]
+        affine, *_ = np.linalg.lstsq(design, moved[self._rigid].astype(np.float64), rcond=None)
+        centres = (self._members @ ref.landmarks).astype(np.float64)
+        residual = self._members @ moved - np.c_[centres, np.ones(len(centres))] @ affine
+        return (residual / self._iod).astype(np.float32)
 
     def _measure(self, ref: _Held, cur: _Held) -> tuple[np.ndarray, float, np.ndarray]:
         """Region displacement ref → cur with the head's residual (affine) motion removed; the size of that

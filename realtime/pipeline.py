@@ -33,6 +33,7 @@ from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
 from realtime.face import FaceTracker, TrackedFace
 from realtime.face_workers import FaceStage, default_face_workers
+from realtime.learned_spotting import SpotModel
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
 from realtime.spotting import SpottedWindow
@@ -100,6 +101,7 @@ class PipelineOptions:
     # (mer-analyze writes per-frame CSV rows and keeps the crops of spotted windows from it)
     on_frame: Callable[[FrameResult], None] | None = None
     analyzer: AnalyzerOptions = field(default_factory=AnalyzerOptions)
+    spot_model: SpotModel | None = None  # the learned spotter's model (None: the rule spotter)
     classifier: ClassifierOptions = field(default_factory=ClassifierOptions)
     # mer-live --windows: classify these windows (in file order) instead of the spotted ones; the spotter
     # still runs for the dashboard's score, its windows are not published
@@ -146,7 +148,7 @@ class Pipeline:
         if analyzer is None:
             if tracker is None:
                 raise ValueError("Pipeline needs a face tracker or an analyzer")
-            analyzer = Analyzer(tracker, analyzer_opts, record_stage=self._record_stage)
+            analyzer = Analyzer(tracker, analyzer_opts, spot_model=opts.spot_model, record_stage=self._record_stage)
         self.tracker = tracker
         self.analyzer: FrameAnalyzing = analyzer
         self.classifier = ClassifierWorker(

@@ -1,9 +1,8 @@
-"""The real-footage spotting benchmark's scoring (training.realbench), on hand-made motion: matching, the
-'masked' count, false events per minute and the leave-one-video-out choice of thresholds."""
+"""The real-footage spotting benchmark's scoring, folds and data plumbing (training.realbench, training.realdata,
+training.replay), on hand-made tracks and windows; the chain itself is tested in tests/test_replay.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +10,13 @@ import numpy as np
 import pytest
 
 from core.events import TimePoint
-from realtime.motion import REGION_NAMES, MotionSample
-from realtime.spotting import SpottedWindow, SpotterOptions
-from training.realbench import GRID, VideoMotion, masked, run_benchmark, score_rendered, score_rows
+from realtime.spotting import SpottedWindow
+from training.realbench import BenchOptions, Tally, bench_only, evaluate, person_folds, score_windows
+from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet, people_of
+from training.replay import FaceTrack
+from training.spotter_data import label_steps, segments
 
 FPS = 25.0
-REGIONS = len(REGION_NAMES)
-
-
-def _motion(n: int, bumps: dict[int, list[tuple[int, float]]] | None = None, name: str = "v",
-            truth: list[dict[str, Any]] | None = None) -> VideoMotion:
-    """``n`` frames; ``bumps[region]`` = (frame, size) displacements of that region (everything else still)."""
-    disp = np.zeros((n, REGIONS, 2), np.float32)
-    for region, points in (bumps or {}).items():
-        for frame, size in points:
-            disp[frame, region, 0] = size
-    samples: list[MotionSample | None] = [
-        MotionSample(k, k / FPS, k - 6 if k >= 6 else None, disp[k] if k >= 6 else None, 0.0, 0.3)
-        for k in range(n)]
-    return VideoMotion(name, FPS, n, samples, np.zeros((n, 8, 8), np.uint8), np.zeros((n, 478, 2), np.float32),
-                       truth=list(truth or []))
 
 
 def _row(onset: int, apex: int, offset: int, kind: str = "micro") -> dict[str, Any]:
@@ -42,89 +28,92 @@ def _window(onset: int, apex: int, offset: int, kind: str = "micro") -> SpottedW
                          kind, 3.0, TimePoint(offset + 10, (offset + 10) / FPS))
 
 
-def test_rendered_windows_are_matched_at_iou_half_with_onset_and_apex_errors() -> None:
-    motion = _motion(200, truth=[_row(20, 24, 30), _row(100, 104, 110), _row(150, 160, 190, kind="macro")])
+def _track(minutes: float) -> FaceTrack:
+    n = int(minutes * 60 * FPS)
+    return FaceTrack("v", FPS, np.ones(n, bool), np.zeros((n, 4, 4), np.uint8), np.zeros((n, 478, 2), np.float32))
+
+
+def test_rendered_windows_match_at_iou_half_with_frame_errors_and_iou() -> None:
+    truth = [_row(20, 24, 30), _row(100, 104, 110), _row(150, 160, 190, kind="macro")]
     windows = [_window(21, 24, 30),  # matches the first (IoU 10/11), onset 1 frame late
-               _window(100, 106, 140),  # overlaps the second, IoU 11/41 < 0.5: a false window and a miss
+               _window(100, 106, 140),  # overlaps the second at IoU 11/41 < 0.5: a false window and a miss
                _window(150, 160, 190, kind="macro")]  # macro windows are not scored
-    row = score_rendered(motion, windows).row()
+    row = score_windows(windows, truth).row()
     assert (row["tp"], row["fp"], row["fn"]) == (1, 1, 1)
-    assert row["onset_err_ms"] == pytest.approx(40.0) and row["apex_err_ms"] == 0.0
-    assert row["f1"] == pytest.approx(0.5)
+    assert (row["onset_err"], row["apex_err"], row["offset_err"]) == (1.0, 0.0, 0.0)
+    assert row["iou"] == pytest.approx(10 / 11, abs=1e-3) and row["f1"] == pytest.approx(0.5)
 
 
-def test_masked_counts_the_micro_expressions_whose_region_moves_by_itself_as_much() -> None:
-    lip, brow = REGION_NAMES.index("lip_corner_l"), REGION_NAMES.index("brow_inner_l")
-    # the original: the lip corner moves by itself (0.02) just before the first event; the brow is still
-    original = _motion(300, {lip: [(40, 0.02), (41, 0.02)]})
-    rendered = _motion(300, {lip: [(40, 0.02), (41, 0.02), (52, 0.03), (56, 0.03)],  # the render adds 0.03
-                             brow: [(202, 0.03), (206, 0.03)]},
-                       truth=[_row(50, 53, 56), _row(200, 203, 206), _row(250, 260, 290, kind="macro")])
-    assert masked(rendered, original) == 1  # 0.02 >= half of 0.03 on the lip; nothing on the brow
-    assert masked(rendered, original, share=0.7) == 0
-    assert masked(rendered, rendered) == 2  # against itself every region "moves by itself" fully
+def test_person_folds_hold_out_people_never_files() -> None:
+    people = ["p3", "p1", "p2", "p1", "p4", "p5"]
+    assert person_folds(people) == [["p1"], ["p2"], ["p3"], ["p4"], ["p5"]]
+    folds = person_folds(people, 2)
+    assert folds == [["p1", "p3", "p5"], ["p2", "p4"]]
+    assert person_folds(people, 9) == person_folds(people)
 
 
-@dataclass
-class _Scripted(VideoMotion):
-    """A video whose spotter output is scripted per min_score: the benchmark's logic without the spotter."""
-
-    script: dict[float, list[SpottedWindow]] | None = None
-
-    def spot(self, settings: SpotterOptions) -> list[SpottedWindow]:
-        return list((self.script or {}).get(settings.min_score, []))
+def test_people_come_from_people_csv_beside_the_videos(tmp_path: Path) -> None:
+    (tmp_path / "people.csv").write_text("file,person,licence\na.mp4,p01,MIT\nb.mp4,p01,MIT\n", encoding="utf-8")
+    videos = [tmp_path / "a.mp4", tmp_path / "b.mp4", tmp_path / "c.mp4"]
+    assert people_of(videos) == {videos[0]: "p01", videos[1]: "p01", videos[2]: "c"}
 
 
-def _scripted(name: str, minutes: float, truth: list[dict[str, Any]],
-              script: dict[float, list[SpottedWindow]]) -> _Scripted:
-    base = _motion(int(minutes * 60 * FPS), name=name, truth=truth)
-    return _Scripted(base.name, base.fps, base.frames, base.samples, base.crops, base.landmarks, base.truth,
-                     script=script)
-
-
-def test_false_events_per_minute_come_from_the_original_and_lovo_picks_on_the_other_videos() -> None:
+def test_evaluate_pools_cells_per_person_and_false_events_per_minute() -> None:
+    spec = RenderSpec("warp", "calm", (0.04, 0.04), 7)
     truth = [_row(100, 104, 110), _row(300, 304, 310)]
-    hits = [_window(100, 104, 110), _window(300, 304, 310)]
-    strict: dict[float, list[SpottedWindow]] = {score: [] for score in (1.5, 2.0, 3.0, 4.0)}
-    # video a: every setting finds both; min_score 1.5 makes 2 false events a minute on its original
-    a: dict[str, VideoMotion] = {"original": _scripted("a", 1.0, [], {**strict, 1.5: [_window(500, 505, 510), _window(900, 904, 908)]}),
-         "calm@0.04": _scripted("a", 1.0, truth, dict.fromkeys(strict, hits))}
-    # video b: only the loose settings find anything
-    b: dict[str, VideoMotion] = {"original": _scripted("b", 1.0, [], strict),
-         "calm@0.04": _scripted("b", 1.0, truth, {**strict, 1.5: hits, 2.0: hits[:1]})}
-    data: dict[str, dict[str, VideoMotion]] = {"a": a, "b": b}
-    shipped = score_rows(data, dict.fromkeys(data, SpotterOptions(min_score=1.5)))
-    assert shipped["false_per_min"]["a"] == pytest.approx(2.0) and shipped["false_per_min"]["b"] == 0.0
-    assert shipped["false_per_min"]["all"] == pytest.approx(1.0)
-    assert shipped["cells"]["calm@0.04"]["tp"] == 4
-    result = run_benchmark(data, base=SpotterOptions(), lovo=True, max_fp=1.0)
-    # held out a: chosen on b, where 1.5 finds both and costs nothing
-    assert result["lovo"]["chosen"]["a"]["min_score"] == 1.5
-    # held out b: chosen on a, where 1.5 costs 2 false events a minute: a stricter setting wins
-    assert result["lovo"]["chosen"]["b"]["min_score"] > 1.5
-    assert result["lovo"]["videos"]["b"]["calm@0.04"]["tp"] < 2
-    assert all(pick in GRID for pick in result["lovo"]["chosen"].values())
+    a = VideoSet(Path("a.mp4"), "p1", {ORIGINAL: Variant(_track(1.0)), spec.tag: Variant(_track(1.0), truth, spec)})
+    b = VideoSet(Path("b.mp4"), "p2", {ORIGINAL: Variant(_track(2.0)), spec.tag: Variant(_track(2.0), truth, spec)})
+    script = {("a", ORIGINAL): [_window(500, 505, 510), _window(900, 904, 908)],  # 2 false events in 1 min
+              ("a", spec.tag): [_window(100, 104, 110), _window(300, 304, 310)],
+              ("b", ORIGINAL): [_window(40, 44, 48, kind="macro")],  # macro: not a false micro event
+              ("b", spec.tag): [_window(100, 104, 110)]}
+
+    def spot(video: VideoSet, variant: Variant) -> list[SpottedWindow]:
+        tag = ORIGINAL if variant.spec is None else variant.spec.tag
+        return script[(video.path.stem, tag)]
+
+    result = evaluate({"a": a, "b": b}, spot)
+    assert result["cells"]["warp calm@0.04"]["tp"] == 3 and result["cells"]["warp calm@0.04"]["fn"] == 1
+    assert result["people"]["p1"]["warp calm@0.04"]["f1"] == 1.0
+    assert result["people"]["p2"]["warp calm@0.04"]["recall"] == 0.5
+    assert result["false_per_min"] == {"a": 2.0, "b": 0.0}
+    assert result["false_per_min_all"] == pytest.approx(2 / 3, abs=0.01)
+    assert result["false_per_min_worst"] == 2.0
 
 
-def test_cached_motion_round_trips_and_shares_one_array_per_video(tmp_path: Path) -> None:
-    from training.realbench import _load_motion, _save_motion
+def test_bench_options_name_their_renderings_and_keep_training_ones_apart() -> None:
+    options = BenchOptions(amplitudes=(0.03, 0.04), placements=("calm",), families=("warp", "mesh"))
+    tags = [s.tag for s in options.bench_specs()]
+    assert tags == ["warp/calm@0.03#7", "warp/calm@0.04#7", "mesh/calm@0.03#7", "mesh/calm@0.04#7"]
+    train = options.train_specs()
+    assert {s.family for s in train} == {"warp", "mesh"} and all(s.seed != 7 for s in train)
+    assert train[0].onto().family == "warp" and train[-1].onto().family == "mesh"
+    video = VideoSet(Path("a.mp4"), "p1", {ORIGINAL: Variant(_track(0.1)),
+                                           **{s.tag: Variant(_track(0.1), [], s) for s in options.bench_specs() + train}})
+    kept = bench_only({"a": video}, options.bench_specs())["a"]
+    assert set(kept.variants) == {ORIGINAL, *tags}
 
-    lip = REGION_NAMES.index("lip_corner_l")
-    motion = _motion(60, {lip: [(20, 0.02), (21, -0.01)]})
-    motion.samples[30] = None  # a frame without a face
-    _save_motion(motion, tmp_path / "m.npz")
-    back = _load_motion(tmp_path / "m.npz")
-    assert (back.name, back.fps, back.frames) == (motion.name, motion.fps, motion.frames)
-    for a, b in zip(motion.samples, back.samples, strict=True):
-        assert (a is None) == (b is None)
-        if a is not None and b is not None:
-            assert (a.index, a.since) == (b.index, b.since)
-            assert (a.displacement is None) == (b.displacement is None)
-            if a.displacement is not None and b.displacement is not None:
-                assert np.array_equal(a.displacement, b.displacement)
-    # every frame's displacement is a view of the one array read from the file, not a copy of it per frame
-    views = [s.displacement for s in back.samples if s is not None and s.displacement is not None]
-    assert all(v.base is not None and v.base is views[0].base for v in views)
+
+def test_steps_inside_a_micro_expression_are_labelled() -> None:
+    steps = np.arange(0, 60)  # 2 s at 30 steps a second
+    labels = label_steps(steps, 30.0, 25.0, [_row(10, 12, 14), _row(30, 35, 45, kind="macro")])
+    inside = steps[labels > 0] / 30.0
+    assert inside.min() >= 9.5 / 25 and inside.max() < 14.5 / 25
+    assert labels.sum() == pytest.approx(5 * 30 / 25, abs=1)
+    assert segments(np.array([1, 2, 3, 7, 8, 10])) == [(0, 3), (3, 5), (5, 6)]
+
+
+def test_face_tracks_round_trip(tmp_path: Path) -> None:
+    track = _track(0.01)
+    track.present[3] = False
+    track.crops[1, 0, 0] = 9
+    track.save(tmp_path / "t.npz")
+    back = FaceTrack.load(tmp_path / "t.npz")
+    assert (back.name, back.fps, back.frames) == (track.name, track.fps, track.frames)
+    assert np.array_equal(back.present, track.present) and back.crops[1, 0, 0] == 9
+    faces = list(back.faces())
+    assert faces[3] is None and faces[1] is not None and faces[1].crop[0, 0] == 9
+    assert Tally(tp=1, fp=1, fn=0).f1 == pytest.approx(2 / 3)
 
 
 def test_cli_refuses_a_file_as_its_cache_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,3 +125,11 @@ def test_cli_refuses_a_file_as_its_cache_folder(tmp_path: Path, capsys: pytest.C
     assert main([str(video), "--work", str(work)]) == 2
     assert capsys.readouterr().err == f"mer-bench real: --work {work} is a file; give a folder for the renders and motion cache\n"
 
+
+def test_cli_refuses_an_unknown_render_family(capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.realbench import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--families", "warp,blender"])
+    assert stop.value.code == 2
+    assert "render families are warp, mesh" in capsys.readouterr().err
