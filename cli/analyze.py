@@ -35,6 +35,7 @@ from realtime.batch import (
     make_jobs,
     merge,
     parse_shard,
+    prepare_output,
     run_jobs,
     select_shard,
     write_summary,
@@ -237,9 +238,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     spotter = spotter_options(args)  # a bad setting is refused before anything is created or loaded
     out: Path = args.out
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+        prepare_output(out)  # created and writable, or one line now rather than a failure per video
+    except BatchError as exc:
+        raise UserError(str(exc)) from None
     try:
         engine = load_engine(args.model, backend=args.engine)
     except (EngineError, CardError) as exc:
@@ -305,7 +306,12 @@ def _run_batch(args: argparse.Namespace, console: Any, jobs: list[VideoJob], set
         return EXIT_INTERRUPTED
     if progress is not None:
         progress.__exit__()
-    write_summary(summary_path, results)
+    try:
+        write_summary(summary_path, results)
+    except OSError as exc:  # the folder was writable when the batch started; the videos' results are kept
+        raise UserError(f"cannot write the summary {summary_path}: {exc.strerror or exc}; each video's results "
+                        f"are in its folder (`{PROG} merge {summary_path.parent} --out FILE` writes the summary "
+                        "elsewhere)") from None
     bad = [r for r in results if not r.ok]
     skipped = sum(1 for r in results if r.skipped)
     console.print(f"{PROG}: {_videos(len(results))}: {len(results) - len(bad)} ok ({skipped} already done), "

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cli.options import SPOTTING_OPTIONS
+from cli.progress import FramesProgress
 from core.events import SCHEMA, Record, SummaryRecord
 from core.options import OptionsError, replace_options
 from engines.backends import load_engine
@@ -55,9 +56,10 @@ def spotter_options(args: argparse.Namespace) -> SpotterOptions:
 
 
 def _source_spec(args: argparse.Namespace) -> str:
-    if args.demo:
-        with native_stderr_silenced(args.log_level != "debug"):
-            return str(demo_video(face_model=args.face_model))
+    if args.demo:  # made on first use, before the dashboard starts: seconds that a progress line explains
+        making = FramesProgress("mer-live", "making the demo clip (once)")
+        with native_stderr_silenced(args.log_level != "debug"), making as progress:
+            return str(demo_video(face_model=args.face_model, progress=progress))
     if args.camera is not None:
         return args.camera
     return args.video
@@ -93,7 +95,9 @@ def _is_record(line: bytes) -> bool:
     return isinstance(data, dict) and data.get("schema") == SCHEMA
 
 
-def run_live(args: argparse.Namespace) -> int:
+def run_live(args: argparse.Namespace, *, on_pipeline: Callable[[Pipeline], None] | None = None) -> int:
+    """Run ``mer-live`` for parsed ``args``; the exit code. ``on_pipeline`` is called with the pipeline once it
+    is built, before it runs (``mer-live`` turns SIGTERM and Ctrl-C into :meth:`Pipeline.interrupt` from then)."""
     windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
     spotter = spotter_options(args)
     check_record_path(args.record, [args.video, args.windows, args.model, args.face_model])
@@ -124,7 +128,8 @@ def run_live(args: argparse.Namespace) -> int:
                                                          landmark_every=args.landmark_every))
         except FaceModelError as exc:
             raise UserError(str(exc)) from None
-        stack.callback(tracker.close)
+        pipeline: Pipeline | None = None  # looked up when the stack unwinds: its threads may still use the tracker
+        stack.callback(lambda: _close_tracker(tracker, pipeline))
         endpoint = None if args.zmq.lower() == "none" else args.zmq
         publish: Callable[[Record], object] = _discard
         shown_endpoint = ""  # for the dashboard: the address subscribers connect to
@@ -149,6 +154,8 @@ def run_live(args: argparse.Namespace) -> int:
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)
+        if on_pipeline is not None:
+            on_pipeline(pipeline)
         log.info("engine %s (%s), model %s, source %s", engine.name, engine.reason, card.name, source.name)
         display = None
         if not args.no_dashboard:
@@ -164,6 +171,9 @@ def run_live(args: argparse.Namespace) -> int:
             _print_summary(pipeline.stop("interrupted"), args.record)
             return EXIT_INTERRUPTED
         display.close()
+        if summary.reason == "interrupted":  # pipeline.interrupt(): SIGTERM or Ctrl-C
+            _print_summary(summary, args.record)
+            return EXIT_INTERRUPTED
         scores = pipeline.windows.scores(card.labels) if pipeline.windows is not None else None
         if scores is not None and scores.foreign:
             listed = ", ".join(f"{label!r} ({n})" for label, n in sorted(scores.foreign.items()))
@@ -179,6 +189,17 @@ def run_live(args: argparse.Namespace) -> int:
             print(f"mer-live: error: {_missing_windows(pipeline, args)}", file=sys.stderr)
             return EXIT_USAGE
         return EXIT_OK
+
+
+def _close_tracker(tracker: FaceTracker, pipeline: Pipeline | None) -> None:
+    """Close the face tracker, unless a pipeline thread that outlived ``stop()``'s wait may still call it:
+    closing a MediaPipe landmarker under a running call can crash the process. It is then left open until the
+    process exits (which waits for that thread), and logged."""
+    if pipeline is not None and pipeline.tracker_in_use:
+        log.warning("the face tracker is still in use by a pipeline thread that did not stop; it is left open "
+                    "until the process exits")
+        return
+    tracker.close()
 
 
 def _missing_windows(pipeline: Pipeline, args: argparse.Namespace) -> str:
@@ -209,6 +230,10 @@ def _print_summary(s: SummaryRecord, record: Path | None) -> None:
         line += f"; accuracy {s.accuracy:.1%}, UF1 {s.uf1:.3f} over {s.scored} labelled windows"
     if s.landmark_every is not None:
         line += f"; face landmarks on every {s.landmark_every} frame(s) (--landmark-every auto)"
+    if s.overflow:
+        line += f"; {s.overflow} window(s) published unlabelled: the classifier fell behind"
+    if s.failed:
+        line += f"; {s.failed} window(s) published unlabelled: the model failed on them"
     if record is not None:
         line += f"; recorded to {record}"
     print(line, file=sys.stderr)

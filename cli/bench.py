@@ -34,6 +34,7 @@ from cli.options import (
     positive_integer,
     positive_number,
 )
+from cli.progress import Steps
 from cli.realbench import main as real_main
 from engines.backends import EngineError, load_engine
 from engines.card import CardError
@@ -48,7 +49,9 @@ from realtime.bench import (
 from realtime.errors import EXIT_OK, EXIT_USAGE, UserError
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
+from realtime.native_stderr import StderrHandler, native_logs_hidden
 from training.demo import synthetic_video
+from training.synth_options import SynthError
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of those generated videos (default %(default)s)")
     p.add_argument("--skip-startup", action="store_true", help="do not measure process start-up")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                   help="log verbosity on stderr; debug also shows MediaPipe's and OpenCV's own lines "
+                   "(default: %(default)s)")
     return p
 
 
@@ -140,28 +146,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_face_workers(parser, args.face_workers)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # StderrHandler follows sys.stderr, which native_logs_hidden() keeps while it hides fd 2 (native lines)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[StderrHandler()])
     try:
-        return _run(args)
+        with native_logs_hidden(args.log_level != "debug"):
+            return _run(args)
     except UserError as exc:
         print(f"mer-bench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def _step_count(args: argparse.Namespace) -> int:
+    """How many steps _run takes, for the [n/N] of its progress lines."""
+    repeats = max(1, args.repeats)
+    return ((args.video is None) + 1 + (not args.skip_startup) + 2 * repeats + 1 + (args.paced_seconds > 0)
+            + 2 * len(args.paced_fps) + 1)
 
-    console = Console(stderr=True)
+
+def _frames_note(note: Any) -> Any:
+    """A pipeline's status records as a progress note: frames so far and the rate."""
+    return lambda status: note(f"{status.frames} frames, {status.fps_proc:.0f} fps")
+
+
+def _generated(steps: Steps, what: str, *, seconds: float, fps: float, face_model: str | None) -> tuple[Path, Path]:
+    with steps.step(what) as note:
+        try:
+            return synthetic_video(seconds=seconds, fps=fps, face_model=face_model,
+                                   progress=lambda done, total: note(f"{done}/{total} frames"))
+        except SynthError as exc:  # e.g. --seconds 4: the generator makes 5 s at least
+            raise UserError(f"cannot generate a {seconds:g} s video at {fps:g} fps to measure on: {exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    steps = Steps("mer-bench", _step_count(args))
     video, annotations = args.video, args.annotations
+    skipped: dict[str, str] = {}  # what was not measured, and why (shown instead of a value)
     if video is None:
-        with console.status("generating a synthetic video…"):
-            video, annotations = synthetic_video(seconds=args.seconds, fps=args.fps, face_model=args.face_model)
+        video, annotations = _generated(steps, "generating a synthetic video", seconds=args.seconds, fps=args.fps,
+                                        face_model=args.face_model)
     elif not Path(video).is_file():
         raise UserError(f"{video}: no such file")
-    try:
-        engine = load_engine(args.model, backend=args.engine)
-    except (EngineError, CardError) as exc:
-        raise UserError(str(exc)) from None
+    if annotations is None:
+        skipped["fast.spotting"] = "no annotations: give --annotations"
+    with steps.step("loading the model"):
+        try:
+            engine = load_engine(args.model, backend=args.engine)
+        except (EngineError, CardError) as exc:
+            raise UserError(str(exc)) from None
     card = engine.card
 
     def tracker_factory() -> Any:
@@ -173,37 +205,46 @@ def _run(args: argparse.Namespace) -> int:
 
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "engine": engine.name, "reason": engine.reason,
                                           "video": str(video), "landmark_every": args.landmark_every}}
-    if not args.skip_startup:
-        with console.status("start-up…"):
+    if args.skip_startup:
+        skipped["startup_s"] = "--skip-startup"
+    else:
+        with steps.step("start-up of a fresh mer-live"):
             result["startup_s"] = measure_startup(Path(video), args.face_model, args.engine, args.model)
+        if result["startup_s"] is None:
+            skipped["startup_s"] = "the start-up probe failed: see the warning above"
     landmarker: list[dict[str, Any]] = []
     fast: list[RunFigures] = []
     for i in range(max(1, args.repeats)):  # landmarker, pipeline, landmarker, ...: the same load around each
-        with console.status("bare landmarker…"):
+        with steps.step("bare MediaPipe landmarker"):
             landmarker.append(landmarker_baseline(Path(video), args.face_model))
-        with console.status(f"offline run (--fast) {i + 1}…"):
+        with steps.step(f"offline run {i + 1} (--fast)") as note:
             fast.append(run_pipeline(Path(video), fast=True, engine=engine, tracker_factory=tracker_factory,
-                                     card=card, annotations=annotations, face_workers=args.face_workers))
-    with console.status("bare landmarker…"):
+                                     card=card, annotations=annotations, face_workers=args.face_workers,
+                                     on_status=_frames_note(note)))
+    with steps.step("bare MediaPipe landmarker"):
         landmarker.append(landmarker_baseline(Path(video), args.face_model))
     result["fast"] = fast[0].__dict__
     result["landmarker"] = landmarker[0]
     result["ratio"] = throughput_ratio([f.fps for f in fast], [b["fps"] for b in landmarker])
     if args.paced_seconds > 0:
-        with console.status(f"paced run ({args.paced_seconds:g} s)…"):
+        with steps.step(f"paced run ({args.paced_seconds:g} s at the video's frame rate)") as note:
             paced = run_pipeline(Path(video), fast=False, engine=engine, tracker_factory=tracker_factory,
                                  card=card, annotations=None, seconds=args.paced_seconds,
-                                 face_workers=args.face_workers)
+                                 face_workers=args.face_workers, on_status=_frames_note(note))
             result["paced"] = {"frames": paced.frames, "dropped": paced.dropped, "seconds": paced.wall_s,
                                "latency_ms": paced.latency_ms, "delay_ms": paced.delay_ms, "events": paced.events}
+        if paced.latency_ms.get("p95") is None:
+            skipped["paced.latency_ms"] = "no event in the paced run"
+    else:
+        skipped["paced"] = "--paced-seconds 0"
     targets = list(TARGETS)
     for fps in args.paced_fps:  # e.g. a 120 or 200 fps lab camera, with --landmark-every auto
 
-        with console.status(f"generating a {fps:g} fps video…"):
-            clip, _ = synthetic_video(seconds=args.paced_fps_seconds, fps=fps, face_model=args.face_model)
-        with console.status(f"paced at {fps:g} fps ({args.paced_fps_seconds:g} s)…"):
+        clip, _ = _generated(steps, f"generating a {fps:g} fps video", seconds=args.paced_fps_seconds, fps=fps,
+                             face_model=args.face_model)
+        with steps.step(f"paced at {fps:g} fps ({args.paced_fps_seconds:g} s)") as note:
             run = run_pipeline(clip, fast=False, engine=engine, tracker_factory=tracker_factory, card=card,
-                               annotations=None, face_workers=args.face_workers)
+                               annotations=None, face_workers=args.face_workers, on_status=_frames_note(note))
         key = f"{fps:g}".replace(".", "_")
         result.setdefault("paced_fps", {})[key] = {
             "fps": fps, "frames": run.frames, "dropped": run.dropped, "seconds": run.wall_s,
@@ -212,13 +253,18 @@ def _run(args: argparse.Namespace) -> int:
         targets.append((f"paced at {fps:g} fps, landmark_every {args.landmark_every} (N = {run.landmark_every}): "
                         "dropped frames", f"paced_fps.{key}.dropped", "<=", 0))
     engine.close()
-    with console.status("engines…"):
-        result["engines"] = engine_latency(args.model)
+    unavailable: dict[str, str] = {}
+    with steps.step("classification latency per engine") as note:
+        result["engines"] = engine_latency(args.model, unavailable=unavailable, progress=note)
+    for backend, why in unavailable.items():
+        skipped[f"engines.{backend}"] = f"{backend} not available: {why}"
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result["skipped"] = skipped
     result["targets"] = [
         {"what": what, "value": _get(result, key), "target": f"{op} {limit:g}",
          "met": None if _get(result, key) is None else (
-             _get(result, key) >= limit if op == ">=" else _get(result, key) <= limit)}
+             _get(result, key) >= limit if op == ">=" else _get(result, key) <= limit),
+         **({"skipped": why} if _get(result, key) is None and (why := _why_missing(skipped, key)) else {})}
         for what, key, op, limit in targets
     ]
     if args.json:
@@ -228,11 +274,63 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _why_missing(skipped: dict[str, str], key: str) -> str:
+    """Why the figure at dotted ``key`` was not measured ("" if nobody said): the reason given for it or for
+    the part it belongs to (``engines.onnxruntime b1.p50`` → ``engines.onnxruntime``)."""
+    parts = key.replace(" ", ".").split(".")
+    for n in range(len(parts), 0, -1):
+        if (why := skipped.get(".".join(parts[:n]))) is not None:
+            return why
+    return ""
+
+
+# --- the report: figures in words, never None or a Python dict -----------------------------------------
+
+
+def _value(value: Any, why: str = "") -> str:
+    """A measured figure, or why there is none."""
+    if value is None:
+        return f"skipped ({why})" if why else "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _pcts(figures: dict[str, Any] | None, unit: str = "ms") -> str:
+    """``{"p50": 3.1, "p95": 5.2}`` → ``p50 3.1 ms, p95 5.2 ms`` (``-`` when not measured)."""
+    if not figures or all(v is None for v in figures.values()):
+        return "-"
+    return ", ".join(f"{k} {_value(v)}{'' if v is None else ' ' + unit}" for k, v in figures.items())
+
+
+def _events(counts: dict[str, int]) -> str:
+    """``{"micro": 1, "macro": 0}`` → ``1 micro, 0 macro``."""
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+
+
+def _spotting(scores: dict[str, float] | None, why: str) -> str:
+    if scores is None:
+        return f"not scored ({why})" if why else "not scored"
+    return (f"F1 {scores['f1']:g} (precision {scores['precision']:g}, recall {scores['recall']:g}; "
+            f"{scores['true']:g} true, {scores['predicted']:g} found)")
+
+
+def _auto(figures: dict[str, float]) -> str:
+    """What --landmark-every auto chose N from, in words."""
+    if not figures:
+        return ""
+    parts = [f"{k.removesuffix('_ms')} {v:g} ms" if k.endswith("_ms") else f"{v:g} {k}" for k, v in figures.items()]
+    return f" (auto, from {', '.join(parts)})"
+
+
+def _engines(engines: dict[str, dict[str, float]]) -> str:
+    return "; ".join(f"{name} {_pcts(figures)}" for name, figures in engines.items()) or "none loaded"
+
+
 def _print_tables(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    skipped: dict[str, str] = result.get("skipped", {})
     fast = result["fast"]
     t = Table(title=f"mer-bench — {result['machine']['cpus']} CPUs, engine {result['machine']['engine']}")
     t.add_column("stage")
@@ -240,28 +338,42 @@ def _print_tables(result: dict[str, Any]) -> None:
     t.add_column("p95 ms", justify="right")
     for stage in STAGES:
         v = fast["stage_ms"].get(stage, {})
-        t.add_row(stage, str(v.get("p50", "-")), str(v.get("p95", "-")))
+        t.add_row(stage, _value(v.get("p50")), _value(v.get("p95")))
     console.print(t)
     t = Table(title="targets")
     for col in ("what", "measured", "target", "met"):
         t.add_column(col)
     for row in result["targets"]:
         met = {True: "[green]yes", False: "[red]no", None: "-"}[row["met"]]
-        t.add_row(row["what"], str(row["value"]), row["target"], met)
+        t.add_row(row["what"], _value(row["value"], row.get("skipped", "")), row["target"], met)
     console.print(t)
-    console.print(f"offline: {fast['frames']} frames in {fast['wall_s']} s = {fast['fps']} fps; events {fast['events']}; "
-                  f"latency_ms {fast['latency_ms']}; delay_ms {fast['delay_ms']}; spotting {fast['spotting']}")
+    lines = [
+        f"offline: {fast['frames']} frames in {fast['wall_s']:g} s = {fast['fps']:g} fps; events: "
+        f"{_events(fast['events'])}; latency {_pcts(fast['latency_ms'])}; delay {_pcts(fast['delay_ms'])}; "
+        f"spotting {_spotting(fast['spotting'], skipped.get('fast.spotting', ''))}",
+    ]
     ratio = result["ratio"]
-    console.print(f"bare landmarker (VIDEO mode, one face, same decode): {ratio['landmarker_fps']} fps, landmarks "
-                  f"{result['landmarker']['landmark_ms']} ms; pipeline {ratio['pipeline_fps']} fps with "
-                  f"{fast['face_workers']} landmark worker(s); ratio {ratio['ratio']} (runs {ratio['ratios']})")
+    lines.append(
+        f"bare landmarker (VIDEO mode, one face, same decode): {' / '.join(f'{x:g}' for x in ratio['landmarker_fps'])}"
+        f" fps, landmarks {_pcts(result['landmarker']['landmark_ms'])}; pipeline "
+        f"{' / '.join(f'{x:g}' for x in ratio['pipeline_fps'])} fps with {fast['face_workers']} landmark worker(s); "
+        f"ratio {ratio['ratio']:g} (runs {', '.join(f'{x:g}' for x in ratio['ratios'])})")
     for run in result.get("paced_fps", {}).values():
-        console.print(f"paced at {run['fps']:g} fps: {run['frames']} frames, {run['dropped']} dropped, "
-                      f"landmark_every {run['landmark_every']} {run['auto'] or ''}")
+        lines.append(f"paced at {run['fps']:g} fps: {run['frames']} frames, {run['dropped']} dropped, "
+                     f"landmark_every {_value(run['landmark_every'])}{_auto(run['auto'])}")
     if "paced" in result:
-        console.print(f"paced: {result['paced']}")
-    console.print(f"engines: {result['engines']}")
-    console.print(f"peak RSS {result['peak_rss_mb']} MB; start-up {result.get('startup_s')} s")
+        paced = result["paced"]
+        lines.append(f"paced: {paced['frames']} frames in {paced['seconds']:g} s, {paced['dropped']} dropped; events: "
+                     f"{_events(paced['events'])}; latency {_pcts(paced['latency_ms'])}; delay "
+                     f"{_pcts(paced['delay_ms'])}")
+    else:
+        lines.append(f"paced: skipped ({skipped.get('paced', 'not measured')})")
+    lines.append(f"engines: {_engines(result['engines'])}")
+    startup = result.get("startup_s")
+    lines.append(f"peak RSS {result['peak_rss_mb']:g} MB; start-up "
+                 f"{_value(startup, skipped.get('startup_s', ''))}{'' if startup is None else ' s'}")
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,7 @@
 """``mer-export``: a checkpoint to ONNX, a TensorRT plan and/or a Triton model repository, verified.
 
     mer-export runs/afn/model.pt --onnx out/model.onnx --verify
+    mer-export engines/default --onnx out/model.onnx     (a model folder: its model.pt)
     mer-export model.pt --fp16 --tensorrt out/model.plan --max-batch 8 --timing-cache out/timing.cache
     mer-export model.pt --triton out/triton --verify
 
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         "or GPU not available, unsupported operation); 3 --verify found an artefact that disagrees with torch; "
         "130 interrupted",
     )
-    p.add_argument("checkpoint", type=Path, help="a .pt checkpoint (its .card.json beside it)")
+    p.add_argument("checkpoint", type=Path,
+                   help="a .pt checkpoint (its .card.json beside it), or a model folder holding model.pt")
     p.add_argument("--onnx", type=Path, metavar="OUT.onnx", help="write one ONNX file (dynamic batch, softmax inside)")
     p.add_argument("--fp16", action="store_true",
                    help="export an fp16 graph (float32 I/O, casts inside); plans built from it are fp16")
@@ -103,9 +105,7 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         raise ExportError(f"--opset {args.opset} is too old: mer-live needs opset >= 17")
     if args.samples < 1:
         raise ExportError(f"--samples must be >= 1, got {args.samples}")
-    checkpoint: Path = args.checkpoint
-    if not checkpoint.is_file():
-        raise ExportError(f"checkpoint not found: {checkpoint}")
+    checkpoint = _checkpoint_in(args.checkpoint)
     if checkpoint.suffix.lower() not in (".pt", ".pth"):
         raise ExportError(f"{checkpoint.name} is not a .pt checkpoint (mer-export starts from the torch checkpoint)")
     # mer-live picks the backend by the extension, and a wrong one can name the checkpoint itself
@@ -162,6 +162,21 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         if args.verify:
             return _verify(model, produced, args.samples, console)
     return EXIT_OK
+
+
+def _checkpoint_in(given: Path) -> Path:
+    """The checkpoint to start from: the file given, or ``model.pt`` in a model folder (as ``--model`` takes
+    everywhere else, e.g. ``engines/default``)."""
+    if given.is_dir():
+        inside = given / "model.pt"
+        if not inside.is_file():
+            found = ", ".join(sorted(p.name for p in given.glob("model.*"))) or "no model file"
+            raise ExportError(f"no checkpoint in the folder {given}: mer-export starts from its model.pt "
+                              f"(found: {found})")
+        return inside
+    if not given.is_file():
+        raise ExportError(f"checkpoint not found: {given}")
+    return given
 
 
 def _require_tensorrt() -> Any:

@@ -7,10 +7,12 @@ raises specific exceptions instead of printing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -18,6 +20,8 @@ from cli.app import run_live
 from cli.options import add_model_arguments, add_spotting_arguments, check_face_workers, positive_number
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
+from realtime.native_stderr import StderrHandler, native_logs_hidden
+from realtime.pipeline import Pipeline
 from realtime.publisher import PublisherError, check_exposure
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -101,12 +105,36 @@ def _check_zmq(args: argparse.Namespace) -> None:
         raise UserError(str(exc)) from None
 
 
-class _Interrupted(Exception):
-    pass
+class _StopOnSignal:
+    """SIGTERM, and Ctrl-C unless it is ignored, as an orderly stop. Until the pipeline is built a signal raises
+    ``KeyboardInterrupt`` as Ctrl-C does (nothing is published yet; what was opened is closed on the way out).
+    From then on it only asks the pipeline to stop (:meth:`Pipeline.interrupt`, a flag its loop checks), so
+    ``Pipeline.stop()`` and the closing of the publisher are never cut short and the summary is written; a
+    second signal changes nothing."""
 
+    def __init__(self) -> None:
+        self._pipeline: Pipeline | None = None
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    def watch(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self._pipeline is None:
+            raise KeyboardInterrupt
+        self._pipeline.interrupt()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """This handler for SIGTERM and (unless ignored, as in a background job) SIGINT; the previous ones after."""
+        signums = [signal.SIGTERM]
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signums.append(signal.SIGINT)
+        previous = {signum: signal.signal(signum, self) for signum in signums}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["--create-keys", *argv[1:]]
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # StderrHandler follows sys.stderr, which native_logs_hidden() keeps while it hides fd 2 (native lines)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[StderrHandler()])
     if args.log_level != "debug":
         # FFmpeg's per-frame decoder complaints on a damaged file ("ac-tex damaged at 15 13", dozens of lines)
         # would bury our one-line messages; OpenCV reads this when it first opens a video. AV_LOG_FATAL = 8.
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")
-        # OpenCV's own probing of camera back-ends ("[ WARN:0] can't open camera by index") likewise.
+        # OpenCV's own probing of camera back-ends ("[ WARN:0] can't open camera by index") likewise, for the
+        # processes this one starts (this one imported cv2 already: native_logs_hidden() sets its level).
         os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     try:
         if args.create_keys:
@@ -138,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                             "has none in advance; for the demo clip pass its file with --video)")
         _check_zmq(args)
 
-        signal.signal(signal.SIGTERM, _on_signal)
-        return run_live(args)
+        stop_on_signal = _StopOnSignal()
+        # MediaPipe's and OpenCV's own lines (W0000 ..., [ WARN:0] ...) hidden unless --log-level debug
+        with stop_on_signal.installed(), native_logs_hidden(args.log_level != "debug"):
+            return run_live(args, on_pipeline=stop_on_signal.watch)
     except (UserError, CurveError) as exc:
         print(f"mer-live: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

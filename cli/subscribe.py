@@ -12,13 +12,28 @@ from typing import Any
 from cli.options import positive_integer, positive_number
 from core.events import Record
 from realtime.recordtext import format_record
-from realtime.subscriber import DEFAULT_ENDPOINT, TOPICS, Subscriber, SubscriberError
+from realtime.subscriber import DEFAULT_ENDPOINT, TOPICS, RunFollower, Subscriber, SubscriberError
+
+EPILOG = """\
+when it stops:
+  at the end of the mer-live run it joined (its summary, received even when --topic leaves it out), or
+  when another run's records arrive there (the run it joined ended without a summary); after --count
+  records; after --timeout seconds without a record; or with Ctrl-C, at any time. --keep-going prints the
+  runs that follow too, until Ctrl-C, --count or --timeout.
+
+exit codes:
+  0    the run ended (its summary came), --count records were printed, or Ctrl-C
+  1    --timeout passed before --count records, or the run ended without a summary
+  2    a bad address, topic or key
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mer-subscribe",
-        description="Print the micro-expression events (and status) published by mer-live.",
+        description="Print the micro-expression events (and status) published by mer-live, until its run ends.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "endpoint",
@@ -31,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print each record as its raw JSON line")
     p.add_argument("--count", type=positive_integer, default=None, metavar="N", help="exit after N records")
+    p.add_argument("--keep-going", action="store_true",
+                   help="go on past the end of the run: print the runs that follow on ENDPOINT too")
     p.add_argument(
         "--timeout", type=positive_number, default=None, metavar="S", help="exit after S seconds without a record"
     )
@@ -51,7 +68,8 @@ def _style(record: Record) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``mer-subscribe [ENDPOINT] [--topic T]... [--json] [--count N] [--timeout S]``; Ctrl-C exits 0."""
+    """``mer-subscribe [ENDPOINT] [--topic T]... [--json] [--count N] [--timeout S] [--keep-going]``: until the
+    joined run's summary (see :class:`realtime.subscriber.RunFollower`); Ctrl-C exits 0."""
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR, format="mer-subscribe: %(message)s"
@@ -61,11 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console = Console(highlight=False, soft_wrap=True)
     shown = 0
+    wanted = {f"mer.{topic}" for topic in args.topic or TOPICS}
+    # the summary is listened to even when not shown: it says the run has ended
+    listen = [*(args.topic or TOPICS), *(() if args.keep_going else ("summary",))]
+    run = None if args.keep_going else RunFollower()
     waiting: Any = None  # the "waiting for ENDPOINT" spinner on a terminal, until the first message
     try:
-        with Subscriber(
-            args.endpoint, topics=args.topic or TOPICS, curve_server_key=args.curve_server_key
-        ) as sub:
+        with Subscriber(args.endpoint, topics=listen, curve_server_key=args.curve_server_key) as sub:
             waiting = _say_waiting(args.endpoint)
             while args.count is None or shown < args.count:
                 message = sub.recv_message(args.timeout)
@@ -74,12 +94,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     waiting = None
                 if message is None:
                     break
-                if args.json:
-                    sys.stdout.write(message.payload.decode("utf-8") + "\n")
-                    sys.stdout.flush()
-                else:
-                    console.print(Text(format_record(message.record), style=_style(message.record)))
-                shown += 1
+                if run is not None and not run.accept(message.record):
+                    print(f"mer-subscribe: the run from {run.source!r} ended without its summary "
+                          f"({run.describe(message.record)} on {args.endpoint}); stopping", file=sys.stderr)
+                    return 1
+                if message.topic in wanted:
+                    if args.json:
+                        sys.stdout.write(message.payload.decode("utf-8") + "\n")
+                        sys.stdout.flush()
+                    else:
+                        console.print(Text(format_record(message.record), style=_style(message.record)))
+                    shown += 1
+                if run is not None and run.ended:
+                    return 0
     except KeyboardInterrupt:
         return 0
     except SubscriberError as exc:

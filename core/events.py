@@ -229,7 +229,7 @@ class StatusRecord(Record):
     """About once a second: counters, rates, face presence, engine and per-stage timings."""
 
     type: ClassVar[str] = "status"
-    omit_if_none: ClassVar[tuple[str, ...]] = ("landmark_every",)
+    omit_if_none: ClassVar[tuple[str, ...]] = ("landmark_every", "classified", "overflow", "failed")
     frames: int
     dropped: int
     fps_in: float
@@ -241,6 +241,11 @@ class StatusRecord(Record):
     # --landmark-every auto: face landmarks on every Nth frame, the N chosen; left out otherwise (and while
     # it is still being measured)
     landmark_every: int | None = None
+    # the classifier so far (see the summary): windows labelled, left out when there is no model; windows
+    # published unlabelled because its queue was full / the model failed, left out while there are none
+    classified: int | None = None
+    overflow: int | None = None
+    failed: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StatusRecord:
@@ -258,6 +263,9 @@ class StatusRecord(Record):
             engine=_opt_str("engine", data.get("engine")),
             stage_ms=_stage_ms(data.get("stage_ms", {})),
             landmark_every=_landmark_every(data),
+            classified=_opt_count("classified", data),
+            overflow=_opt_count("overflow", data),
+            failed=_opt_count("failed", data),
         )
 
 
@@ -266,7 +274,8 @@ class SummaryRecord(Record):
     """Once, at the end of the source or on shutdown (Ctrl-C included): the totals."""
 
     type: ClassVar[str] = "summary"
-    omit_if_none: ClassVar[tuple[str, ...]] = ("scored", "accuracy", "uf1", "vetoed", "landmark_every")
+    omit_if_none: ClassVar[tuple[str, ...]] = ("scored", "accuracy", "uf1", "vetoed", "landmark_every",
+                                                "classified", "overflow", "failed")
     frames: int
     dropped: int
     face_frames: int
@@ -283,6 +292,12 @@ class SummaryRecord(Record):
     # published; left out when none were
     vetoed: int | None = None
     landmark_every: int | None = None  # --landmark-every auto: the N chosen; left out otherwise
+    # windows the model labelled (left out when there is no model); windows published unlabelled because the
+    # classifier's queue was full (it fell behind) or the model failed on them (an error, NaN/inf), each left
+    # out when there were none
+    classified: int | None = None
+    overflow: int | None = None
+    failed: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SummaryRecord:
@@ -303,7 +318,21 @@ class SummaryRecord(Record):
             uf1=_opt_num("uf1", data.get("uf1")),
             vetoed=None if data.get("vetoed") is None else _int("vetoed", data.get("vetoed")),
             landmark_every=_landmark_every(data),
+            classified=_opt_count("classified", data),
+            overflow=_opt_count("overflow", data),
+            failed=_opt_count("failed", data),
         )
+
+
+def _opt_count(name: str, data: dict[str, Any]) -> int | None:
+    """An optional count (>= 0) of a record: None when it is left out."""
+    value = data.get(name)
+    if value is None:
+        return None
+    count = _int(name, value)
+    if count < 0:
+        raise RecordError(name, f"must be >= 0, got {count}")
+    return count
 
 
 def _landmark_every(data: dict[str, Any]) -> int | None:

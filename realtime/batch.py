@@ -9,6 +9,7 @@
 - Skipping: a video whose ``analysis.json`` carries the same key (model card and weights hashes, engine,
   settings, and the file's path, size and mtime) is not analysed again.
 - Running: in this process (``jobs=1``) or in ``jobs`` spawned worker processes, each loading its own engine.
+- Output folder: :func:`prepare_output` creates it and checks that it takes files before any video starts.
 - Summary: ``summary.csv`` has one row per video, ordered by path; :func:`merge` builds the same table from
   the video folders of one or more output folders (e.g. the shards of a cluster job).
 """
@@ -26,6 +27,7 @@ import os
 import queue
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -65,6 +67,7 @@ __all__ = [
     "make_jobs",
     "merge",
     "parse_shard",
+    "prepare_output",
     "read_summary",
     "run_jobs",
     "select_shard",
@@ -222,6 +225,34 @@ def select_shard(items: Sequence[Any], shard: tuple[int, int] | None) -> list[An
         return list(items)
     k, n = shard
     return [item for i, item in enumerate(items) if i % n == k - 1]
+
+
+# --- the output folder ---------------------------------------------------------------------------------
+
+
+def prepare_output(out: Path) -> None:
+    """Create the output folder if needed and check that files can be made in it, before anything is
+    analysed: a folder that cannot be written fails every video, then the summary with a traceback.
+    Raises :class:`BatchError` with what to do."""
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking == out:
+        raise BatchError(f"the output folder {out} is a file, not a folder: give a folder for --out (it is "
+                         "created if needed)")
+    if blocking is not None:
+        raise BatchError(f"cannot create the output folder {out}: {blocking} is a file, not a folder; give a "
+                         "folder for --out (it is created if needed)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BatchError(f"cannot create the output folder {out}: {exc.strerror or exc}; give a folder you can "
+                         "write for --out") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mer-analyze-", suffix=".probe", dir=out)
+    except OSError as exc:
+        raise BatchError(f"cannot write into the output folder {out}: {exc.strerror or exc}; give a folder you "
+                         "can write for --out (or make this one writable)") from None
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
 
 
 # --- keys and jobs -------------------------------------------------------------------------------------

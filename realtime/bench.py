@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.events import EventRecord
+from core.events import EventRecord, StatusRecord
 from core.metrics import spotting_scores
 from engines.backends import BACKEND_NAMES, EngineError, load_engine
 from engines.benchmark import time_predict
@@ -75,8 +75,10 @@ class RunFigures:
 
 def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, card: Any,
                  annotations: Path | None, seconds: float | None = None,
-                 sink: Callable[[Any], object] | None = None, face_workers: int | None = None) -> RunFigures:
-    """One in-process pipeline run over ``video`` with full stage sampling; events also go to ``sink``."""
+                 sink: Callable[[Any], object] | None = None, face_workers: int | None = None,
+                 on_status: Callable[[StatusRecord], object] | None = None) -> RunFigures:
+    """One in-process pipeline run over ``video`` with full stage sampling; events also go to ``sink``, the
+    status records (about one a second: frames so far, rates) to ``on_status``, e.g. for a progress line."""
     records: list[Any] = []
     options = PipelineOptions(
         fast=fast, keep_stage_samples=True, duration_s=seconds, face_workers=face_workers,
@@ -94,6 +96,8 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
         records.append(record)
         if sink is not None and isinstance(record, EventRecord):
             sink(record)
+        if on_status is not None and isinstance(record, StatusRecord):
+            on_status(record)
 
     timed = TimedSource(source, record)
     try:
@@ -178,18 +182,26 @@ def score_against(events: list[Any], annotations: Path, video_id: str) -> dict[s
             "true": len(truth), "predicted": len(pred)}
 
 
-def engine_latency(model: str | None) -> dict[str, dict[str, float]]:
-    """predict() p50/p95 at batch 1 and 8 for every backend that loads here."""
+def engine_latency(model: str | None, *, unavailable: dict[str, str] | None = None,
+                   progress: Callable[[str], object] | None = None) -> dict[str, dict[str, float]]:
+    """predict() p50/p95 at batch 1 and 8 for every backend that loads here. Why each other backend did not
+    load goes into ``unavailable``; ``progress`` hears which backend and batch is being timed."""
     out: dict[str, dict[str, float]] = {}
     for backend in BACKEND_NAMES:
+        if progress is not None:
+            progress(f"loading {backend}")
         try:
             engine = load_engine(model, backend=backend)
         except (EngineError, CardError) as exc:
             log.info("%s: not available (%s)", backend, exc)
+            if unavailable is not None:
+                unavailable[backend] = str(exc)
             continue
         with engine:
             rng = np.random.default_rng(0)
             for batch in (1, 8):
+                if progress is not None:
+                    progress(f"{backend} batch {batch}")
                 x = rng.standard_normal((batch, *engine.card.input_shape)).astype(np.float32)
                 t = time_predict(engine, x, iters=200)
                 out[f"{backend} b{batch}"] = {"p50": round(t.p50_ms, 3), "p95": round(t.p95_ms, 3)}

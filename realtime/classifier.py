@@ -65,9 +65,10 @@ class ClassifierWorker:
         # windows that found the queue full, published unclassified by the worker's thread (deque: thread-safe
         # append and popleft); their inputs are dropped, so each is a few small objects
         self._overflowed: deque[WindowJob] = deque()
-        self.overflow = 0  # written by the submitting thread only
-        self.classified = 0
-        self.failures = 0
+        # windows published unlabelled because the queue was full (written by the submitting thread only)
+        self.overflow = 0
+        self.classified = 0  # windows the model labelled
+        self.failed = 0  # windows published unlabelled as the model failed on them (an error, NaN/inf)
         self.vetoed = 0  # windows the model called "none", not published
         self.labels: tuple[str, ...] = tuple(engine.card.labels) if engine is not None else ()
         self.model_name: str | None = engine.card.name if engine is not None else None
@@ -85,10 +86,10 @@ class ClassifierWorker:
             self.overflow += 1
             self._overflowed.append(replace(job, inputs=None))
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Finish queued jobs (bounded by ``timeout``), then end the thread."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Finish queued jobs (bounded by ``timeout``), then end the thread; True when it has ended."""
         if not self._thread.is_alive():
-            return
+            return True
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -98,6 +99,10 @@ class ClassifierWorker:
                 if time.monotonic() > deadline:
                     break
         self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            log.warning("the classifier thread did not stop within %.1f s (the model still busy?)", timeout)
+            return False
+        return True
 
     def _run(self) -> None:
         while True:
@@ -141,11 +146,11 @@ class ClassifierWorker:
                 probs = {id(j): out[i] for i, j in enumerate(todo) if finite[i]}
                 self.classified += int(finite.sum())
                 if not finite.all():
-                    self.failures += 1
+                    self.failed += int((~finite).sum())
                     log.error("the model returned NaN/inf probabilities (damaged model file?); publishing %d "
                               "window(s) unlabelled", int((~finite).sum()))
             except Exception as exc:  # an engine failure must not take the pipeline down
-                self.failures += 1
+                self.failed += len(todo)
                 log.error("classification failed (%s); publishing %d window(s) unlabelled", exc, len(todo))
             self._record("classify", (time.perf_counter() - t0) * 1e3)
         for job in jobs:

@@ -78,6 +78,7 @@ class DashboardSnapshot:
     spotting: str = "idle"  # spotter state, e.g. "idle", "rising", "in window", "no face"
     events: Sequence[EventRecord] = ()
     event_counts: Mapping[str, int] = field(default_factory=dict)  # totals by kind, e.g. {"micro": 2}
+    unlabelled: int = 0  # windows published without a label: the classifier fell behind or the model failed
     stage_ms: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     message: str = ""  # one line of news: "ended: end of file", a warning, ...
     uncertain_below: float = UNCERTAIN_BELOW  # labels less confident than this show as "label?", dimmed
@@ -179,6 +180,8 @@ def _header(s: DashboardSnapshot) -> Table:
     counts = "  ".join(f"{kind} {n}" for kind, n in s.event_counts.items())
     if counts:
         spot.append(f"   events: {counts}")
+    if s.unlabelled:
+        spot.append(f"   {s.unlabelled} unlabelled (classifier behind or failing)", style="bold red")
     grid.add_row("spotting", spot)
     if s.message:
         grid.add_row("note", Text(s.message, style="yellow"))

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 FACE_MODEL_URL = "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
 FACE_MODEL_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
+FACE_MODEL_SIZE = 3_758_596  # bytes of the official file; only said in messages (the SHA-256 decides)
 FACE_MODEL_ENV = "MER_FACE_MODEL"
 FACE_MODEL_FILENAME = "face_landmarker.task"
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -67,6 +68,15 @@ def _where_to_put_it(cache: Path) -> str:
     )
 
 
+def _not_it(path: Path) -> str:
+    """What is wrong with a file whose SHA-256 is not the model's: its size against the real file's."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return "SHA-256 mismatch"
+    return f"{size:,} bytes, not the {FACE_MODEL_SIZE:,}-byte model file: SHA-256 mismatch"
+
+
 def _checked(path: Path, what: str, cache: Path) -> Path:
     if not path.is_file():
         raise FaceModelError(f"face model from {what} not found: {path}; {_where_to_put_it(cache)}")
@@ -76,7 +86,7 @@ def _checked(path: Path, what: str, cache: Path) -> Path:
         raise FaceModelError(f"cannot read face model {path} ({what}): {exc}") from exc
     if not ok:
         raise FaceModelError(
-            f"face model {path} ({what}) is not the expected file (SHA-256 mismatch); {_where_to_put_it(cache)}"
+            f"face model {path} ({what}) is not the expected file ({_not_it(path)}); {_where_to_put_it(cache)}"
         )
     return path
 
@@ -125,17 +135,17 @@ def resolve_face_model(explicit: str | Path | None = None, *, download: bool = T
     env = face_model_from_env()
     if env is not None:
         return _checked(env, f"${FACE_MODEL_ENV}", cache)
+    corrupt = ""  # why the cached file cannot be used, when there is one
     if cache.is_file():
         try:
             if _hash_ok(cache):
                 return cache
         except OSError as exc:
             raise FaceModelError(f"cannot read cached face model {cache}: {exc}") from exc
+        corrupt = f"cached face model {cache} is corrupt ({_not_it(cache)})"
         if not download:
-            raise FaceModelError(
-                f"cached face model {cache} is corrupt (SHA-256 mismatch); {_where_to_put_it(cache)}"
-            )
-        logger.warning("cached face model %s has the wrong SHA-256; downloading it again", cache)
+            raise FaceModelError(f"{corrupt}; replace it or delete it: {_where_to_put_it(cache)}")
+        logger.info("%s; downloading it again", corrupt)
     if not download:
         raise FaceModelError(f"face model not found and downloading is off; {_where_to_put_it(cache)}")
     logger.info("downloading face model %s -> %s", FACE_MODEL_URL, cache)
@@ -144,6 +154,11 @@ def resolve_face_model(explicit: str | Path | None = None, *, download: bool = T
     except FaceModelError:
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:  # offline, timeout, HTTP error, disk
+        if corrupt:  # not "not found": the file is there, and it is the wrong one
+            raise FaceModelError(
+                f"{corrupt} and a fresh copy could not be downloaded ({exc}); replace it or delete it: "
+                f"{_where_to_put_it(cache)}"
+            ) from exc
         raise FaceModelError(
             f"face model not found and the download failed ({exc}); {_where_to_put_it(cache)}"
         ) from exc

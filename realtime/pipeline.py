@@ -9,7 +9,8 @@ engine, publisher), so each can be faked in tests and ``mer-bench``; every join 
 (:class:`~realtime.sources.FrameSource`, :class:`~realtime.analysis.FaceTracking`,
 :class:`~engines.backends.base.Predictor`, :class:`FrameAnalyzing`). The caller's thread supervises:
 :meth:`Pipeline.run` publishes a ``status`` record about once a second, and a ``summary`` record at the
-end of the source, on ``stop()``, and on Ctrl-C (``KeyboardInterrupt`` is re-raised after it is written).
+end of the source, on ``stop()``, on :meth:`Pipeline.interrupt` (what ``mer-live`` does on SIGTERM and
+Ctrl-C), and on a ``KeyboardInterrupt`` (re-raised after it is written).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class PipelineOptions:
     sparkline_len: int = 120  # intensity samples kept for the dashboard
     recent_events: int = 8
     keep_stage_samples: bool = False  # keep every stage timing for the run (mer-bench), not just the last second
+    join_timeout_s: float = 5.0  # stop() waits this long for each thread; one still running is logged
     # the face tracker on a thread of its own, a few frames ahead of motion and spotting: MediaPipe (most of
     # a frame's time, without the GIL) overlaps with the rest of the analysis on another core
     face_thread: bool = True
@@ -161,12 +163,16 @@ class Pipeline:
         self.stopped_by_duration = False  # --duration ended the run before the source did
         self._rate_in = RateMeter(RateMeterOptions(clock=self._clock))
         self._rate_proc = RateMeter(RateMeterOptions(clock=self._clock))
+        # appended by the analyser thread, copied by the dashboard's: under the lock, as a deque must not
+        # change while it is copied
         self._intensity: deque[float] = deque(maxlen=opts.sparkline_len)
+        self._intensity_lock = threading.Lock()
         # written by the classifier thread alone (it emits every event), read by status/snapshot/summary
         self._events: deque[EventRecord] = deque(maxlen=opts.recent_events)
         self._event_counts = {"micro": 0, "macro": 0}
         self._events_lock = threading.Lock()
         self._stop = threading.Event()
+        self._interrupted = False  # interrupt() was called: a plain flag, safe to set from a signal handler
         self._analysis_done = threading.Event()
         self._thread = threading.Thread(target=self._analyze, name="mer-analyser")
         self._faces: queue.Queue[object] = queue.Queue(maxsize=max(1, opts.face_queue))
@@ -311,7 +317,8 @@ class Pipeline:
             result = replace(result, jobs=self.windows.on_frame(result))
         if self.options.on_frame is not None:
             self.options.on_frame(result)
-        self._intensity.append(result.intensity if result.intensity is not None else float("nan"))
+        with self._intensity_lock:
+            self._intensity.append(result.intensity if result.intensity is not None else float("nan"))
         for job in result.jobs:
             self.classifier.submit(job)
 
@@ -328,13 +335,17 @@ class Pipeline:
         return self
 
     def run(self) -> SummaryRecord:
-        """Start (if needed), publish status once a second until the source ends, then the summary."""
+        """Start (if needed), publish status once a second until the source ends or :meth:`interrupt`, then
+        the summary."""
         if self._started_at is None:
             self.start()
         reason = "end"
         try:
             next_status = self._clock()
             while not self._analysis_done.wait(timeout=0.05):
+                if self._interrupted:
+                    reason = "interrupted"
+                    break
                 if self._clock() >= next_status:
                     self._publish(self.status())
                     next_status += self.options.status_period_s
@@ -344,28 +355,47 @@ class Pipeline:
             raise
         finally:
             if self._summary is None:
-                if self.error is not None:
+                if self.error is not None and reason == "end":
                     reason = "error"
                 self.stop(reason)
         assert self._summary is not None
         return self._summary
 
+    def interrupt(self) -> None:
+        """Ask :meth:`run` to end as interrupted: within 0.05 s it stops and writes the summary, as on Ctrl-C.
+        It only sets a flag, so a signal handler may call it at any moment, even while :meth:`stop` runs,
+        which it never cuts short; calling it again changes nothing."""
+        self._interrupted = True
+
     def stop(self, reason: str = "stopped") -> SummaryRecord:
-        """Stop every thread (bounded waits), then publish the summary once; safe to call twice."""
+        """Stop every thread (bounded waits), then publish the summary once; safe to call twice. A thread still
+        running after its wait is logged (see :attr:`tracker_in_use`)."""
         if self._summary is not None:
             return self._summary
+        timeout = self.options.join_timeout_s
         self._stop.set()
         self.capture.stop()
         self.ring.close()
         if self._face_thread.is_alive():
-            self._face_thread.join(timeout=5.0)
-        self._thread.join(timeout=5.0)
-        self.classifier.stop()
+            self._face_thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+        for thread in (self._face_thread, self._thread):
+            if thread.is_alive():
+                log.warning("%s thread did not stop within %.1f s", thread.name, timeout)
+        self.classifier.stop(timeout)
         if reason == "end" and self.capture.end_reason and self.capture.end_reason.startswith("error"):
             reason = "error"
         self._summary = self._make_summary(reason)
         self._publish(self._summary)
         return self._summary
+
+    @property
+    def tracker_in_use(self) -> bool:
+        """Whether a thread that calls the face tracker (the face thread with its landmark workers, or the
+        analyser thread) is still running: after :meth:`stop`, one that outlived its wait, inside a slow
+        MediaPipe call perhaps. The tracker must not be closed under it."""
+        return self._face_thread.is_alive() or self._thread.is_alive()
 
     def _auto_note(self) -> str:
         every = self.auto_landmark_every
@@ -377,6 +407,7 @@ class Pipeline:
 
     def status(self) -> StatusRecord:
         frames, analyzed, dropped = self._counters()
+        classified, overflow, failed = self._classifier_counts()
         now = self._clock()
         self._rate_in.update(frames, now)
         self._rate_proc.update(analyzed, now)
@@ -391,7 +422,17 @@ class Pipeline:
             engine=self.classifier.engine_name,
             stage_ms=self.stages.snapshot(now),
             landmark_every=self.auto_landmark_every,
+            classified=classified,
+            overflow=overflow,
+            failed=failed,
         )
+
+    def _classifier_counts(self) -> tuple[int | None, int | None, int | None]:
+        """The classifier's counts as the status and summary records carry them: ``classified`` (with a model
+        only), ``overflow`` and ``failed`` (windows published unlabelled; None when there were none)."""
+        worker = self.classifier
+        return (worker.classified if worker.engine is not None else None, worker.overflow or None,
+                worker.failed or None)
 
     @property
     def auto_landmark_every(self) -> int | None:
@@ -407,6 +448,7 @@ class Pipeline:
 
     def _make_summary(self, reason: str) -> SummaryRecord:
         frames, analyzed, dropped = self._counters()
+        classified, overflow, failed = self._classifier_counts()
         wall = self._clock() - (self._started_at or self._clock())
         scores = self.windows.scores(self.classifier.labels) if self.windows is not None else None
         return SummaryRecord(
@@ -423,6 +465,9 @@ class Pipeline:
             uf1=round(scores.uf1, 6) if scores is not None and scores.uf1 is not None else None,
             vetoed=self.classifier.vetoed or None,
             landmark_every=self.auto_landmark_every,
+            classified=classified,
+            overflow=overflow,
+            failed=failed,
         )
 
     def snapshot(self, message: str = "") -> DashboardSnapshot:
@@ -433,7 +478,8 @@ class Pipeline:
         self._rate_proc.update(analyzed, now)
         spotter = self.analyzer.spotter
         threshold = spotter.threshold
-        intensity = tuple(self._intensity)
+        with self._intensity_lock:
+            intensity = tuple(self._intensity)
         with self._events_lock:
             events, counts = tuple(self._events), dict(self._event_counts)
         fps = self.source.fps or 30.0
@@ -457,6 +503,7 @@ class Pipeline:
             spotting=spotter.state,
             events=events,
             event_counts=counts,
+            unlabelled=self.classifier.overflow + self.classifier.failed,
             stage_ms=self.stages.snapshot(now),
             message=message or ("finished" if self._analysis_done.is_set() else self._auto_note()),
         )

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import ipaddress
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -93,6 +95,15 @@ def check_endpoint(endpoint: str) -> str:
         raise PublisherError(
             f"invalid ZMQ endpoint {endpoint!r}: expected tcp://HOST:PORT, e.g. {DEFAULT_ENDPOINT}"
         )
+    host = match["host"]
+    if re.fullmatch(r"[\d.]+", host) or host.startswith("["):  # an IP address, not a host or interface name
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise PublisherError(
+                f"invalid address {host} in {endpoint!r}: an IPv4 address is four numbers 0..255 (e.g. "
+                f"{DEFAULT_ENDPOINT}), an IPv6 one goes in brackets (tcp://[::1]:5556)"
+            ) from None
     port = match["port"]
     if port == "0":
         return f"tcp://{match['host']}:*"
@@ -106,17 +117,57 @@ def _host(endpoint: str) -> str | None:
     return match["host"] if match else None
 
 
-def check_exposure(endpoint: str, *, curve: bool, insecure: bool) -> None:
-    """Refuse (:class:`PublisherError`) a bind beyond loopback without CURVE keys or an explicit ``insecure``.
+def _check_local(endpoint: str, host: str) -> None:
+    """Refuse an IP address that is not one of this machine's: no bind there can work, whatever the security
+    settings (and saying first that it is "reachable from other machines" sent users after keys)."""
+    name = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return  # `*`, a host name or an interface name: the bind itself says
+    if ip.is_unspecified or ip.is_loopback:
+        return
+    with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((name, 0))  # any port: only whether the address is here
+        except OSError as exc:
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
+                raise PublisherError(
+                    f"cannot bind {endpoint}: {name} is not an address of this machine (use e.g. "
+                    f"{DEFAULT_ENDPOINT}, or tcp://*:5556 for all interfaces)"
+                ) from None
 
-    Pure and cheap, so ``mer-live`` checks it before loading anything; ``Publisher`` checks it again.
+
+def check_exposure(endpoint: str, *, curve: bool, insecure: bool) -> None:
+    """Refuse (:class:`PublisherError`) an address this machine does not have, then a bind beyond loopback
+    without CURVE keys or an explicit ``insecure``.
+
+    Cheap (no socket is bound for more than a moment), so ``mer-live`` checks it before loading anything;
+    ``Publisher`` checks it again.
     """
     host = _host(check_endpoint(endpoint))
+    if host is not None:
+        _check_local(endpoint, host)
     if host is not None and not is_loopback(host) and not curve and not insecure:
         raise PublisherError(
             f"{endpoint} is reachable from other machines: encrypt with --zmq-curve KEYDIR (create keys "
             "with `mer-live keys KEYDIR`), or pass --insecure to publish unencrypted"
         )
+
+
+def _recording_problem(path: Path, exc: OSError) -> str:
+    """Why the recording cannot be opened, in the user's terms: a folder, a file in the way, or a folder that
+    takes no new files (read-only, not yours, or a system folder such as /proc, which says "No such file")."""
+    if path.is_dir():
+        return f"cannot write the recording {path}: it is a folder; give a file path, e.g. {path / 'run.jsonl'}"
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"cannot write the recording {path}: {existing} is a file, not a folder; give another path"
+    if existing is not None and exc.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "" if exc.errno == errno.ENOENT else f" ({exc.strerror})"
+        return (f"cannot write the recording {path}: the folder {existing} does not allow new files{why}; give "
+                "a path in a folder you can write, e.g. ./run.jsonl")
+    return f"cannot write the recording {path}: {exc.strerror or exc}"
 
 
 class Publisher:
@@ -298,12 +349,12 @@ class Publisher:
         path = self.options.record_path
         if path is None:
             return None
+        path = Path(path).expanduser()
         try:
-            path = Path(path).expanduser()
             path.parent.mkdir(parents=True, exist_ok=True)
             return open(path, "w", encoding="utf-8", newline="\n")
         except OSError as exc:
-            raise PublisherError(f"cannot write the recording {path}: {exc.strerror or exc}") from None
+            raise PublisherError(_recording_problem(path, exc)) from None
 
     def _serve(self, sock: Any) -> None:
         deadline: float | None = None

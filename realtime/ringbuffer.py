@@ -6,9 +6,11 @@ Two policies, as DESIGN.md asks:
 - ``BLOCK`` (file read as fast as possible): the writer waits until the slowest reader has consumed the
   slot it needs, so every frame is analysed.
 
-Copies in and out happen under the lock, so a reader never sees a half-written frame; each reader owns
-one output buffer it reuses, so the per-frame path allocates nothing once running. ``close()`` wakes every
-waiter: the writer gets ``False``, readers drain what is left and then get ``None``.
+Copies in and out happen under the lock, so a reader never sees a half-written frame. A slot gets a new
+buffer only when a frame of another size or type is written into it, so a source that changes resolution
+leaves the frames not yet read as they were; each reader owns one output buffer it reuses, so the per-frame
+path allocates nothing once running. ``close()`` wakes every waiter: the writer gets ``False``, readers
+drain what is left and then get ``None``.
 """
 
 from __future__ import annotations
@@ -85,9 +87,9 @@ class RingBuffer:
             slot = self._written % cap
             buf = self._slots[slot]
             if buf is None or buf.shape != frame.shape or buf.dtype != frame.dtype:
-                # First frame, or the source changed size: allocate every slot for the new shape once.
-                buf = np.empty_like(frame)
-                self._slots = [buf if i == slot else np.empty_like(frame) for i in range(cap)]
+                # First lap, or the source changed size: this slot alone gets the new shape. The others keep
+                # their frames (still unread, perhaps) until they are written in turn.
+                buf = self._slots[slot] = np.empty_like(frame)
             np.copyto(buf, frame)
             self._index[slot] = index
             self._t[slot] = t

@@ -4,6 +4,10 @@ is :mod:`cli.subscribe`).
     for record in subscribe("tcp://127.0.0.1:5556", topics=("event",)):  # ends with mer-live's summary
         print(record.kind, record.label, record.confidence)
 
+It follows the run it joined (:class:`RunFollower`): it ends at that run's summary, and at the first record of
+another run (another ``source``, or ``seq`` starting again), which means the run it joined ended without one;
+a later run on the same endpoint is never taken for it.
+
 Malformed messages are skipped with a warning. A subscriber only receives what is published after it has
 connected (ZMQ PUB/SUB); ``status`` records repeat about once a second, so a late subscriber soon knows
 the publisher is there. For a CURVE publisher pass its public key (``KEYDIR/server.key`` or the key text).
@@ -22,7 +26,7 @@ from core.events import Record, RecordError, parse_record
 from realtime.curve import CurveError, client_keypair, load_public_key
 from realtime.publisher import PublisherError, check_endpoint
 
-__all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "Subscriber", "SubscriberError", "subscribe"]
+__all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "RunFollower", "Subscriber", "SubscriberError", "subscribe"]
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,37 @@ class Subscriber:
         self.close()
 
 
+class RunFollower:
+    """Tells the records of the run a subscriber joined from those of a later run on the same endpoint.
+
+    The run is the first record's: its ``source``, and a ``seq`` that only grows (the publisher numbers every
+    record it sends +1, from 0, so gaps are records not subscribed to or dropped). A record with another source,
+    or a seq not above the last one (a new publisher starts again from 0), belongs to another run. The run has
+    ended once its summary was accepted.
+    """
+
+    def __init__(self) -> None:
+        self.source: str | None = None  # the run's, once its first record came
+        self.last_seq = -1
+        self.ended = False  # its summary came
+
+    def accept(self, record: Record) -> bool:
+        """True (and noted) for a record of the followed run, False for one of another run."""
+        if self.source is None:
+            self.source = record.source
+        elif record.source != self.source or record.seq <= self.last_seq:
+            return False
+        self.last_seq = record.seq
+        self.ended = self.ended or record.type == "summary"
+        return True
+
+    def describe(self, other: Record) -> str:
+        """Why ``other`` is not of this run, for a message."""
+        if other.source != self.source:
+            return f"records from {other.source or 'another source'!r} began"
+        return f"seq began again at {other.seq} after {self.last_seq}"
+
+
 def subscribe(
     endpoint: str = DEFAULT_ENDPOINT,
     *,
@@ -163,22 +198,28 @@ def subscribe(
     curve_server_key: str | bytes | os.PathLike[str] | None = None,
     keep_going: bool = False,
 ) -> Generator[Record, None, None]:
-    """Yield records as they arrive, until the publisher's ``summary`` (the end of its run) or ``timeout_s``
-    seconds without any record (None = no limit).
+    """Yield records as they arrive, until the ``summary`` of the run it joined (the end of that run) or
+    ``timeout_s`` seconds without any record (None = no limit).
 
     The summary is yielded when ``topics`` include it, and ends the loop either way (it is received for
-    that even when not asked for). ``keep_going=True`` carries on past it, e.g. across several runs of a
-    publisher on the same endpoint. The socket is created on the first ``next()`` and closed when the
-    generator finishes or is closed.
+    that even when not asked for). A record of another run (:class:`RunFollower`) ends it too, unyielded: the
+    run it joined ended without a summary (killed). ``keep_going=True`` carries on past the end, e.g. across
+    several runs of a publisher on the same endpoint. The socket is created on the first ``next()`` and closed
+    when the generator finishes or is closed.
     """
     wanted = _topics(topics)
     listen = wanted if keep_going else (*wanted, "mer.summary")
+    run = None if keep_going else RunFollower()
     with Subscriber(endpoint, topics=listen, curve_server_key=curve_server_key) as sub:
         while True:
             message = sub.recv_message(timeout_s)
             if message is None:
                 return
+            if run is not None and not run.accept(message.record):
+                log.warning("the run from %r on %s ended without its summary (%s)", run.source, sub.endpoint,
+                            run.describe(message.record))
+                return
             if message.topic in wanted:
                 yield message.record
-            if not keep_going and message.record.type == "summary":
+            if run is not None and run.ended:
                 return

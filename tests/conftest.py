@@ -1,4 +1,5 @@
-"""Shared fixtures: where the face model and the shared faces are, skipping with a reason when absent."""
+"""Shared fixtures: where the face model and the shared faces are, skipping with a reason when absent; every
+test's user cache in a temporary folder."""
 
 from __future__ import annotations
 
@@ -19,6 +20,32 @@ def _face_model() -> Path | None:
         return Path(os.path.abspath(env))  # absolute: tests run commands from other folders
     candidate = SHARED / "models" / "face_landmarker.task"
     return candidate if candidate.is_file() else None
+
+
+# Read before the fixture below moves the user cache: the model a user keeps there is still found.
+_REAL_FACE_MODEL = _face_model()
+if _REAL_FACE_MODEL is None:
+    from core.paths import user_cache_dir
+
+    _cached = user_cache_dir() / "face_landmarker.task"
+    _REAL_FACE_MODEL = _cached if _cached.is_file() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user cache of every test, and of every command a test starts, is a temporary folder.
+
+    ``MER_CACHE_DIR`` and ``XDG_CACHE_HOME`` (which ``~/.cache`` defaults from) point into the session's
+    temporary folder, whatever the user set, so no test reads a user's cached files nor writes into them; a
+    test that needs another cache sets its own. ``MER_FACE_MODEL`` names the real face model, found before.
+    """
+    root = tmp_path_factory.mktemp("user")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MER_CACHE_DIR", str(root / "mer-cache"))
+        mp.setenv("XDG_CACHE_HOME", str(root / "xdg-cache"))
+        if _REAL_FACE_MODEL is not None:
+            mp.setenv("MER_FACE_MODEL", str(_REAL_FACE_MODEL))
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -176,6 +178,62 @@ def test_nothing_to_analyze_is_one_line(tmp_path: Path) -> None:
 def test_a_bad_model_is_one_line(tmp_path: Path) -> None:
     code, err = _run(_touch(tmp_path / "v.mp4"), "--out", tmp_path / "out", "--model", tmp_path / "nope.onnx")
     assert code == 2 and err.startswith("mer-analyze: error:") and err.count("\n") == 1
+
+
+def _refuse_writes_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``folder`` takes no new file or folder, as a read-only one: chmod 555, and where that does not stop
+    writes (root), os.open / os.mkdir refuse what would be created under it (as EACCES does)."""
+    folder.chmod(0o555)
+    probe = folder / ".probe"
+    try:
+        probe.touch()
+    except PermissionError:
+        return
+    probe.unlink()
+    inside = folder.resolve()
+    real_open, real_mkdir = os.open, os.mkdir
+
+    def refused(path: Any) -> bool:
+        return Path(os.path.abspath(os.fspath(path))).is_relative_to(inside)
+
+    def no_create(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT and refused(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def no_mkdir(path: Any, *args: Any, **kwargs: Any) -> None:
+        if refused(path):
+            raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_create)
+    monkeypatch.setattr(os, "mkdir", no_mkdir)
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An existing --out that takes no files (read-only, immutable) used to fail each video with PermissionError
+    and then the summary with a traceback (exit 1); like a folder that cannot be created: one line, exit 2."""
+    out = tmp_path / "locked"
+    out.mkdir()
+    _refuse_writes_under(out, monkeypatch)
+    try:
+        code, err = _run(_touch(tmp_path / "v.mp4"), "--out", out)
+    finally:
+        out.chmod(0o755)
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith(f"mer-analyze: error: cannot write into the output folder {out}: Permission denied; ")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("under", [False, True], ids=["a-file", "under-a-file"])
+def test_an_output_folder_that_is_a_file_is_named_as_one(tmp_path: Path, under: bool) -> None:
+    """``--out notes.txt`` said "cannot create the output folder notes.txt: File exists"."""
+    existing = _touch(tmp_path / "notes.txt", b"my notes")
+    out = existing / "results" if under else existing
+    code, err = _run(_touch(tmp_path / "v.mp4"), "--out", out)
+    assert code == 2 and err.count("\n") == 1 and "File exists" not in err, err
+    assert f"{existing} is a file, not a folder" in err and "give a folder for --out" in err
+    assert existing.read_bytes() == b"my notes"
 
 
 # --- the report page (no face model needed) ---------------------------------------------------------------

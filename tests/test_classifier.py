@@ -124,3 +124,27 @@ def test_a_pipeline_whose_classifier_overflows_counts_every_event_once() -> None
     assert sum(e.label is not None for e in events) == worker.classified
     assert all(e.latency_ms > 0 for e in events)  # the capture time came with the frame, through the window
     assert isinstance(records[-1], SummaryRecord) and records[-1] is summary
+    # the windows published unlabelled are counted where users see them
+    assert (summary.classified, summary.overflow, summary.failed) == (worker.classified, worker.overflow, None)
+    assert SummaryRecord.from_json(summary.to_json()) == summary
+    status = pipeline.status()
+    assert (status.classified, status.overflow, status.failed) == (worker.classified, worker.overflow, None)
+    assert pipeline.snapshot().unlabelled == worker.overflow
+
+
+class _FailingEngine(_GatedEngine):
+    """Fails on every batch it is given."""
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        raise RuntimeError("the GPU fell off the bus")
+
+
+def test_windows_the_model_failed_on_are_counted_in_the_summary() -> None:
+    source = ArraySource([np.zeros((48, 48, 3), np.uint8)] * 40, fps=FPS, name="array:test")
+    engine = _FailingEngine()
+    engine.release.set()
+    pipeline = Pipeline(source, None, engine, lambda record: None, PipelineOptions(fast=True),
+                        analyzer=_ManyWindows(engine))
+    summary = pipeline.run()
+    assert (summary.classified, summary.overflow, summary.failed) == (0, None, 15)
+    assert "failed" not in SummaryRecord(frames=1, dropped=0, face_frames=1).to_dict()  # left out when none

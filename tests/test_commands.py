@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +179,89 @@ def test_mer_bench_help_says_what_it_does_once_without_markup() -> None:
     assert "Measure the real pipeline" in text and "classification latency per available engine" in text
 
 
+def _fake_measurements(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """mer-bench's measurements replaced by fixed figures in no time: one event, no paced-run latency, no
+    ONNX Runtime, no annotations' spotting score."""
+    import cli.bench
+    from core.events import StatusRecord
+    from realtime.bench import RunFigures
+
+    class Engine:
+        name, reason = "fake", "test stand-in"
+
+        class card:  # noqa: N801 - the attribute the command reads
+            crop_size = 128
+
+        def close(self) -> None:
+            pass
+
+    def synthetic_video(*, seconds: float, fps: float, face_model: object = None,
+                        progress: Any = None) -> tuple[Path, Path]:
+        for done in (0, 450, 900):
+            if progress is not None:
+                progress(done, 900)
+        return tmp_path / "clip.mp4", tmp_path / "annotations.csv"
+
+    def run_pipeline(video: Path, *, on_status: Any = None, **kwargs: Any) -> RunFigures:
+        if on_status is not None:
+            on_status(StatusRecord(frames=450, dropped=0, fps_in=30.0, fps_proc=61.0, face=True, face_frames=450))
+        stage: dict[str, float | None] = {"p50": 1.5, "p95": 2.5}
+        return RunFigures(frames=900, wall_s=9.0, fps=100.0, events={"micro": 1, "macro": 0},
+                          stage_ms={s: stage for s in ("decode", "face", "classify")},
+                          latency_ms={"p50": 12.0, "p95": 20.0}, delay_ms={"p50": None, "p95": None}, spotting=None)
+
+    def engine_latency(model: object, *, unavailable: dict[str, str] | None = None,
+                       progress: Any = None) -> dict[str, dict[str, float]]:
+        if unavailable is not None:
+            unavailable["onnxruntime"] = "not installed"
+        return {"torch b1": {"p50": 3.0, "p95": 4.0}}
+
+    monkeypatch.setattr(cli.bench, "synthetic_video", synthetic_video)
+    monkeypatch.setattr(cli.bench, "load_engine", lambda model, backend: Engine())
+    monkeypatch.setattr(cli.bench, "landmarker_baseline", lambda video, face_model=None: {
+        "frames": 900, "wall_s": 8.0, "fps": 112.5, "landmark_ms": {"p50": 8.0, "p95": 9.5}})
+    monkeypatch.setattr(cli.bench, "run_pipeline", run_pipeline)
+    monkeypatch.setattr(cli.bench, "engine_latency", engine_latency)
+    monkeypatch.setenv("COLUMNS", "200")  # the tables on one line each
+
+
+def test_mer_bench_says_what_it_skipped_and_prints_no_python_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Skipped measurements showed as "None", the footer as raw dicts (events {'micro': 1, 'macro': 0})."""
+    from cli.bench import main
+
+    _fake_measurements(monkeypatch, tmp_path)
+    assert main(["--skip-startup", "--paced-seconds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out and "{" not in out and "[" not in out, out
+    assert "events: 1 micro, 0 macro" in out and "latency p50 12 ms, p95 20 ms" in out
+    assert "skipped (--skip-startup)" in out and "paced: skipped (--paced-seconds 0)" in out
+    assert "skipped (onnxruntime not available: not installed)" in out
+    assert "engines: torch b1 p50 3 ms, p95 4 ms" in out
+
+
+def test_mer_bench_says_what_it_is_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A minute of measuring went by with nothing on screen (or only a spinner): a line per step, how far."""
+    import cli.progress
+    from cli.bench import main
+
+    _fake_measurements(monkeypatch, tmp_path)
+    monkeypatch.setattr(cli.progress, "PLAIN_EVERY_S", 0.0)  # every note, not one per few seconds
+    assert main(["--skip-startup", "--paced-seconds", "2", "--json"]) == 0
+    err = capsys.readouterr().err
+    steps = [line for line in err.splitlines() if line.endswith(" ...")]
+    assert steps == ["mer-bench: [1/7] generating a synthetic video ...", "mer-bench: [2/7] loading the model ...",
+                     "mer-bench: [3/7] bare MediaPipe landmarker ...", "mer-bench: [4/7] offline run 1 (--fast) ...",
+                     "mer-bench: [5/7] bare MediaPipe landmarker ...",
+                     "mer-bench: [6/7] paced run (2 s at the video's frame rate) ...",
+                     "mer-bench: [7/7] classification latency per engine ..."], err
+    assert "mer-bench: [1/7] generating a synthetic video: 450/900 frames" in err
+    assert "mer-bench: [4/7] offline run 1 (--fast): 450 frames, 61 fps" in err
+
+
 def test_mer_live_usage_shows_the_keys_form() -> None:
     proc = subprocess.run([sys.executable, "-m", "cli.live", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
@@ -317,3 +401,88 @@ def test_record_never_replaces_an_input_or_a_file_that_is_not_a_recording(tmp_pa
     (tmp_path / "empty.jsonl").write_text("")
     check_record_path(tmp_path / "empty.jsonl", [str(video)])
     assert video.read_bytes().startswith(b"\x00") and notes.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("insecure", [[], ["--insecure"]], ids=["", "insecure"])
+@pytest.mark.parametrize("address, says", [
+    ("999.1.1.1", "invalid address 999.1.1.1"),
+    ("203.0.113.77", "203.0.113.77 is not an address of this machine"),  # TEST-NET-3: no machine's address
+])
+def test_mer_live_says_an_address_cannot_work_before_asking_for_keys(
+    address: str, says: str, insecure: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--zmq tcp://999.1.1.1:5556` first said "reachable from other machines" (so, make keys), and only with
+    --insecure that the address is not this machine's; one line either way, before anything loads."""
+    import cli.app
+    from cli.live import main
+
+    def must_not_run(args: object, **kwargs: object) -> int:
+        raise AssertionError("mer-live went on to open the source")
+
+    monkeypatch.setattr("cli.live.run_live", must_not_run)
+    monkeypatch.setattr(cli.app, "demo_video", must_not_run)
+    for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
+        monkeypatch.setenv(name, os.environ.get(name, "8"))
+    assert main(["--demo", "--zmq", f"tcp://{address}:5556", *insecure]) == 2
+    message = _one_line(capsys.readouterr().err)
+    assert message.startswith("mer-live: error:") and says in message and "reachable" not in message
+
+
+# --- mer-live --demo: the clip is made before the dashboard starts ---------------------------------------
+
+
+def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The first `mer-live --demo` made its clip for 5-11 s with nothing on screen (the dashboard starts after):
+    a progress line says what is happening (plain lines when stderr is not a terminal)."""
+    import cli.app
+    from cli.live import build_parser
+
+    def fake_demo(face_model: object = None, progress: Any = None) -> Path:
+        assert progress is not None, "no progress callback"
+        for done in (0, 300, 600, 900):
+            progress(done, 900)
+        return Path("demo.mp4")
+
+    monkeypatch.setattr(cli.app, "demo_video", fake_demo)
+    assert cli.app._source_spec(build_parser().parse_args(["--demo"])) == "demo.mp4"
+    err = capsys.readouterr().err
+    assert "making the demo clip" in err and "900/900 frames" in err, err
+    assert err.count("\n") <= 5  # a few lines, not one per frame
+
+
+def test_an_existing_demo_clip_shows_no_progress(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import cli.app
+    from cli.live import build_parser
+
+    monkeypatch.setattr(cli.app, "demo_video", lambda face_model=None, progress=None: Path("demo.mp4"))  # cached
+    cli.app._source_spec(build_parser().parse_args(["--demo"]))
+    assert capsys.readouterr().err == ""
+
+
+def test_the_demo_clip_reports_its_frames_as_it_is_made(face_model_path: Path, tmp_path: Path) -> None:
+    from training.demo import synthetic_video
+
+    calls: list[tuple[int, int]] = []
+    synthetic_video(seconds=5.0, fps=30.0, seed=1, face_model=face_model_path, cache_dir=tmp_path,
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 150) and calls[-1] == (150, 150)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    calls.clear()
+    synthetic_video(seconds=5.0, fps=30.0, seed=1, face_model=face_model_path, cache_dir=tmp_path,
+                    progress=lambda done, total: calls.append((done, total)))
+    assert calls == []  # cached: nothing to make
+
+
+def test_mer_bench_too_short_a_video_is_one_line(face_model_path: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """--seconds 4 (the generator makes 5 s at least) was a SynthError traceback."""
+    from cli.bench import main
+
+    assert main(["--seconds", "4", "--skip-startup"]) == 2
+    step, *rest = capsys.readouterr().err.splitlines()
+    assert step == "mer-bench: [1/7] generating a synthetic video ..."
+    message = _one_line("\n".join(rest))
+    assert message.startswith("mer-bench: error: cannot generate a 4 s video at 30 fps to measure on: "), message
+    assert "video_seconds must be within 5..600" in message

@@ -231,3 +231,8 @@ def test_make_display_picks_by_terminal() -> None:
     assert isinstance(make_display(snapshot, console=Console(file=io.StringIO())), PlainLog)
     terminal = Console(file=io.StringIO(), force_terminal=True)
     assert isinstance(make_display(snapshot, console=terminal), Dashboard)
+
+
+def test_windows_published_unlabelled_are_shown_only_when_there_are_some() -> None:
+    assert "unlabelled" not in render_text(snapshot(), width=120)
+    assert "7 unlabelled" in render_text(snapshot(unlabelled=7), width=120)

@@ -40,6 +40,10 @@ RECORDS = [
                   events={"micro": 2, "macro": 1}, wall_s=10.0, mean_fps=30.0, reason="interrupted"),
     SummaryRecord(seq=9, source="camera:0", frames=300, dropped=0, face_frames=290, events={"micro": 0, "macro": 0},
                   wall_s=10.0, mean_fps=120.0, reason="end", vetoed=3, landmark_every=4),
+    StatusRecord(seq=2, source="camera:0", frames=330, dropped=2, fps_in=30.0, fps_proc=29.5, face=True,
+                 face_frames=320, engine="torch", classified=12, overflow=3, failed=1),
+    SummaryRecord(seq=10, source="camera:0", frames=300, dropped=0, face_frames=290,
+                  events={"micro": 16, "macro": 0}, wall_s=10.0, mean_fps=30.0, classified=12, overflow=3, failed=1),
 ]
 
 
@@ -115,6 +119,8 @@ def test_malformed_event_names_the_field(mutate: Callable[[dict[str, Any]], None
         (RECORDS[2], "stage_ms", {"face": {"p50": 1}}, "stage_ms.face.p95"),
         (RECORDS[3], "events", {"micro": "2"}, "events.micro"),
         (RECORDS[3], "frames", None, "frames"),
+        (RECORDS[5], "overflow", -1, "overflow"),
+        (RECORDS[6], "failed", "1", "failed"),
     ],
 )
 def test_malformed_status_and_summary(record: Record, key: str, value: object, field: str) -> None:
@@ -144,3 +150,9 @@ def test_landmark_every_is_left_out_unless_auto_chose_it() -> None:
     assert chosen.landmark_every == 3 and chosen.to_dict()["landmark_every"] == 3
     with pytest.raises(RecordError, match="landmark_every"):
         StatusRecord.from_dict({**status.to_dict(), "landmark_every": 0})
+
+
+def test_classifier_counts_are_left_out_unless_there_are_some() -> None:
+    summary = SummaryRecord(seq=9, source="camera:0", frames=3, dropped=0, face_frames=3)
+    assert not {"classified", "overflow", "failed"} & set(summary.to_dict())
+    assert SummaryRecord.from_dict(summary.to_dict()) == summary

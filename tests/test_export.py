@@ -223,6 +223,23 @@ def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     _assert_one_line_error(code, err, "checkpoint not found")
 
 
+def test_a_model_folder_exports_its_checkpoint(checkpoint: Path, card: ModelCard, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``mer-export engines/default`` said "checkpoint not found": --model takes a folder everywhere else."""
+    folder = tmp_path / "mymodel"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(checkpoint.read_bytes())
+    card.save(folder / "model.card.json")
+    out = tmp_path / "out.onnx"
+    code, stdout, err = _run(capsys, folder, "--onnx", out)
+    assert code == EXIT_OK, err
+    assert ModelCard.load(out.with_name("out.card.json")) == card
+    (folder / "model.pt").unlink()
+    code, _, err = _run(capsys, folder, "--onnx", tmp_path / "x.onnx")
+    _assert_one_line_error(code, err, r"no checkpoint in the folder .*mymodel: mer-export starts from its model\.pt "
+                           r"\(found: model\.card\.json\)")
+
+
 def test_corrupt_checkpoint(tmp_path: Path, card: ModelCard, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage" * 100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import sys
 import urllib.error
@@ -36,6 +37,7 @@ def fake_model_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     """Expected hash = hash of FAKE; cache under tmp_path; no env var; the network is a failing fake."""
     monkeypatch.setattr(face_model, "FACE_MODEL_SHA256", hashlib.sha256(FAKE).hexdigest())
     monkeypatch.delenv("MER_FACE_MODEL", raising=False)
+    monkeypatch.delenv("MER_CACHE_DIR", raising=False)  # else the cache is there, whatever XDG_CACHE_HOME says
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def no_network(*args: object, **kwargs: object) -> None:
@@ -64,11 +66,24 @@ def _serve(monkeypatch: pytest.MonkeyPatch, payload: bytes | Exception) -> list[
 
 
 def test_cache_path_honours_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MER_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert face_model.default_cache_path() == tmp_path / "xdg" / "mer-live" / "face_landmarker.task"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert face_model.default_cache_path() == tmp_path / "home" / ".cache" / "mer-live" / "face_landmarker.task"
+    monkeypatch.setenv("MER_CACHE_DIR", str(tmp_path / "mine"))  # first of all
+    assert face_model.default_cache_path() == tmp_path / "mine" / "face_landmarker.task"
+
+
+def test_tests_never_touch_the_users_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """conftest points the user cache of every test (and of the commands tests start) into the session's
+    temporary folder, whatever MER_CACHE_DIR / XDG_CACHE_HOME the user set; the real face model is still found."""
+    from core.paths import user_cache_dir
+
+    temporary = tmp_path_factory.getbasetemp().resolve()
+    assert user_cache_dir().resolve().is_relative_to(temporary)
+    assert Path(os.environ["XDG_CACHE_HOME"]).resolve().is_relative_to(temporary)
 
 
 def test_resolution_order(fake_model_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,6 +145,24 @@ def test_download_with_wrong_hash_leaves_nothing(
         resolve_face_model()
     cache_dir = fake_model_env["cache"].parent
     assert not cache_dir.exists() or list(cache_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [urllib.error.URLError("no route to host"), TimeoutError("timed out")])
+def test_a_corrupt_cache_offline_is_called_corrupt_not_missing(
+    fake_model_env: dict[str, Path], monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    """A bogus cached model (e.g. 48 bytes a test left there) and no network: the message says the file is
+    corrupt, how big it is, and what to do; it is never used, nor called "not found"."""
+    cache = fake_model_env["cache"]
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(BAD)
+    _serve(monkeypatch, error)
+    with pytest.raises(FaceModelError) as info:
+        resolve_face_model()
+    message = str(info.value)
+    assert f"cached face model {cache} is corrupt ({len(BAD)} bytes" in message
+    assert "not found" not in message and "delete it" in message and "MER_FACE_MODEL" in message
+    assert cache.read_bytes() == BAD  # left for the user to see; a good download would have replaced it
 
 
 def test_corrupt_cache_is_downloaded_again(

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import csv
+import functools
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
+from fakes import fake_card
 from ports import free_port, subscribed
 
-from core.events import EventRecord, Record, SummaryRecord, parse_record
+import cli.app
+from cli.live import main as mer_live_main
+from core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
 from core.metrics import spotting_scores
+from realtime.face import TrackedFace
+from realtime.pipeline import PipelineOptions
+from realtime.publisher import Publisher
+from realtime.sources import ArraySource
 from training.synth_writer import video_container
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +121,126 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
     records = _records(record)  # every line parses
     assert isinstance(records[-1], SummaryRecord) and records[-1].reason == "interrupted"
     assert records[-1].frames > 0
+
+
+class _FakeEngine:
+    """Stands in for a loaded engine (mer-live's in-process runs below): labels every window "positive"."""
+
+    name = "fake"
+    reason = "test stand-in"
+
+    def __init__(self) -> None:
+        self.card = fake_card(("negative", "positive", "surprise"), "fake-megc3")
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(batch), 3), np.float32)
+        out[:, 1] = 1.0
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class _FakeTracker:
+    """Stands in for the face tracker: no face in any frame. With ``stall_at`` its call on that frame asks for
+    a stop (SIGTERM) and then blocks until ``release`` is set, like a MediaPipe call that outlives stop()'s
+    wait; ``close()`` notes whether a call was still running."""
+
+    def __init__(self, stall_at: int | None = None) -> None:
+        self.stall_at = stall_at
+        self.calls = 0
+        self.busy = False
+        self.closed = False
+        self.closed_while_busy = False
+        self.release = threading.Event()
+
+    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None:
+        self.busy = True
+        try:
+            self.calls += 1
+            if self.calls == self.stall_at:
+                signal.raise_signal(signal.SIGTERM)  # handled on the main thread, which runs the pipeline
+                assert self.release.wait(timeout=60.0), "the test never released the tracker"
+            return None
+        finally:
+            self.busy = False
+
+    def close(self) -> None:
+        self.closed_while_busy |= self.busy
+        self.closed = True
+
+
+def _mer_live_in_process(monkeypatch: pytest.MonkeyPatch, tracker: _FakeTracker, record: Path) -> int:
+    """``mer-live --video clip.mp4 --no-dashboard --zmq none --record RECORD`` in this process, on a long
+    array source played at its frame rate, with the engine and the face tracker faked."""
+    frames = [np.zeros((32, 32, 3), np.uint8)] * 3000  # 100 s at 30 fps: ended by a signal, not by the source
+    monkeypatch.setattr(cli.app, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
+    monkeypatch.setattr(cli.app, "load_engine", lambda model, backend: _FakeEngine())
+    monkeypatch.setattr(cli.app, "FaceTracker", lambda options: tracker)
+    monkeypatch.setattr(cli.app, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
+    for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
+        monkeypatch.setenv(name, os.environ.get(name, "8"))
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    code = mer_live_main(["--video", "clip.mp4", "--no-dashboard", "--zmq", "none", "--record", str(record)])
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers  # put back
+    return code
+
+
+@pytest.mark.usefixtures("no_thread_left_behind")
+def test_a_second_sigterm_while_stopping_changes_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """SIGTERM as the first status record goes out, and again as the summary does, from inside
+    Pipeline.stop(): the stop is not cut short, the summary is recorded, and the exit code is 130."""
+    signalled: set[str] = set()
+    publish = Publisher.publish
+
+    def publish_and_signal(self: Publisher, record: Record) -> bool:
+        if isinstance(record, StatusRecord | SummaryRecord) and record.type not in signalled:
+            signalled.add(record.type)
+            signal.raise_signal(signal.SIGTERM)  # its handler runs here, on the main thread
+        return publish(self, record)
+
+    monkeypatch.setattr(Publisher, "publish", publish_and_signal)
+    record = tmp_path / "out.jsonl"
+    assert _mer_live_in_process(monkeypatch, _FakeTracker(), record) == 130
+    assert signalled == {"status", "summary"}
+    records = _records(record)
+    summaries = [r for r in records if isinstance(r, SummaryRecord)]
+    assert len(summaries) == 1 and records[-1] is summaries[0] and summaries[0].reason == "interrupted"
+    assert isinstance(records[0], StatusRecord)  # the first signal did not cut that record short either
+    assert [r.seq for r in records] == list(range(len(records)))
+
+
+def test_the_face_tracker_is_not_closed_under_a_call_that_outlived_the_stop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM while the face thread is inside a tracker call that outlives stop()'s wait: the summary is
+    written, and the tracker is left open (logged) rather than closed under the running call."""
+    before = set(threading.enumerate())
+    tracker = _FakeTracker(stall_at=5)
+    record = tmp_path / "out.jsonl"
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert _mer_live_in_process(monkeypatch, tracker, record) == 130
+        assert tracker.busy and not tracker.closed and not tracker.closed_while_busy
+        assert "face tracker is still in use" in caplog.text
+        summary = _records(record)[-1]
+        assert isinstance(summary, SummaryRecord) and summary.reason == "interrupted"
+    finally:
+        tracker.release.set()
+        for thread in set(threading.enumerate()) - before:  # the pipeline's threads end once it returns
+            thread.join(timeout=10.0)
+    assert not tracker.closed_while_busy
+    assert not [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
+
+
+def test_the_end_line_counts_the_windows_published_unlabelled(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90, overflow=3, failed=2)
+    cli.app._print_summary(summary, None)
+    line = capsys.readouterr().err
+    assert "3 window(s) published unlabelled: the classifier fell behind" in line
+    assert "2 window(s) published unlabelled: the model failed on them" in line
+    cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
+    assert "unlabelled" not in capsys.readouterr().err
 
 
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 from fakes import ScriptedAnalysis, fake_card, tracked_face
 
 from core.events import EventRecord, Record, SummaryRecord, TimePoint
-from realtime.analysis import WindowJob
+from realtime.analysis import FrameResult, WindowJob
 from realtime.dashboard import render_text
 from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
@@ -151,3 +154,56 @@ def test_a_face_thread_that_starts_late_loses_no_frame(monkeypatch: pytest.Monke
     monkeypatch.setattr(pipeline._face_thread, "start", late_start)
     summary = pipeline.run()
     assert summary.frames == 30 and summary.face_frames == 30
+
+
+class _SlowCopy(deque[float]):
+    """A deque whose copying takes a while and lets other threads run meanwhile (as on a Python without the
+    GIL, or when a garbage collection runs Python code in the middle): if the analyser thread appends during
+    a copy, the copy fails with "RuntimeError: deque mutated during iteration"."""
+
+    def __iter__(self) -> Iterator[float]:
+        for i, value in enumerate(super().__iter__()):
+            if i % 16 == 0:
+                time.sleep(0)  # let the other threads run
+            yield value
+
+
+class _IndexAsIntensity(ScriptedAnalysis):
+    """The motion intensity of frame k is k, so a copy of the recent values shows whether it is whole."""
+
+    def process(self, frame: np.ndarray, index: int, t: float, *, captured_at: float | None = None) -> FrameResult:
+        result = super().process(frame, index, t, captured_at=captured_at)
+        return FrameResult(index, t, True, float(index), {}, result.jobs, captured_at)
+
+
+def test_the_dashboard_copies_the_intensity_whole_while_frames_come() -> None:
+    """The dashboard's thread copies the recent intensities while the analyser thread appends to them: every
+    copy is a run of consecutive frames, and never fails."""
+    frames = 3000
+    source = ArraySource([np.zeros((8, 8, 3), np.uint8)] * frames, fps=FPS, name="array:test")
+    pipeline = Pipeline(source, None, None, lambda record: None, PipelineOptions(fast=True),
+                        analyzer=_IndexAsIntensity())
+    pipeline._intensity = _SlowCopy(maxlen=pipeline.options.sparkline_len)
+    copies: list[tuple[float, ...]] = []
+    failures: list[BaseException] = []
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                copies.append(tuple(pipeline.snapshot().intensity))
+            except Exception as exc:  # the dashboard would log it and keep its last screen
+                failures.append(exc)
+
+    done = threading.Event()
+    dashboard = threading.Thread(target=watch, name="test-dashboard")
+    dashboard.start()
+    try:
+        summary = pipeline.run()
+    finally:
+        done.set()
+        dashboard.join(timeout=10.0)
+    assert summary.frames == frames and failures == []
+    assert len(copies) > 10
+    for values in filter(None, copies):
+        first = int(values[0])
+        assert values == tuple(float(k) for k in range(first, first + len(values)))

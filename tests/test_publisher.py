@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
@@ -14,7 +18,7 @@ import zmq
 from cli.subscribe import main
 from core.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
 from realtime.curve import CurveError, create_keys, load_public_key, load_server_keys
-from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint
+from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint, check_exposure
 from realtime.subscriber import Subscriber, SubscriberError, subscribe
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
@@ -171,10 +175,55 @@ def test_port_in_use_is_a_clear_error(publisher: Publisher) -> None:
     )
 
 
-@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://192.168.1.20:5556"])
+def _this_machines_address() -> str:
+    """A non-loopback IPv4 address of this machine (the one a route out would use; nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("198.51.100.1", 9))
+        except OSError:
+            pytest.skip("no route off this machine, so no address but loopback")
+        address = str(probe.getsockname()[0])
+    if address.startswith("127."):
+        pytest.skip("this machine has no address but loopback")
+    return address
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://{here}:5556"])
 def test_non_loopback_needs_curve_or_insecure(endpoint: str) -> None:
+    if "{here}" in endpoint:
+        endpoint = endpoint.format(here=_this_machines_address())
     with pytest.raises(PublisherError, match=r"--zmq-curve KEYDIR.*mer-live keys KEYDIR.*--insecure"):
         Publisher(PublisherOptions(endpoint=endpoint))
+
+
+NOT_HERE = "203.0.113.77"  # TEST-NET-3: documentation only, no machine's address
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+@pytest.mark.parametrize("endpoint, says", [
+    ("tcp://999.1.1.1:5556", "invalid address 999.1.1.1 in 'tcp://999.1.1.1:5556': an IPv4 address is four "
+                             "numbers 0..255"),
+    (f"tcp://{NOT_HERE}:5556", f"cannot bind tcp://{NOT_HERE}:5556: {NOT_HERE} is not an address of this machine"),
+])
+def test_an_address_that_cannot_be_bound_is_said_before_the_security_rule(
+    endpoint: str, says: str, insecure: bool
+) -> None:
+    """`--zmq tcp://999.1.1.1:5556` said "reachable from other machines: encrypt with --zmq-curve", and only with
+    --insecure "not an address of this machine": whether the address can work at all comes first."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((NOT_HERE, 0))
+            pytest.skip(f"this machine has the address {NOT_HERE}")
+        except OSError:
+            pass
+    with pytest.raises(PublisherError) as info:
+        check_exposure(endpoint, curve=False, insecure=insecure)
+    assert str(info.value).startswith(says) and "reachable from other machines" not in str(info.value)
+    with pytest.raises(PublisherError, match=re.escape(says)):
+        Publisher(PublisherOptions(endpoint=endpoint, insecure=insecure))
+    if endpoint.startswith("tcp://999"):
+        with pytest.raises(SubscriberError, match=re.escape(says)):  # connecting there would wait for ever
+            Subscriber(endpoint)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +240,29 @@ def test_unwritable_recording_fails_at_start(tmp_path: Path) -> None:
     with pytest.raises(PublisherError, match="cannot write the recording"):
         pub.start()
     pub.close()
+
+
+def _recording_error(path: Path) -> str:
+    pub = Publisher(PublisherOptions(endpoint=None, record_path=path))
+    with pytest.raises(PublisherError) as info:
+        pub.start()
+    pub.close()
+    return str(info.value)
+
+
+def test_a_recording_that_cannot_be_made_says_why_in_the_users_terms(tmp_path: Path) -> None:
+    """`--record /proc/out.jsonl` said "No such file or directory" of a folder that exists."""
+    (tmp_path / "file").write_text("x")
+    assert _recording_error(tmp_path / "file" / "run.jsonl") == (
+        f"cannot write the recording {tmp_path / 'file' / 'run.jsonl'}: {tmp_path / 'file'} is a file, not a folder; "
+        "give another path")
+    assert _recording_error(tmp_path) == (
+        f"cannot write the recording {tmp_path}: it is a folder; give a file path, e.g. {tmp_path / 'run.jsonl'}")
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    message = _recording_error(Path("/proc/mer-live-test.jsonl"))
+    assert message == ("cannot write the recording /proc/mer-live-test.jsonl: the folder /proc does not allow new "
+                       "files; give a path in a folder you can write, e.g. ./run.jsonl")
 
 
 def test_curve_round_trip(tmp_path: Path) -> None:
@@ -283,7 +355,7 @@ class OneRun:
         self._thread.join(5.0)
 
 
-def _take(records: Iterator[Record], run: OneRun, limit: int = 2000) -> list[Record]:
+def _take(records: Iterator[Record], run: OneRun | TwoRuns, limit: int = 2000) -> list[Record]:
     """Records from the generator until it ends (at most ``limit``, so a generator that never ends fails)."""
     got: list[Record] = []
     for record in records:
@@ -324,6 +396,112 @@ def test_subscribe_keep_going_carries_on_past_the_summary(publisher: Publisher) 
         records.close()
     kinds = [type(r) for r in got]
     assert SummaryRecord in kinds and isinstance(got[-1], StatusRecord) and got[-1].frames == 99
+
+
+def _connected_on_first_message(monkeypatch: pytest.MonkeyPatch, connected: threading.Event) -> None:
+    """mer-subscribe in this process tells a publishing thread when its first message came (the handshake
+    _take does for the generator)."""
+    recv_message = Subscriber.recv_message
+
+    def recv_and_tell(self: Subscriber, timeout_s: float | None = None) -> Any:
+        message = recv_message(self, timeout_s)
+        if message is not None:
+            connected.set()
+        return message
+
+    monkeypatch.setattr(Subscriber, "recv_message", recv_and_tell)
+
+
+def test_mer_subscribe_ends_at_the_summary_of_its_run(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It went on after the summary (and, run with a timeout, printed the next mer-live run's records)."""
+    assert publisher.endpoint is not None
+    with OneRun(publisher, warmup=lambda: status(1), after=lambda: status(99)) as run:
+        _connected_on_first_message(monkeypatch, run.connected)
+        code = main([publisher.endpoint, "--json", "--count", "500", "--timeout", "10"])
+    records = [parse_record(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and isinstance(records[-1], SummaryRecord)
+    assert not any(isinstance(r, StatusRecord) and r.frames == 99 for r in records)  # nothing after the summary
+
+
+def test_mer_subscribe_to_events_still_ends_with_the_run(
+    publisher: Publisher, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert publisher.endpoint is not None
+    with OneRun(publisher, warmup=lambda: event(0), after=lambda: event(7)) as run:
+        _connected_on_first_message(monkeypatch, run.connected)
+        code = main([publisher.endpoint, "--topic", "event", "--json", "--count", "500", "--timeout", "10"])
+    records = [parse_record(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and records and all(isinstance(r, EventRecord) for r in records)  # the summary ends it, unseen
+    assert [r.onset.frame for r in records if isinstance(r, EventRecord)][-1] == 100  # event(1), nothing after
+
+
+class TwoRuns:
+    """A raw PUB socket from its own thread: status records of run A (``file:a.mp4``, seq 0, 1, ...) until the
+    subscriber is connected, then run B's (its own source, or A's with seq from 0 again: a new mer-live) and
+    its summary, over and over, until stopped. Run A never sends its summary: it was killed."""
+
+    def __init__(self, b_source: str) -> None:
+        self.b_source = b_source
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._sock = ctx.socket(zmq.PUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _send(self, record: Record) -> None:
+        self._sock.send_multipart([record.topic.encode(), record.to_json().encode()])
+
+    def _run(self) -> None:
+        seq = 0
+        while not self.connected.wait(0.005):
+            self._send(dataclasses.replace(status(1), seq=seq, source="file:a.mp4"))
+            seq += 1
+        seq = 0
+        while not self._stop.wait(0.005):
+            self._send(dataclasses.replace(status(2), seq=seq, source=self.b_source))
+            self._send(dataclasses.replace(summary(), seq=seq + 1, source=self.b_source))
+            seq += 2
+
+    def __enter__(self) -> TwoRuns:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.connected.set()
+        self._stop.set()
+        self._thread.join(5.0)
+        self._sock.close()
+
+
+@pytest.mark.parametrize("b_source", ["file:b.mp4", "file:a.mp4"], ids=["another-source", "seq-from-0"])
+def test_another_runs_records_are_never_taken_for_the_joined_run(
+    b_source: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run joined ends without a summary and another mer-live starts on the same port: its records end
+    the subscription, unprinted (mer-subscribe printed the second run's summary as if it were the first's)."""
+    with TwoRuns(b_source) as runs:
+        got = _take(subscribe(runs.endpoint, timeout_s=10), runs)
+    assert got and all(isinstance(r, StatusRecord) and r.frames == 1 for r in got)
+    with TwoRuns(b_source) as runs:
+        _connected_on_first_message(monkeypatch, runs.connected)
+        code = main([runs.endpoint, "--json", "--count", "500", "--timeout", "10"])
+    captured = capsys.readouterr()
+    records = [parse_record(line) for line in captured.out.splitlines()]
+    assert code == 1 and records and all(isinstance(r, StatusRecord) and r.frames == 1 for r in records)
+    assert "the run from 'file:a.mp4' ended without its summary" in captured.err
+
+
+def test_mer_subscribe_help_says_when_it_stops() -> None:
+    from cli.subscribe import _parser
+
+    text = _parser().format_help()
+    for needle in ("Ctrl-C", "summary", "--keep-going", "exit codes"):
+        assert needle in text
 
 
 class Repeater:

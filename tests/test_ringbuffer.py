@@ -138,7 +138,30 @@ def test_frame_size_change_reallocates_slots() -> None:
     ring.write(_frame(1, (4, 4)), 0, 0.0)
     ring.write(_frame(2, (8, 6, 3)), 1, 0.1)
     packet = reader.read(timeout=0)
-    assert packet is not None and packet.frame.shape == (8, 6, 3)
+    assert packet is not None and packet.index == 0 and packet.frame.shape == (4, 4) and packet.frame[0, 0] == 1
+    packet = reader.read(timeout=0)
+    assert packet is not None and packet.index == 1 and packet.frame.shape == (8, 6, 3) and packet.frame[0, 0, 0] == 2
+
+
+@pytest.mark.parametrize("policy", list(Policy))
+def test_a_frame_size_change_leaves_the_unread_frames_intact(policy: Policy) -> None:
+    """A stream that changes resolution while frames wait to be read: every frame comes back as written,
+    with its own index and time (the old frames are not turned into empty buffers of the new size)."""
+    ring = RingBuffer(RingBufferOptions(capacity=6, policy=policy))
+    reader = ring.reader()
+    shapes = [(4, 4)] * 3 + [(8, 6, 3)] * 2 + [(4, 4)]  # back to the first size: slot 0 is written again
+    written = [np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8) for i, shape in enumerate(shapes)]
+    for i, frame in enumerate(written[:5]):
+        assert ring.write(frame, 100 + i, i / 30.0)
+    first = reader.read(timeout=0)
+    assert first is not None and first.index == 100 and np.array_equal(first.frame, written[0])
+    assert ring.write(written[5], 105, 5 / 30.0)
+    for i in range(1, 6):
+        packet = reader.read(timeout=0)  # its frame is the reader's buffer, valid until the next read
+        assert packet is not None
+        assert (packet.index, packet.t, packet.missed) == (100 + i, i / 30.0, 0)
+        assert packet.frame.shape == written[i].shape and np.array_equal(packet.frame, written[i]), i
+    assert reader.read(timeout=0) is None
 
 
 def test_options_validate() -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from core.paths import user_cache_dir
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DEMO_VERSION = 1  # bump when the generator's output for the same settings changes
 
+# progress(done, total) in frames while a clip is made: (0, total) first, (total, total) last; never when cached
+Progress = Callable[[int, int], None]
+
 
 def synthetic_video(
     *,
@@ -34,8 +38,10 @@ def synthetic_video(
     seed: int = 7,
     face_model: str | Path | None = None,
     cache_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Path, Path]:
-    """A cached synthetic spotting video and its ``annotations.csv`` (generated on first use)."""
+    """A cached synthetic spotting video and its ``annotations.csv`` (generated on first use, seconds of work:
+    ``progress`` hears how far it is)."""
     settings = {"seconds": seconds, "fps": fps, "seed": seed, "version": DEMO_VERSION}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     root = (cache_dir or user_cache_dir() / "demo") / key
@@ -43,21 +49,32 @@ def synthetic_video(
     videos = sorted((root / "spotting").glob("*.mp4")) + sorted((root / "spotting").glob("*.avi"))
     if annotations.is_file() and videos:
         return videos[0], annotations
-    _generate(root, seconds=seconds, fps=fps, seed=seed, face_model=face_model)
+    _generate(root, seconds=seconds, fps=fps, seed=seed, face_model=face_model, progress=progress)
     videos = sorted((root / "spotting").glob("*.mp4")) + sorted((root / "spotting").glob("*.avi"))
     if not videos:
         raise UserError(f"the demo video could not be written under {root}")
     return videos[0], annotations
 
 
-def demo_video(face_model: str | Path | None = None) -> Path:
-    """The clip ``mer-live --demo`` plays."""
-    return synthetic_video(face_model=face_model)[0]
+def demo_video(face_model: str | Path | None = None, progress: Progress | None = None) -> Path:
+    """The clip ``mer-live --demo`` plays (made on first use: see :func:`synthetic_video`)."""
+    return synthetic_video(face_model=face_model, progress=progress)[0]
 
 
-def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: str | Path | None) -> None:
+def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: str | Path | None,
+              progress: Progress | None = None) -> None:
     import cv2
 
+    done = 0
+
+    def frames(set_name: str, advance: int, total: int) -> None:  # write_dataset's callback, as running totals
+        nonlocal done
+        done = min(total, done + advance)
+        if progress is not None:
+            progress(done, total)
+
+    if progress is not None:
+        progress(0, round(seconds * fps))  # at once: finding the face in the photo takes a moment too
     try:
         model = resolve_face_model(face_model)
     except FaceModelError as exc:
@@ -73,7 +90,7 @@ def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: 
         identities = load_identities(builtin=False, user_faces=faces, model_path=model)
         settings = SynthOptions(seed=seed, fps=fps, videos=1, video_seconds=seconds, subjects=1)
         with SynthGenerator(settings, identities) as gen:
-            write_dataset(gen, tmp_root / "out", sets=("spotting",))
+            write_dataset(gen, tmp_root / "out", sets=("spotting",), progress=frames)
         if root.exists():
             shutil.rmtree(root)
         (tmp_root / "out").rename(root)  # atomic: a half-written demo is never picked up
