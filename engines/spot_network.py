@@ -44,10 +44,11 @@ class SpotNet(nn.Module):
     """(B, R, C, T) features → (B, R, T - receptive_field + 1) region logits."""
 
     def __init__(self, channels: int, regions: int, *, width: int = 24, dilations: tuple[int, ...] = DILATIONS,
-                 dropout: float = 0.1, region_bias: bool = True) -> None:
+                 dropout: float = 0.1, region_bias: bool = True, log_inputs: bool = True) -> None:
         super().__init__()
         self.settings: dict[str, Any] = {"width": width, "dilations": list(dilations), "dropout": dropout,
-                                         "region_bias": region_bias}
+                                         "region_bias": region_bias, "log_inputs": log_inputs}
+        self.log_inputs = log_inputs
         self.regions = regions
         self.stem = nn.Conv1d(channels, width, 1)
         self.region = nn.Parameter(torch.zeros(regions, width, 1)) if region_bias else None
@@ -62,6 +63,8 @@ class SpotNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, r, c, t = x.shape
+        if self.log_inputs:  # sizes are heavy-tailed (a still brow reads 0.1, a laugh 20): compress them
+            x = torch.sign(x) * torch.log1p(torch.abs(x))
         h = self.act(self.stem(x.reshape(b * r, c, t)))
         if self.region is not None:
             h = (h.reshape(b, r, -1, t) + self.region).reshape(b * r, -1, t)

@@ -257,17 +257,20 @@ def decode_rows(rows: list[GridRow], logits: np.ndarray, card: SpottingCard, *, 
 
 
 class FeatureRecorder:
-    """The learned spotter's front end alone: keeps every grid row (for training); spots nothing."""
+    """The learned spotter's front end alone: keeps every grid row, and every frame's motion sample (what
+    training augments: :mod:`training.spotter_augment`); spots nothing."""
 
     def __init__(self, options: SpotFeatureOptions | None = None) -> None:
         self.features = SpotFeatures(options)
         self.rows: list[GridRow] = []
+        self.samples: list[MotionSample | None] = []
         self.score = 0.0
         self.state = "idle"
         self.threshold: float | None = None
         self.ready = True
 
     def update(self, sample: MotionSample | None, *, index: int, t: float) -> list[SpottedWindow]:
+        self.samples.append(sample)
         self.rows += self.features.update(sample)
         return []
 

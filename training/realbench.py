@@ -66,7 +66,7 @@ class BenchOptions:
     def train_specs(self) -> list[RenderSpec]:
         """Per family: the first seed placed calm, the others anywhere."""
         return [RenderSpec(f, "calm" if k == 0 else "anywhere", self.train_amplitude, seed, self.train_per_minute,
-                           self.train_macro_per_minute)
+                           self.train_macro_per_minute, calm_quantile=0.5)
                 for f in self.families for k, seed in enumerate(self.train_seeds)]
 
 

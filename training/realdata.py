@@ -46,6 +46,7 @@ class RenderSpec:
     seed: int = 7
     micro_per_minute: float = 10.0
     macro_per_minute: float = 1.0
+    calm_quantile: float = 0.25  # "calm": the face's activity around the expression is in the video's calmest quarter
 
     @property
     def tag(self) -> str:
@@ -56,6 +57,8 @@ class RenderSpec:
     def onto(self) -> OntoOptions:
         base = OntoOptions(seed=self.seed, amplitude=self.amplitude, micro_per_minute=self.micro_per_minute,
                            macro_per_minute=self.macro_per_minute, calm=self.placement == "calm")
+        if self.placement == "calm":  # (elsewhere the setting is unused: the default keeps cached renders valid)
+            base = replace(base, calm_quantile=self.calm_quantile)
         return replace(base, family=self.family)
 
 

@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
 from realtime.face_workers import track_frames
 from realtime.learned_spotting import SpotModel
+from realtime.motion import MotionSample
 from realtime.sources import open_source
 from realtime.spot_features import GridRow
 from realtime.spotting import SpottedWindow
@@ -144,6 +145,7 @@ class Replay:
     windows: list[SpottedWindow]
     rows: list[GridRow]
     face_frames: int
+    samples: list[MotionSample | None] = field(default_factory=list)  # per frame, in ``features`` mode
 
 
 def replay(track: FaceTrack, options: AnalyzerOptions, *, spot_model: SpotModel | None = None) -> Replay:
@@ -155,8 +157,9 @@ def replay(track: FaceTrack, options: AnalyzerOptions, *, spot_model: SpotModel 
         result = analyzer.analyze(face, k, k / fps)
         windows += [job.window for job in result.jobs]
     windows += [job.window for job in analyzer.flush()]
-    rows = analyzer.recorder.rows if analyzer.recorder is not None else []
-    return Replay(windows, rows, analyzer.face_frames)
+    recorder = analyzer.recorder
+    return Replay(windows, recorder.rows if recorder else [], analyzer.face_frames,
+                  recorder.samples if recorder else [])
 
 
 class _NoTracker:

@@ -23,7 +23,14 @@ from realtime.analysis import AnalyzerOptions
 from realtime.spotting import SpottedWindow
 from training.realdata import ORIGINAL, Variant, VideoSet
 from training.replay import replay
-from training.spotter_data import SpotSequence, features_of
+from training.spotter_data import (
+    SpotSequence,
+    expression_motion,
+    features_of,
+    ignore_unseen,
+    set_region_targets,
+    visibility,
+)
 from training.spotter_train import (
     SpotTrainOptions,
     card_for,
@@ -42,19 +49,34 @@ Progress = Callable[[str, int, int], None]
 
 
 def sequences(data: dict[str, VideoSet], people: Sequence[str], *, families: Sequence[str] | None = None,
-              cache: Path, progress: Progress | None = None) -> list[SpotSequence]:
-    """The feature sequences of ``people``'s videos: originals, and renderings of ``families`` (all: None)."""
+              cache: Path, progress: Progress | None = None, ignore_unseen_expressions: bool = False
+              ) -> list[SpotSequence]:
+    """The feature sequences of ``people``'s videos: originals, and renderings of ``families`` (all: None).
+    ``ignore_unseen_expressions``: training weights that ignore the rendered expressions the features cannot
+    see (:func:`training.spotter_data.visibility`)."""
     out = []
     wanted = [(stem, tag, v) for stem, video in data.items() if video.person in people
               for tag, v in video.variants.items()
               if v.spec is None or families is None or v.spec.family in families]
     if progress:
         progress("features", 0, len(wanted))
+    originals: dict[str, SpotSequence] = {}
     for stem, tag, variant in wanted:
-        out.append(features_of(variant.track, person=data[stem].person, tag=tag, truth=variant.truth,
-                               family=variant.spec.family if variant.spec else "", cache=cache))
+        seq = features_of(variant.track, person=data[stem].person, tag=tag, truth=variant.truth,
+                          family=variant.spec.family if variant.spec else "", cache=cache)
+        if tag == ORIGINAL:
+            originals[stem] = seq
+        out.append(seq)
         if progress:
             progress("features", 1, len(wanted))
+    if ignore_unseen_expressions:
+        for (stem, _, _), seq in zip(wanted, out, strict=True):
+            if not seq.rendered:  # nothing rendered: every region's target is 0 at every step
+                set_region_targets(seq, [])
+            elif stem in originals:
+                moved = expression_motion(seq, originals[stem])
+                ignore_unseen(seq, visibility(seq, originals[stem], moved=moved))
+                set_region_targets(seq, moved)
     return out
 
 

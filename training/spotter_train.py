@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -42,6 +43,8 @@ class SpotTrainOptions:
     width: int = 24
     dropout: float = 0.1
     region_bias: bool = True
+    log_inputs: bool = True
+    region_loss: bool = True  # train each region on whether it moved (where known), not only the pooled output
     context: int = 29  # grid steps before the judged one; the rest of the receptive field is look-ahead
     steps: int = 3000  # optimisation steps
     lr: float = 2e-3
@@ -112,6 +115,26 @@ def _pool_torch(logits: Any, sharpness: float) -> Any:
     return (torch.logsumexp(logits * sharpness, dim=1) - math.log(logits.shape[1])) / sharpness
 
 
+def _loss(logits: Any, y: np.ndarray, w: np.ndarray, yr: np.ndarray, sharpness: float, pos_weight: Any) -> Any:
+    """Per-region BCE where the moved regions are known (renderings, pastes), the pooled BCE on the steps where
+    they are not (annotated datasets): (B, R, T) logits against (B, T) labels and weights and (B, R, T)
+    region targets (NaN: unknown)."""
+    import torch
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    known = np.isfinite(yr)
+    region_w = known * w[:, None, :]
+    total = logits.new_zeros(())
+    if region_w.sum() > 0:
+        total = total + bce(logits, torch.from_numpy(np.nan_to_num(yr)), weight=torch.from_numpy(region_w),
+                            pos_weight=pos_weight, reduction="sum") / float(region_w.sum())
+    pooled_w = (~known.any(axis=1)) * w
+    if pooled_w.sum() > 0:
+        total = total + bce(_pool_torch(logits, sharpness), torch.from_numpy(y), weight=torch.from_numpy(pooled_w),
+                            pos_weight=pos_weight, reduction="sum") / float(pooled_w.sum())
+    return total
+
+
 def train_spotter(train: Sequence[SpotSequence], options: SpotTrainOptions | None = None, *,
                   sharpness: float = 4.0, progress: Progress | None = None) -> Any:
     """A trained :class:`SpotNet` (eval mode) on ``train``."""
@@ -124,7 +147,7 @@ def train_spotter(train: Sequence[SpotSequence], options: SpotTrainOptions | Non
     torch.set_num_threads(opts.threads)
     rng = np.random.default_rng(opts.seed)
     net = SpotNet(len(FEATURES), len(REGION_NAMES), width=opts.width, dropout=opts.dropout,
-                  region_bias=opts.region_bias)
+                  region_bias=opts.region_bias, log_inputs=opts.log_inputs)
     field = net.receptive_field
     if opts.context >= field:
         raise ValueError(f"context {opts.context} must be below the receptive field {field}")
@@ -139,18 +162,26 @@ def train_spotter(train: Sequence[SpotSequence], options: SpotTrainOptions | Non
     net.train()
     x = np.zeros((opts.batch, len(REGION_NAMES), len(FEATURES), length), np.float32)
     y = np.zeros((opts.batch, opts.chunk), np.float32)
+    w = np.ones((opts.batch, opts.chunk), np.float32)
+    yr = np.full((opts.batch, len(REGION_NAMES), opts.chunk), np.nan, np.float32)
     for _ in range(opts.steps):
         for j, (i, s) in enumerate(starts.draw(rng, opts.batch)):
             seq = train[i]
             values = seq.values[s:s + length]
-            if opts.mirror and rng.random() < 0.5:
+            flipped = opts.mirror and rng.random() < 0.5
+            if flipped:
                 values = mirror(values)
+            judged = slice(s + opts.context, s + opts.context + opts.chunk)
             x[j] = values.transpose(1, 2, 0)
-            y[j] = seq.labels[s + opts.context: s + opts.context + opts.chunk]
+            y[j] = seq.labels[judged]
+            w[j] = 1.0 if seq.weights is None else seq.weights[judged]
+            if opts.region_loss and seq.region_targets is not None:
+                targets = seq.region_targets[judged]
+                yr[j] = (targets[:, _MIRROR] if flipped else targets).T
+            else:
+                yr[j] = np.nan
         logits = net(torch.from_numpy(x))
-        pooled = _pool_torch(logits, sharpness)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(pooled, torch.from_numpy(y),
-                                                                    pos_weight=pos_weight)
+        loss = _loss(logits, y, w, yr, sharpness, pos_weight)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -246,9 +277,11 @@ def export_spotter(net: Any, card: SpottingCard, path: str | Path) -> Path:
     x = torch.randn(1, len(REGION_NAMES), len(FEATURES), field + 7)
     with torch.no_grad():
         expected = net(x).numpy()
-    torch.onnx.export(net, (x,), str(path), input_names=["features"], output_names=["logits"],
-                      dynamic_axes={"features": {0: "batch", 3: "steps"}, "logits": {0: "batch", 2: "steps"}},
-                      opset_version=17, dynamo=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy (TorchScript) exporter's deprecation notice
+        torch.onnx.export(net, (x,), str(path), input_names=["features"], output_names=["logits"],
+                          dynamic_axes={"features": {0: "batch", 3: "steps"}, "logits": {0: "batch", 2: "steps"}},
+                          opset_version=17, dynamo=False)
     write_card_metadata(path, card)
     from engines.spotting_model import SpottingModel
 
