@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from cli.app import spotter_options
+from cli.app import spotter_options, spotting_choice
 from cli.options import add_model_arguments, add_spotting_arguments
 from core.events import KINDS
 from engines.backends import load_engine
@@ -236,6 +236,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     if not inputs.videos:
         raise UserError("no video to analyse: give video files, folders holding videos, or a .txt/.lst list")
     spotter = spotter_options(args)  # a bad setting is refused before anything is created or loaded
+    spotting, spot_model = spotting_choice(args)
     out: Path = args.out
     try:
         prepare_output(out)  # created and writable, or one line now rather than a failure per video
@@ -256,7 +257,8 @@ def run_analyze(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         settings = AnalyzeOptions(model=args.model, engine=args.engine, face_model=str(face_model),
                                    landmark_every=args.landmark_every, blendshapes=args.blendshapes,
-                                   spotter=spotter,
+                                   spotter=spotter, spotting=spotting,
+                                   spotting_model=None if spot_model is None else str(spot_model.path),
                                    # several videos at once already keep the cores busy
                                    face_workers=1 if args.jobs > 1 else None,
                                    quiet_native=args.log_level != "debug")

@@ -20,8 +20,9 @@ from cli.progress import FramesProgress
 from core.events import SCHEMA, Record, SummaryRecord
 from core.options import OptionsError, replace_options
 from engines.backends import load_engine
-from engines.backends.base import EngineError
+from engines.backends.base import EngineError, ModelFileError
 from engines.card import CardError
+from engines.spotting_model import SpottingModel, default_spotting_model, load_spotting_model
 from realtime.analysis import AnalyzerOptions
 from realtime.dashboard import PlainLog, make_display
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
@@ -53,6 +54,26 @@ def spotter_options(args: argparse.Namespace) -> SpotterOptions:
         for dest, field in SPOTTING_OPTIONS.items():
             message = message.replace(field, "--" + dest.replace("_", "-"))
         raise UserError(f"bad spotting option: {message}") from None
+
+
+def spotting_choice(args: argparse.Namespace) -> tuple[str, SpottingModel | None]:
+    """Which spotter the run uses ("learned" or "rules") and the learned one's model (None: rules). A given
+    model that cannot be loaded, or ``--spotter learned`` with no model anywhere, is a UserError."""
+    choice, path = getattr(args, "spotter", "auto"), getattr(args, "spotting_model", None)
+    if choice == "rules":
+        if path is not None:
+            log.warning("--spotting-model is not used with --spotter rules")
+        return "rules", None
+    if path is None and choice == "auto":
+        model = default_spotting_model()
+        return ("learned", model) if model is not None else ("rules", None)
+    try:
+        return "learned", load_spotting_model(path)
+    except (ModelFileError, CardError) as exc:
+        if path is None:
+            raise UserError("--spotter learned needs a spotting model and none is bundled: train one with "
+                            "mer-train spot and give it with --spotting-model PATH") from None
+        raise UserError(str(exc)) from None
 
 
 def _source_spec(args: argparse.Namespace) -> str:
@@ -100,6 +121,7 @@ def run_live(args: argparse.Namespace, *, on_pipeline: Callable[[Pipeline], None
     is built, before it runs (``mer-live`` turns SIGTERM and Ctrl-C into :meth:`Pipeline.interrupt` from then)."""
     windows = read_windows(args.windows) if args.windows is not None else None  # checked before anything slow
     spotter = spotter_options(args)
+    spotting, spot_model = spotting_choice(args)
     check_record_path(args.record, [args.video, args.windows, args.model, args.face_model])
     try:
         spec = _source_spec(args)
@@ -150,13 +172,15 @@ def run_live(args: argparse.Namespace, *, on_pipeline: Callable[[Pipeline], None
             duration_s=args.duration,
             face_workers=args.face_workers,
             windows=windows,
-            analyzer=AnalyzerOptions.for_card(card, spotter=spotter),
+            analyzer=AnalyzerOptions.for_card(card, spotter=spotter, spotting=spotting),
+            spot_model=spot_model,
         )
         pipeline = Pipeline(source, tracker, engine, publish, options, engine_reason=engine.reason,
                             endpoint=shown_endpoint)
         if on_pipeline is not None:
             on_pipeline(pipeline)
-        log.info("engine %s (%s), model %s, source %s", engine.name, engine.reason, card.name, source.name)
+        log.info("engine %s (%s), model %s, source %s, spotter %s", engine.name, engine.reason, card.name,
+                 source.name, spotting if spot_model is None else f"{spotting} ({spot_model.name})")
         display = None
         if not args.no_dashboard:
             display = make_display(pipeline.snapshot)

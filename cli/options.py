@@ -118,6 +118,14 @@ SPOTTING_OPTIONS = {"micro_max": "micro_max_s", "min_duration": "min_duration_s"
 
 def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
     """The spotter's settings a user may change (left None: the spotter's own defaults)."""
+    group.add_argument("--spotter", choices=("auto", "rules", "learned"), default="auto",
+                       help="which spotter finds the windows: 'rules' (motion rules, the options below), 'learned' "
+                       "(a spotting model from mer-train spot, see --spotting-model), or 'auto': the learned one "
+                       "when a spotting model is given or bundled, else the rules (none is bundled yet: the rules "
+                       "did better on real footage, docs/spotting.md)")
+    group.add_argument("--spotting-model", metavar="PATH",
+                       help="spotting model (.onnx written by mer-train spot, or its folder); implies --spotter "
+                       "learned unless --spotter rules")
     group.add_argument("--micro-max", type=positive_number, metavar="S",
                        help="longest window still called micro (default 0.5); longer ones are macro")
     group.add_argument("--min-duration", type=non_negative_number, metavar="S",

@@ -30,3 +30,19 @@ def atomic_write(path: Path, data: bytes | memoryview) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def content_key(path: Path, *, sample: int = 1 << 20) -> str:
+    """What a cache is keyed by for a (large) file: its size and the sha256 of its first and last ``sample``
+    bytes. Unlike a path and mtime it survives a copy or a move, so a folder copied to another disk keeps its
+    cached renders and tracks; unlike a full hash it costs two reads."""
+    import hashlib
+
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(sample))
+        if size > sample:
+            fh.seek(max(sample, size - sample))
+            digest.update(fh.read(sample))
+    return digest.hexdigest()

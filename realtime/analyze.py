@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +28,9 @@ import numpy as np
 from core.dynamic_image import apex_flow, normalize_di, phase_dynamic_images
 from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
 from core.paths import atomic_write
+from engines.backends.base import ModelFileError
+from engines.card import CardError
+from engines.spotting_model import load_spotting_model
 from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
@@ -118,13 +122,18 @@ class AnalyzeOptions:
     landmark_every: int = 1
     blendshapes: bool = False
     spotter: SpotterOptions = field(default_factory=SpotterOptions)
+    spotting: str = "rules"  # "rules" or "learned" (AnalyzerOptions.spotting)
+    spotting_model: str | None = None  # the learned spotter's .onnx (with spotting "learned")
     quiet_native: bool = True  # worker processes hide what MediaPipe's native code prints (not a result setting)
     face_workers: int | None = None  # PipelineOptions.face_workers (speed only, not a result setting)
 
     def identity(self) -> dict[str, Any]:
         """The settings that change results, as plain JSON data (the model is keyed by its hashes)."""
-        return {"engine": self.engine, "landmark_every": self.landmark_every, "blendshapes": self.blendshapes,
-                "spotter": asdict(self.spotter)}
+        ident: dict[str, Any] = {"engine": self.engine, "landmark_every": self.landmark_every, "blendshapes": self.blendshapes,
+                 "spotter": asdict(self.spotter)}
+        if self.spotting == "learned" and self.spotting_model is not None:  # keyed by the model's bytes
+            ident["spotting_model"] = hashlib.sha256(Path(self.spotting_model).read_bytes()).hexdigest()
+        return ident
 
 
 @dataclass(frozen=True)
@@ -365,6 +374,14 @@ def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
             save_result(folder, result, job.key_parts)
             return result
         stack.callback(tracker.close)
+        spot_model = None
+        if settings.spotting == "learned":
+            try:
+                spot_model = load_spotting_model(settings.spotting_model)
+            except (ModelFileError, CardError) as exc:  # checked before the batch starts; changed since
+                result = _failed(job, str(exc), model=model_name, engine=engine_name, started=started)
+                save_result(folder, result, job.key_parts)
+                return result
         tap = _BlendshapeTap(tracker) if settings.blendshapes else None
         name = job.name
         if progress is not None:
@@ -385,7 +402,8 @@ def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
             fast=True,
             face_workers=settings.face_workers,
             on_frame=frame_log.add,
-            analyzer=AnalyzerOptions.for_card(card, spotter=settings.spotter),
+            analyzer=AnalyzerOptions.for_card(card, spotter=settings.spotter, spotting=settings.spotting),
+            spot_model=spot_model,
         )
         pipeline = Pipeline(source, tap if tap is not None else tracker, engine, publisher.publish, options,
                             engine_reason=engine.reason)

@@ -135,3 +135,26 @@ def test_a_small_network_learns_an_easy_pattern_and_its_export_spots_live(tmp_pa
     batch = windows_of(test, logits, card)
     assert [(w.onset.frame, w.offset.frame) for w in live] == [(w.onset.frame, w.offset.frame) for w in batch]
     assert rng is not None
+
+
+def test_the_command_line_chooses_the_spotter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.app import spotting_choice
+    from cli.live import build_parser
+    from engines import spotting_model
+    from realtime.errors import UserError
+
+    options = SpotTrainOptions(steps=1, width=4, batch=2, chunk=48, threads=1, seed=0)
+    net = train_spotter([_seq(_raw(300, np.random.default_rng(1)), [], "warp/calm@0.04#7")], options)
+    path = export_spotter(net, card_for(net, options, name="cli"), tmp_path / "spotter.onnx")
+    parse = build_parser().parse_args
+    monkeypatch.setattr(spotting_model, "DEFAULT_SPOTTING_MODEL", tmp_path / "none" / "spotter.onnx")
+    assert spotting_choice(parse(["--demo"])) == ("rules", None)  # nothing bundled: the rules
+    assert spotting_choice(parse(["--demo", "--spotter", "rules", "--spotting-model", str(path)])) == ("rules", None)
+    mode, model = spotting_choice(parse(["--demo", "--spotting-model", str(tmp_path)]))  # a folder will do
+    assert mode == "learned" and model is not None and model.card.name == "cli"
+    with pytest.raises(UserError, match="none is bundled"):
+        spotting_choice(parse(["--demo", "--spotter", "learned"]))
+    with pytest.raises(UserError, match="spotting model not found"):
+        spotting_choice(parse(["--demo", "--spotting-model", str(tmp_path / "other.onnx")]))
+    monkeypatch.setattr(spotting_model, "DEFAULT_SPOTTING_MODEL", path)  # bundled: used by default
+    assert spotting_choice(parse(["--demo"]))[0] == "learned"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from core.paths import content_key
 from realtime.face import FaceTrackerOptions
 from training.replay import FaceTrack, cached_track
 from training.synth_onto import OntoOptions, SourceTrack, plan_onto, render_onto, track_video, video_suffix
@@ -110,9 +111,7 @@ def people_of(videos: Sequence[Path]) -> dict[Path, str]:
 
 
 def _digest(path: Path, extra: Any) -> str:
-    st = path.stat()
-    key = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, extra, _CACHE_VERSION], sort_keys=True,
-                     default=str)
+    key = json.dumps([content_key(path), extra, _CACHE_VERSION], sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from core.paths import content_key
 from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
 from realtime.face_workers import track_frames
@@ -114,15 +115,13 @@ def track_faces(video: Path, tracker: FaceTrackerOptions, *, name: str | None = 
 
 
 def _digest(path: Path, extra: Any) -> str:
-    st = path.stat()
-    key = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, extra, _CACHE_VERSION], sort_keys=True,
-                     default=str)
+    key = json.dumps([content_key(path), extra, _CACHE_VERSION], sort_keys=True, default=str)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cached_track(video: Path, tracker: FaceTrackerOptions, work: Path, *, name: str | None = None,
                  fps: float | None = None, progress: Progress | None = None) -> FaceTrack:
-    """:func:`track_faces`, cached in ``work`` by the video (path, size, time), the crop size and ``fps``."""
+    """:func:`track_faces`, cached in ``work`` by the video (its content), the crop size and ``fps``."""
     extra: dict[str, Any] = {"crop": tracker.crop_size}
     if fps is not None:
         extra["fps"] = fps

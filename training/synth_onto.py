@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 
 from engines.card import NONE_LABEL
+from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_workers import track_frames
-from realtime.motion import MotionMeter
 from realtime.sources import open_source
-from realtime.spotting import Spotter, SpotterOptions
+from realtime.spotting import SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
 from training.synth_mesh import Camera, MeshExpression, MeshOptions, draw_mesh_expression, render_mesh
 from training.synth_options import MAX_AMPLITUDE, SynthError, SynthOptions
@@ -497,16 +497,16 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
     found = []
     n = 0
     with source, FaceTracker(tracker) as face_tracker:
-        meter, spotter = MotionMeter(), Spotter(SpotterOptions(**_PERMISSIVE))
+        # the live chain (realtime.analysis.Analyzer), its spotter made permissive
+        analyzer = Analyzer(face_tracker, AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**_PERMISSIVE)))
         if progress:
             progress("none windows", 0, source.frame_count or 0)
         for face in track_frames(face_tracker, source.frames(), fps):
-            sample = None if face is None else meter.update(face.crop, face.crop_landmarks, n, n / fps)
-            found += spotter.update(sample, index=n, t=n / fps)
+            found += [job.window for job in analyzer.analyze(face, n, n / fps).jobs]
             n += 1
             if progress and n % 25 == 0:
                 progress("none windows", 25, source.frame_count or 0)
-        found += spotter.flush()
+        found += [job.window for job in analyzer.flush()]
     found = [w for w in found if w.kind == "micro"]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 4, len(found)]))
     keep = int(round(per_minute * n / fps / 60.0))
