@@ -319,16 +319,17 @@ class FaceTracker:
     whose centre is nearest the previous one (within ``max_shift`` face widths). When that face is gone
     ``process`` returns None; after ``reacquire_after`` seconds the largest visible face is taken again.
     Frames may change size at any time: the landmarker works in normalised coordinates and needs no
-    re-creation (checked with mediapipe 1.2.2); the tracker rescales its last box. One thread owns a
-    tracker (the analyzer); about 8 ms per 640×360 frame on one CPU core, almost all of it MediaPipe. With the
-    default settings each frame's landmarks depend on that frame alone (:attr:`frames_independent`), so the
-    pipeline finds the faces of consecutive frames with several landmarkers at once and hands them to
-    :meth:`accept` in order (:mod:`realtime.face_workers`).
+    re-creation (checked with mediapipe 1.2.2); the tracker rescales its last box. One thread at a time uses a
+    tracker: the analyser's, or, in the live pipeline, the first landmark worker, to which the tracker's own
+    landmarker is lent while the workers run (nothing else calls it meanwhile). With the default settings each
+    frame's landmarks depend on that frame alone (:attr:`frames_independent`), so the pipeline finds the faces
+    of consecutive frames with several landmarkers at once and hands them to :meth:`accept` in order
+    (:mod:`realtime.face_workers`). MediaPipe is almost all of a frame's cost (``mer-bench`` measures it).
 
     One MediaPipe landmarker looks for ``max_faces`` faces on every frame. In VIDEO mode MediaPipe runs its
     face detector on every frame while it tracks fewer faces than it was asked for, so with ``num_faces=3``
-    it runs the detector on every frame of a one-face video (9.1 against 7.5 ms per frame here; ``num_faces``
-    is fixed when a landmarker is created, mediapipe 1.2.3). ``follow_one_face`` adds a one-face landmarker
+    it runs the detector on every frame of a one-face video (``num_faces`` is fixed when a landmarker is
+    created, mediapipe 1.2.3). ``follow_one_face`` adds a one-face landmarker
     that follows the face once acquired: it takes over on a frame greyed out beyond the acquired face, so its
     own detector can pick no other face; if it loses the face or finds another one, the acquiring landmarker
     looks at the same frame. It is faster, but its landmarks come from MediaPipe's own tracking rather than a
@@ -337,7 +338,7 @@ class FaceTracker:
     the spotter is measured with it (``mer-bench real``).
 
     ``landmark_every`` N > 1 runs MediaPipe on every Nth frame only and, in between, moves the last
-    landmarks by the head's similarity motion (Lucas-Kanade on rigid points, ~0.7 ms): alignment stays
+    landmarks by the head's similarity motion (Lucas-Kanade on rigid points, far cheaper): alignment stays
     within ~0.2 px of per-frame landmarks, but eyelid/mouth landmarks and blendshapes are those of the
     last MediaPipe frame (``TrackedFace.landmarked`` says which). Untrustworthy flow → MediaPipe at once.
     ``landmark_every="auto"`` times the frames of each kind as they come (MediaPipe on every frame at first,

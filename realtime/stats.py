@@ -46,7 +46,8 @@ class StageStats:
     """Per-stage durations in ms; ``snapshot()`` gives ``{stage: {"p50", "p95"}}`` over the last second.
 
     ``record`` writes into a fixed-size numpy ring per stage (no allocation once a stage is known).
-    One thread records; any thread may take snapshots.
+    Several threads record (the analyser, the classifier and the publisher each time their own stages) and any
+    thread may take snapshots: every ring is written and read under one lock.
     """
 
     def __init__(self, options: StageStatsOptions | None = None) -> None:
