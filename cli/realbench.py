@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face_landmarker.task (default: $MER_FACE_MODEL, else ../shared/models, else the cache)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--out", type=Path, metavar="FILE.json", default=None, help="also write the figures to this file")
+    p.add_argument("--markdown", type=Path, metavar="FILE.md", default=None,
+                   help="also write the tables (per cell and per person) as Markdown, for the docs")
     return p
 
 
@@ -175,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(result), encoding="utf-8")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -215,7 +220,7 @@ def _print(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe or a file gets whole columns
     for name, block in result.items():
         if not isinstance(block, dict) or "cells" not in block:
             continue
@@ -234,6 +239,48 @@ def _print(result: dict[str, Any]) -> None:
                       f"pooled over {block['minutes']} min, worst video {block['false_per_min_worst']}")
         console.print("  " + ", ".join(f"{k} {v:g}" for k, v in block["false_per_min"].items()))
     console.print(f"({result['wall_s']} s)")
+
+
+# per person: the cells a reader compares first
+PERSON_CELLS = ("warp calm@0.04", "mesh calm@0.04", "warp anywhere@0.04", "mesh anywhere@0.04", "warp calm@0.03")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The figures as Markdown tables: per family, placement and amplitude; per person (F1 and TP/FN of the
+    cells that matter most, false micro events a minute on that person's un-injected videos)."""
+    lines: list[str] = []
+    videos = result.get("videos", {})
+    for name, block in result.items():
+        if not isinstance(block, dict) or "cells" not in block:
+            continue
+        lines += [f"### {name}", "", "| family | placement | amplitude | F1 | precision | recall | TP/FP/FN | "
+                  "onset err | apex err | offset err | IoU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for cell_name, row in block["cells"].items():
+            family, _, rest = cell_name.partition(" ")
+            placement, _, amplitude = rest.partition("@")
+            lines.append(f"| {family} | {placement} | {amplitude} | {row['f1']:.2f} | {row['precision']:.2f} | "
+                         f"{row['recall']:.2f} | {row['tp']}/{row['fp']}/{row['fn']} | {_num(row['onset_err'])} | "
+                         f"{_num(row['apex_err'])} | {_num(row['offset_err'])} | {_num(row['iou'])} |")
+        lines += ["", f"False micro events a minute on the un-injected videos: {block['false_per_min_all']} pooled "
+                  f"over {block['minutes']} min, worst video {block['false_per_min_worst']}.", ""]
+        cells = [c for c in PERSON_CELLS if c in block["cells"]]
+        people = block.get("people", {})
+        if cells and people:
+            lines += ["| person | videos | " + " | ".join(f"{c} F1 (TP/FN)" for c in cells) + " | false/min |",
+                      "|---|---|" + "---|" * len(cells) + "---|"]
+            for person in sorted(people):
+                own = [v for v, info in videos.items() if info.get("person") == person]
+                minutes = sum(videos[v]["minutes"] for v in own)
+                false = sum(block["false_per_min"].get(v, 0.0) * videos[v]["minutes"] for v in own)
+                rate = f"{false / minutes:.2f}" if minutes > 0 else "-"
+                figures = []
+                for c in cells:
+                    row = people[person].get(c)
+                    figures.append("-" if row is None or row["tp"] + row["fn"] == 0 else
+                                   f"{row['f1']:.2f} ({row['tp']}/{row['fn']})")
+                lines.append(f"| {person} | {', '.join(own)} | " + " | ".join(figures) + f" | {rate} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def _num(value: float | None) -> str:

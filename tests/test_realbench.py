@@ -79,6 +79,12 @@ def test_evaluate_pools_cells_per_person_and_false_events_per_minute() -> None:
     assert result["false_per_min"] == {"a": 2.0, "b": 0.0}
     assert result["false_per_min_all"] == pytest.approx(2 / 3, abs=0.01)
     assert result["false_per_min_worst"] == 2.0
+    from cli.realbench import markdown
+
+    text = markdown({"rules": result, "videos": {"a": {"person": "p1", "minutes": 1.0},
+                                                 "b": {"person": "p2", "minutes": 2.0}}})
+    assert "| warp | calm | 0.04 | 0.86 |" in text  # F1 of 3 TP, 0 FP, 1 FN
+    assert "| p1 | a | 1.00 (2/0) |" in text and text.rstrip().endswith("| p2 | b | 0.67 (1/1) | 0.00 |")
 
 
 def test_bench_options_name_their_renderings_and_keep_training_ones_apart() -> None:
