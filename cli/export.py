@@ -183,7 +183,7 @@ def _require_tensorrt() -> Any:
     env = probe_environment()
     blocker = tensorrt_blocker(env)
     if blocker == "TensorRT not installed":
-        raise EngineError("TensorRT is not installed: pip install 'mer-live[tensorrt]' on a machine with an "
+        raise EngineError("TensorRT is not installed: pip install -e '.[tensorrt]' in the mer-live clone on a machine with an "
                           "NVIDIA GPU (ONNX and Triton/onnxruntime export work without it)")
     if blocker is not None:
         raise EngineError(f"cannot build a TensorRT plan here: {blocker}")

@@ -141,4 +141,4 @@ def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
                        "after it, as a fraction of that movement (default 0.5). Higher finds expressions on a "
                        "face that talks or moves, with many more false ones: on real footage 1.0 found 0.69 of "
                        "the expressions instead of 0.48, with 3.4 false events a minute on a webcam and 6.6 on a "
-                       "talking face instead of 0 and 0.6 (README, Spotting on real footage)")
+                       "talking face instead of 0 and 0.6 (docs/spotting.md)")

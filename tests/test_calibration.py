@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from engines.network import MERModel
     from training.train_types import TrainOptions
 
-needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install 'mer-live[train]')")
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (pip install -e '.[train]')")
 
 LABELS = ("negative", "positive", "surprise")
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from engines.backends.base import TRAIN_EXTRA
+
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_EXTRA = "pip install 'mer-live[train]'"
 
 
 def _one_line(text: str) -> str:

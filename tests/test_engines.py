@@ -476,7 +476,7 @@ def test_tensorrt_backend_needs_tensorrt(model_dir: Path) -> None:
 
 # -- TensorRT for real (GPU machines only) --------------------------------------------------------
 def _needs_tensorrt() -> None:
-    pytest.importorskip("tensorrt", reason="TensorRT not installed (pip install 'mer-live[tensorrt]' on a GPU machine)")
+    pytest.importorskip("tensorrt", reason="TensorRT not installed (pip install -e '.[tensorrt]' on a GPU machine)")
     pytest.importorskip("cuda.bindings", reason="cuda-python not installed (pip install cuda-python)")
     if not probe_environment().has_cuda:
         pytest.skip("no CUDA GPU: the TensorRT backend needs one")

@@ -277,7 +277,7 @@ def test_tensorrt_without_tensorrt_or_gpu(checkpoint: Path, tmp_path: Path, caps
 
 
 def test_tensorrt_export_end_to_end(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("tensorrt", reason="TensorRT not installed (pip install 'mer-live[tensorrt]' on a GPU machine)")
+    pytest.importorskip("tensorrt", reason="TensorRT not installed (pip install -e '.[tensorrt]' on a GPU machine)")
     pytest.importorskip("cuda.bindings", reason="cuda-python not installed")
     if not probe_environment().has_cuda:
         pytest.skip("no CUDA GPU: TensorRT plans need one")

@@ -52,7 +52,8 @@ class TorchMissingError(BackendUnavailableError):
 
 
 # torch is an optional extra: live use runs on ONNX Runtime without it.
-TRAIN_EXTRA = "pip install 'mer-live[train]'"
+# mer-live installs from its clone, not a package index; torch first, pinned (docs/usage.md names the CPU index)
+TRAIN_EXTRA = 'pip install torch==2.13.0 && pip install -e ".[train]" in the mer-live clone'
 
 
 def torch_installed() -> bool:

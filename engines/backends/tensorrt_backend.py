@@ -27,7 +27,7 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise BackendUnavailableError(f"TensorRT is not installed ({exc}); pip install 'mer-live[tensorrt]' "
+        raise BackendUnavailableError(f"TensorRT is not installed ({exc}); pip install -e '.[tensorrt]' in the mer-live clone "
                                       "on a machine with an NVIDIA GPU") from None
     return trt
 
