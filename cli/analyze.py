@@ -60,7 +60,9 @@ outputs (DIR/<name>/; <name> = the video's stem, plus its extension or parent fo
   events.jsonl   the mer/1 records, exactly what `mer-live --video X --fast --record` writes
   events.csv     one row per spotted window (onset/apex/offset frames and seconds, kind, label, probabilities)
   frames.csv     one row per frame (time, face, score, threshold, region displacements[, blendshapes])
-  report.html    one self-contained page: score curve, a card per event, the run's summary
+  rejected.csv   one row per candidate the rule spotter dropped (apex frame and time, region, score, reason)
+  report.html    one self-contained page: score curve with the dropped candidates, a card per event, the
+                 run's summary
   analysis.json  status and the re-run key; written last (a folder without it is analysed again)
   and DIR/summary.csv: one row per video, ordered by path (DIR/summary.shard-K-of-N.csv with --shard)
 

@@ -258,6 +258,9 @@ def _print_summary(s: SummaryRecord, record: Path | None) -> None:
         line += f"; {s.overflow} window(s) published unlabelled: the classifier fell behind"
     if s.failed:
         line += f"; {s.failed} window(s) published unlabelled: the model failed on them"
+    if s.rejected and any(s.rejected.values()):
+        dropped = ", ".join(f"{n} {reason}" for reason, n in s.rejected.items() if n)
+        line += f"; {sum(s.rejected.values())} spotter candidate(s) dropped ({dropped})"
     if record is not None:
         line += f"; recorded to {record}"
     print(line, file=sys.stderr)

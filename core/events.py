@@ -275,7 +275,7 @@ class SummaryRecord(Record):
 
     type: ClassVar[str] = "summary"
     omit_if_none: ClassVar[tuple[str, ...]] = ("scored", "accuracy", "uf1", "vetoed", "landmark_every",
-                                                "classified", "overflow", "failed")
+                                                "classified", "overflow", "failed", "rejected")
     frames: int
     dropped: int
     face_frames: int
@@ -298,6 +298,9 @@ class SummaryRecord(Record):
     classified: int | None = None
     overflow: int | None = None
     failed: int | None = None
+    # the rule spotter's candidates (threshold crossings) that gave no window, by why they were dropped
+    # (realtime.spotting.REJECT_REASONS, every name, zeros included); left out for a spotter that does not say
+    rejected: dict[str, int] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SummaryRecord:
@@ -321,6 +324,7 @@ class SummaryRecord(Record):
             classified=_opt_count("classified", data),
             overflow=_opt_count("overflow", data),
             failed=_opt_count("failed", data),
+            rejected=_opt_counts("rejected", data),
         )
 
 
@@ -333,6 +337,21 @@ def _opt_count(name: str, data: dict[str, Any]) -> int | None:
     if count < 0:
         raise RecordError(name, f"must be >= 0, got {count}")
     return count
+
+
+def _opt_counts(name: str, data: dict[str, Any]) -> dict[str, int] | None:
+    """An optional object name -> count (>= 0) of a record: None when it is left out."""
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RecordError(name, f"expected an object name -> count, got {value!r}")
+    out = {}
+    for key, count in value.items():
+        out[str(key)] = _int(f"{name}.{key}", count)
+        if out[str(key)] < 0:
+            raise RecordError(f"{name}.{key}", f"must be >= 0, got {count}")
+    return out
 
 
 def _landmark_every(data: dict[str, Any]) -> int | None:

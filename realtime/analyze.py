@@ -1,10 +1,11 @@
-"""Offline analysis of one recorded video into a folder: the ``mer/1`` recording, two CSV tables, a report.
+"""Offline analysis of one recorded video into a folder: the ``mer/1`` recording, three CSV tables, a report.
 
 The video goes through the same threaded :class:`~realtime.pipeline.Pipeline` as ``mer-live --video X
 --fast`` (every frame analysed, the same engine, the same classifier and publisher), so ``events.jsonl``
 holds exactly the records ``--record`` writes. The pipeline's per-frame hook (``PipelineOptions.on_frame``)
-writes ``frames.csv`` as frames pass and keeps the aligned crops of every spotted window for the report;
-``events.csv`` and ``report.html`` are made from ``events.jsonl`` once the run has ended, so all three agree.
+writes ``frames.csv`` as frames pass and keeps the aligned crops of every spotted window for the report, and
+the candidates the rule spotter dropped (``rejected.csv``); ``events.csv`` and ``report.html`` are made from
+``events.jsonl`` once the run has ended, so all three agree.
 ``analysis.json`` is written last: a folder without it was interrupted and is analysed again.
 """
 
@@ -22,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import cv2
 import numpy as np
 
 from core.dynamic_image import apex_flow, normalize_di, phase_dynamic_images
@@ -37,15 +37,16 @@ from realtime.face_model import FaceModelError
 from realtime.motion import REGION_NAMES
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
-from realtime.report import ReportInputs, write_report
+from realtime.report import ReportInputs, flow_colours, write_report
 from realtime.sources import SourceError, open_source
-from realtime.spotting import SpotterOptions
+from realtime.spotting import Rejection, Spotter, SpotterOptions
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "BLENDSHAPE_NAMES",
     "EVENT_COLUMNS",
+    "REJECTED_COLUMNS",
     "RESULT_FILE",
     "AnalyzeOptions",
     "FrameLog",
@@ -62,7 +63,7 @@ __all__ = [
 
 RESULT_FILE = "analysis.json"  # written last: its presence means the folder is complete
 RESULT_FORMAT = "mer-analyze/1"
-OUTPUT_FILES = ("events.jsonl", "events.csv", "frames.csv", "report.html")
+OUTPUT_FILES = ("events.jsonl", "events.csv", "frames.csv", "rejected.csv", "report.html")
 
 # Statuses of a video. Only "ok" counts as success for the exit code; the first three are complete results
 # a re-run skips, "failed" is tried again, "interrupted" never gets a result file.
@@ -89,6 +90,10 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "n_frames", "duration_ms", "intensity", "label", "confidence",
 )
 EVENT_TAIL: tuple[str, ...] = ("model", "engine")
+
+# rejected.csv: one row per candidate the rule spotter dropped (realtime.spotting.Rejection): its apex frame and
+# time, region, score and why (a realtime.spotting.REJECT_REASONS name); only the header for the learned spotter
+REJECTED_COLUMNS: tuple[str, ...] = ("frame", "t_s", "region", "score", "reason")
 
 
 def event_columns(labels: tuple[str, ...] | list[str]) -> list[str]:
@@ -214,17 +219,6 @@ class WindowImages:
     flow: np.ndarray | None = None  # the apex's optical flow from both ends (the default model's input), BGR: hue = direction
 
 
-def _flow_for_display(flow: np.ndarray) -> np.ndarray:
-    """apex_flow's field (unit RMS length) as colour: hue = direction, brightness = length (3 × RMS = full)."""
-    length, angle = cv2.cartToPolar(np.ascontiguousarray(flow[..., 0]), np.ascontiguousarray(flow[..., 1]),
-                                    angleInDegrees=True)
-    hsv = np.empty((*flow.shape[:2], 3), np.uint8)
-    hsv[..., 0] = (angle / 2).astype(np.uint8)  # OpenCV's hue runs 0..179
-    hsv[..., 1] = 255
-    hsv[..., 2] = np.clip(length * (255 / 3.0), 0, 255).astype(np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
-
-
 def _di_for_display(di: np.ndarray) -> np.ndarray:
     """A DI as the network sees it (the shared normalisation), ±3 standard deviations onto 0..255."""
     z = normalize_di(di)
@@ -262,7 +256,8 @@ def _num(value: float | None, digits: int = 6) -> str:
 
 
 class FrameLog:
-    """Writes a frames.csv row per analysed frame and keeps the series and window images the report needs.
+    """Writes a frames.csv row per analysed frame and keeps the series, window images and dropped candidates
+    the report needs.
 
     :meth:`add` runs on the pipeline's analyser thread (the ``on_frame`` hook); everything else runs on the
     caller's thread before the pipeline starts or after it has ended.
@@ -282,6 +277,7 @@ class FrameLog:
         self.threshold: list[float] = []
         self.face: list[bool] = []
         self.windows: dict[tuple[int, int, int], WindowImages | None] = {}
+        self.rejected: list[Rejection] = []
 
     def attach(self, analyzer: Analyzer) -> None:
         """The analyzer whose spotter threshold and crop history are read per frame."""
@@ -303,8 +299,16 @@ class FrameLog:
         for job in result.jobs:
             w = job.window
             self.keep_window(w.onset.frame, w.apex.frame, w.offset.frame)
+        self.take_rejected()
         if self._progress is not None:
             self._progress(len(self.t))
+
+    def take_rejected(self) -> None:
+        """Move the candidates the rule spotter dropped since the last call into :attr:`rejected` (every frame,
+        so its bounded record never overflows; once more after the run, for those dropped by its flush)."""
+        spotter = self._analyzer.spotter if self._analyzer is not None else None
+        if isinstance(spotter, Spotter):
+            self.rejected += spotter.drain_rejected()
 
     def keep_window(self, onset: int, apex: int, offset: int) -> None:
         """Copy a window's crops out of the analyzer's history (None when they are no longer held)."""
@@ -318,7 +322,7 @@ class FrameLog:
 
         frames = crops.astype(np.float32)
         rise, fall = phase_dynamic_images(frames, 0, apex - onset, offset - onset)
-        flow = _flow_for_display(apex_flow(frames, 0, apex - onset, offset - onset))
+        flow = flow_colours(apex_flow(frames, 0, apex - onset, offset - onset))
         self.windows[key] = WindowImages(onset=crops[0].copy(), apex=crops[apex - onset].copy(),
                                          offset=crops[-1].copy(), rise=_di_for_display(rise),
                                          fall=_di_for_display(fall), flow=flow)
@@ -412,6 +416,7 @@ def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
         summary = pipeline.run()  # KeyboardInterrupt propagates, after the summary record
         publisher.close()
         frame_log.close()
+        frame_log.take_rejected()
         analysis_error = pipeline.error
         source_error = source.error
 
@@ -440,12 +445,13 @@ def analyze_video(job: VideoJob, settings: AnalyzeOptions, engine: Any, *,
         analysis_fps=summary.mean_fps, model=model_name, engine=engine_name, key=job.key, finished=utc_now_iso(),
     )
     _write_events_csv(folder / "events.csv", job.name, events, tuple(card.labels))
+    _write_rejected_csv(folder / "rejected.csv", frame_log.rejected)
 
     write_report(folder / "report.html", ReportInputs(
         result=result, labels=tuple(card.labels), engine_reason=str(engine.reason), settings=settings,
         t=np.asarray(frame_log.t, dtype=np.float64), score=np.asarray(frame_log.score, dtype=np.float64),
         threshold=np.asarray(frame_log.threshold, dtype=np.float64), face=np.asarray(frame_log.face, dtype=bool),
-        events=events, windows=frame_log.windows,
+        events=events, windows=frame_log.windows, rejected=frame_log.rejected, rejected_counts=summary.rejected,
     ))
     save_result(folder, result, job.key_parts)
     return result
@@ -463,3 +469,11 @@ def _write_events_csv(path: Path, video: str, events: list[EventRecord], labels:
                 *("" if e.probs.get(label) is None else e.probs[label] for label in labels),
                 e.model or "", e.engine or "",
             ])
+
+
+def _write_rejected_csv(path: Path, rejected: list[Rejection]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(REJECTED_COLUMNS)
+        for r in rejected:
+            writer.writerow([r.frame, f"{r.t:.6f}", r.region, _num(r.score), r.reason])

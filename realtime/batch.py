@@ -77,7 +77,7 @@ __all__ = [
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIST_SUFFIXES = (".txt", ".lst")
-KEY_VERSION = 1  # bump when the outputs for the same inputs and settings change
+KEY_VERSION = 2  # bump when the outputs for the same inputs and settings change (2: rejected.csv)
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "path", "name", "status", "frames", "face_frames", "duration_s", *(f"{k}_events" for k in KINDS),
     "model", "engine", "error",

@@ -79,6 +79,9 @@ class DashboardSnapshot:
     events: Sequence[EventRecord] = ()
     event_counts: Mapping[str, int] = field(default_factory=dict)  # totals by kind, e.g. {"micro": 2}
     unlabelled: int = 0  # windows published without a label: the classifier fell behind or the model failed
+    # the rule spotter's candidates dropped so far, by reason (realtime.spotting.REJECT_REASONS); None: a
+    # spotter that does not say (the row is left out)
+    rejected: Mapping[str, int] | None = None
     stage_ms: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     message: str = ""  # one line of news: "ended: end of file", a warning, ...
     uncertain_below: float = UNCERTAIN_BELOW  # labels less confident than this show as "label?", dimmed
@@ -183,9 +186,21 @@ def _header(s: DashboardSnapshot) -> Table:
     if s.unlabelled:
         spot.append(f"   {s.unlabelled} unlabelled (classifier behind or failing)", style="bold red")
     grid.add_row("spotting", spot)
+    if s.rejected is not None:
+        grid.add_row("rejected", _rejected_text(s.rejected))
     if s.message:
         grid.add_row("note", Text(s.message, style="yellow"))
     return grid
+
+
+def _rejected_text(rejected: Mapping[str, int]) -> Text:
+    """One compact row: the candidates dropped so far, by reason, in the spotter's order of checks."""
+    counts = [(reason, n) for reason, n in rejected.items() if n]
+    if not counts:
+        return Text("no candidate dropped yet", style="dim")
+    text = Text(f"{sum(n for _, n in counts)} candidates: ")
+    text.append("  ".join(f"{reason} {n}" for reason, n in counts), style="dim")
+    return text
 
 
 def _events_table(events: Sequence[EventRecord], uncertain_below: float = UNCERTAIN_BELOW) -> RenderableType:

@@ -37,7 +37,7 @@ from realtime.face_workers import FaceStage, default_face_workers
 from realtime.learned_spotting import SpotModel
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
-from realtime.spotting import SpottedWindow
+from realtime.spotting import SpottedWindow, Spotter
 from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
 from realtime.windows import WindowPlan, WindowsFile
 
@@ -434,6 +434,13 @@ class Pipeline:
         return (worker.classified if worker.engine is not None else None, worker.overflow or None,
                 worker.failed or None)
 
+    def _rejected_counts(self) -> dict[str, int] | None:
+        """The rule spotter's dropped candidates by reason (:data:`realtime.spotting.REJECT_REASONS`), as the
+        summary record and the dashboard carry them; None for a spotter that has no such rules (the learned
+        spotter, the feature recorder, a stand-in)."""
+        spotter = self.analyzer.spotter
+        return spotter.rejected if isinstance(spotter, Spotter) else None
+
     @property
     def auto_landmark_every(self) -> int | None:
         """The N that ``--landmark-every auto`` chose (None without auto, and while it is still measuring)."""
@@ -468,6 +475,7 @@ class Pipeline:
             classified=classified,
             overflow=overflow,
             failed=failed,
+            rejected=self._rejected_counts(),
         )
 
     def snapshot(self, message: str = "") -> DashboardSnapshot:
@@ -504,6 +512,7 @@ class Pipeline:
             events=events,
             event_counts=counts,
             unlabelled=self.classifier.overflow + self.classifier.failed,
+            rejected=self._rejected_counts(),
             stage_ms=self.stages.snapshot(now),
             message=message or ("finished" if self._analysis_done.is_set() else self._auto_note()),
         )

@@ -20,6 +20,11 @@ from the onset face to the apex and came back to it. Overlapping candidates of s
 window, the best scored. Everything is in seconds, so a 30 fps webcam and a 200 fps lab camera behave alike.
 The decision comes about ``lag + context_after_s`` after the offset: that delay is reported, not hidden.
 
+A score above the threshold is therefore only a candidate. Every peak that crosses it and is not kept is
+counted by why it was dropped (:data:`REJECT_REASONS`, :attr:`Spotter.rejected`), and the most recent are kept
+for an offline reader (:meth:`Spotter.drain_rejected`): a person looking at the score curve can see why a
+crossing gave no window.
+
 Talking moves the lip corners, cheeks and nose wings along with the jaw, so a smile's 1-2 px hide under it.
 Before anything else, :class:`JawCoupling` removes from those regions the part of their movement that the jaw
 and lips' movement predicts (a linear fit over the last ``jaw_coupling_s``, refitted every frame from decayed
@@ -43,9 +48,33 @@ from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)
 
-__all__ = ["STATES", "Displacement", "JawCoupling", "SpottedWindow", "Spotter", "SpotterOptions"]
+__all__ = [
+    "REJECT_REASONS",
+    "STATES",
+    "Displacement",
+    "JawCoupling",
+    "Rejection",
+    "SpottedWindow",
+    "Spotter",
+    "SpotterOptions",
+]
 
 STATES = ("warming-up", "idle", "moving", "no-face")
+
+# Why a peak of a region's score that crossed the threshold gave no window: the one list of the names that the
+# spotter counts, the summary record carries and the dashboard and report show, in the order they are checked.
+REJECT_REASONS: dict[str, str] = {
+    "too_small": "below min_peak, the smallest movement spotted",
+    "too_large": "above max_peak, larger than a micro-expression",
+    "cut": "its fall was not seen: the data ended",
+    "overlap": "overlaps the window already spotted",
+    "too_short": "shorter than min_duration_s",
+    "context": "the region was not quiet before or after it, or moved again (max_context)",
+    "blink": "a blink: the eyes closed or the eyelids changed",
+    "head": "the head moved (max_head)",
+    "no_return": "the region did not come back to the onset face (max_return)",
+    "weaker": "an overlapping candidate scored higher",
+}
 
 # (frame a, frame b) → region displacement (R, 2) in IOD units from a to b, or None when either crop is gone.
 Displacement = Callable[[int, int], "np.ndarray | None"]
@@ -194,6 +223,21 @@ class SpottedWindow:
         return self.decided_at.t - self.offset.t
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A candidate the spotter dropped: its apex frame and time, its region, its score (contrast over the
+    region's level, as :attr:`Spotter.score`) and why (a :data:`REJECT_REASONS` name). ``shown_t``: when
+    :attr:`Spotter.score` showed it, a motion lag after the apex (the frame whose movement completed its
+    contrast), where it sits on a plot of the score."""
+
+    frame: int
+    t: float
+    region: str
+    score: float
+    reason: str
+    shown_t: float
+
+
 @dataclass(slots=True)
 class _Frame:
     """What the spotter keeps per frame: its motion, and (once the frame a lag later arrived) its contrast."""
@@ -239,12 +283,17 @@ class Spotter:
     """Streaming spotter: ``update(sample, index=, t=)`` per frame (``None`` = no face), ``flush()`` at the end.
 
     ``displacement`` (optional) measures a region's movement between two frames that are still held; with it
-    the spotter checks that a candidate rose from its onset face and came back to it.
+    the spotter checks that a candidate rose from its onset face and came back to it. The last ``keep_rejected``
+    dropped candidates wait in :meth:`drain_rejected` (older ones are forgotten; their counts are not).
     """
 
-    def __init__(self, settings: SpotterOptions | None = None, *, displacement: Displacement | None = None) -> None:
+    def __init__(self, settings: SpotterOptions | None = None, *, displacement: Displacement | None = None,
+                 keep_rejected: int = 256) -> None:
         self.settings = settings or SpotterOptions()
         self._displacement = displacement
+        # run totals: never reset, and every name there from the start, so another thread may copy the dict
+        self._rejected = dict.fromkeys(REJECT_REASONS, 0)
+        self._recent: deque[Rejection] = deque(maxlen=max(keep_rejected, 0))
         s = self.settings
         self._jaw = JawCoupling(s.jaw_coupling_s, s.jaw_coupling_ridge) if s.jaw_coupling_s > 0 else None
         self._frames: deque[_Frame] = deque()
@@ -276,6 +325,20 @@ class Spotter:
     def threshold(self) -> float | None:
         """The score a region must reach (None until ready), for display."""
         return self.settings.min_score if self.ready else None
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        """Candidates dropped so far, by :data:`REJECT_REASONS` name (every name, zeros included): a copy."""
+        return dict(self._rejected)
+
+    def drain_rejected(self) -> list[Rejection]:
+        """The dropped candidates recorded since the last call, oldest first (read on the thread that updates)."""
+        recent = self._recent
+        if not recent:
+            return []
+        out = list(recent)
+        recent.clear()
+        return out
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -434,28 +497,47 @@ class Spotter:
         f = frames[pos]
         assert f.contrast is not None and f.level is not None
         c = f.contrast
-        hits = np.nonzero((c >= s.min_peak) & (c <= s.max_peak) & (c >= s.min_score * f.level))[0]
-        for r in map(int, hits):
+        # every region whose score crosses the threshold here (what the score curve shows), sizes checked after
+        # the peak test, so that a crossing too small or too large to be a candidate is counted once too
+        crossed = np.nonzero(c >= s.min_score * f.level)[0]
+        for r in map(int, crossed):
             peak = float(c[r])
             if not self._is_peak(pos, r, peak):
                 continue
-            cand = self._window(pos, r, peak)
+            score = peak / float(f.level[r])
+            if peak < s.min_peak:
+                self._reject(f.index, f.t, r, score, "too_small")
+                continue
+            if peak > s.max_peak:
+                self._reject(f.index, f.t, r, score, "too_large")
+                continue
+            cand = self._window(pos, r, peak, score)
             if cand is None:
                 continue
-            cand.score = peak / float(f.level[r])
             cand.ready_t = now.t + s.hold_s
             self._keep(cand)
 
     def _is_peak(self, pos: int, r: int, peak: float) -> bool:
+        """No frame within ± peak_half_width_s has a larger contrast in region ``r``: frames are in time order,
+        so only the neighbours are looked at, walking out from ``pos``."""
         frames = self._frames
         t0 = frames[pos].t
         w = self.settings.peak_half_width_s
-        for f in frames:
-            if abs(f.t - t0) <= w and f.contrast is not None and f.contrast[r] > peak:
-                return False
+        for step in (-1, 1):
+            k = pos + step
+            while 0 <= k < len(frames) and abs(frames[k].t - t0) <= w:
+                c = frames[k].contrast
+                if c is not None and c[r] > peak:
+                    return False
+                k += step
         return True
 
-    def _window(self, pos: int, r: int, peak: float) -> _Candidate | None:
+    def _reject(self, frame: int, t: float, r: int, score: float, reason: str) -> None:
+        """Count a dropped candidate (apex frame ``frame``) and record it for :meth:`drain_rejected`."""
+        self._rejected[reason] += 1
+        self._recent.append(Rejection(frame, t, REGION_NAMES[r], score, reason, t + (self._lag or 0.0)))
+
+    def _window(self, pos: int, r: int, peak: float, score: float) -> _Candidate | None:
         s = self.settings
         frames = self._frames
         apex = frames[pos]
@@ -476,17 +558,18 @@ class Spotter:
         last = value(offset)
         cut = last is None or (hi == n - 1 and last > edge)  # the data ended before the movement fell
 
-        def reject(why: str) -> _Candidate | None:
+        def reject(reason: str, why: str = "") -> _Candidate | None:
             log.debug("candidate %d-%d-%d (%s, %.4f) dropped: %s", onset.index, apex.index, offset.index, name,
-                      peak, why)
+                      peak, why or REJECT_REASONS[reason])
+            self._reject(apex.index, apex.t, r, score, reason)
             return None
 
         if cut:
-            return reject("its fall was not seen (end of the data)")
+            return reject("cut")
         if onset.index <= self._floor:
-            return reject("overlaps the last window")
+            return reject("overlap")
         if offset.t - onset.t < s.min_duration_s:
-            return reject("too short")
+            return reject("too_short")
         # isolated: the same region quiet before and after. Its contrast alone would miss a mouth that talks
         # at about 1/lag syllables a second (x(t) - x(t - lag) is then near zero), so its own displacement
         # over the lag must be small too: before the onset, and after the lag that still holds the fall.
@@ -495,22 +578,23 @@ class Spotter:
         before = [f for f in frames if onset.t - s.context_before_s <= f.t < onset.t]
         for f in before:
             if f.contrast is not None and f.contrast[r] > quiet:
-                return reject(f"region not quiet before: at frame {f.index} it stood out "
-                              f"{f.contrast[r] / peak:.2f} of the peak")
+                return reject("context", f"region not quiet before: at frame {f.index} it stood out "
+                                         f"{f.contrast[r] / peak:.2f} of the peak")
             if (moved := _size(f, r)) > quiet:
-                return reject(f"region not quiet before: at frame {f.index} it moved {moved / peak:.2f} of the peak")
+                return reject("context", f"region not quiet before: at frame {f.index} it moved "
+                                         f"{moved / peak:.2f} of the peak")
         for f in frames:
             if offset.t < f.t <= offset.t + s.context_after_s and f.contrast is not None and f.contrast[r] > quiet:
-                return reject(f"region not quiet after, at frame {f.index}")
+                return reject("context", f"region not quiet after, at frame {f.index}")
             if offset.t + lag < f.t <= offset.t + lag + s.context_after_s and _size(f, r) > quiet:
-                return reject(f"region moves again at frame {f.index}")
+                return reject("context", f"region moves again at frame {f.index}")
         inside = [f for f in frames if onset.t <= f.t <= offset.t]
         # no blink, no head motion inside the window
         usual_eye = float(np.median([f.eye for f in frames]))
         if usual_eye > 0 and min(f.eye for f in inside) < (1.0 - s.max_blink) * usual_eye:
-            return reject("blink")
+            return reject("blink", "the eyes closed")
         if max(f.head for f in inside) > s.max_head:
-            return reject("head motion")
+            return reject("head")
         usual = self._levels.usual_change
         widened = max(f.eye for f in inside) > (1.0 + s.widened_eyes) * usual_eye
         if usual is not None:
@@ -518,7 +602,7 @@ class Spotter:
             worst = max((float((f.change[lids] / usual[lids]).max()) for f in inside if f.change is not None),
                         default=0.0)
             if worst > (s.max_lid_change_widened if widened else s.max_lid_change):
-                return reject(f"eyelids changed {worst:.1f}x their usual (a blink)")
+                return reject("blink", f"eyelids changed {worst:.1f}x their usual (a blink)")
         if self._displacement is not None:
             before_onset = frames[max(lo - 1, 0)].index
             after_offset = frames[min(hi + 1, n - 1)].index
@@ -527,14 +611,17 @@ class Spotter:
             if rise is not None and back is not None:
                 up = float(np.hypot(*rise[r]))
                 if float(np.hypot(*back[r])) > s.max_return * max(up, 1e-6):
-                    return reject(f"did not come back ({float(np.hypot(*back[r])):.4f} of {up:.4f})")
-        return _Candidate(onset.index, onset.t, apex.index, apex.t, offset.index, offset.t, int(r), peak, 0.0, 0.0)
+                    return reject("no_return", f"did not come back ({float(np.hypot(*back[r])):.4f} of {up:.4f})")
+        return _Candidate(onset.index, onset.t, apex.index, apex.t, offset.index, offset.t, int(r), peak, score, 0.0)
 
     def _keep(self, cand: _Candidate) -> None:
-        """Overlapping candidates compete: the best score stays."""
+        """Overlapping candidates compete: the best score stays (the others are dropped as ``weaker``)."""
         rivals = [p for p in self._pending if cand.onset <= p.offset and cand.offset >= p.onset]
         if any(p.score >= cand.score for p in rivals):
+            self._reject(cand.apex, cand.apex_t, cand.region, cand.score, "weaker")
             return
+        for p in rivals:
+            self._reject(p.apex, p.apex_t, p.region, p.score, "weaker")
         self._pending = [p for p in self._pending if p not in rivals] + [cand]
 
     def _emit_pending(self, now: TimePoint, *, force: bool) -> list[SpottedWindow]:
@@ -545,7 +632,8 @@ class Spotter:
             if not force and p.ready_t > now.t:
                 keep.append(p)
                 continue
-            if p.onset <= self._floor:
+            if p.onset <= self._floor:  # a window emitted since it was kept reaches into it
+                self._reject(p.apex, p.apex_t, p.region, p.score, "overlap")
                 continue
             self._floor = p.offset
             duration = p.offset_t - p.onset_t

@@ -27,6 +27,8 @@ from core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
 from realtime.analyze import (
     BLENDSHAPE_NAMES,
+    OUTPUT_FILES,
+    REJECTED_COLUMNS,
     AnalyzeOptions,
     VideoResult,
     WindowImages,
@@ -43,7 +45,8 @@ from realtime.batch import (
     read_summary,
     select_shard,
 )
-from realtime.report import ReportInputs, render_report
+from realtime.report import REJECT_STYLES, ReportInputs, flow_key, render_report
+from realtime.spotting import REJECT_REASONS, Rejection
 
 PNG_URI = re.compile(r'data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -269,11 +272,61 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
     assert 'class="curve"' in page and "<b>" not in page and "&lt;clip&gt;" in page
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing loaded from elsewhere
     pngs = PNG_URI.findall(page)
-    assert len(pngs) == 1 + 6  # the curve and the six images (crops, DIs, flow) of the one card whose crops are held
-    assert "flow to the apex" in page
+    # the curve, the six images (crops, DIs, flow) of the one card whose crops are held, the flow's colour key
+    assert len(pngs) == 1 + 6 + 1
+    assert "flow to the apex" in page and "flow colour key" in page
     for data in pngs:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
     assert page.count("not held") == 2 * 5
+    assert "not been validated on real, spontaneous micro-expressions" in page  # the bundled model
+    assert "max_context 0.5" in page  # the settings table
+
+
+def test_report_marks_the_dropped_candidates_by_reason() -> None:
+    n = 300
+    t = np.arange(n) / 30.0
+    score = np.abs(np.random.default_rng(1).normal(1.0, 0.5, n))
+    rejected = [Rejection(60, 2.0, "brow_inner_l", 3.1, "context", 2.25),
+                Rejection(120, 4.0, "cheek_r", 2.2, "too_small", 4.25),
+                Rejection(121, 4.033, "cheek_l", 2.4, "too_small", 4.283),
+                Rejection(200, 6.667, "lid_upper_l", 9.0, "blink", 6.917)]
+    counts = {**dict.fromkeys(REJECT_REASONS, 0), "context": 1, "too_small": 2, "blink": 1}
+    result = VideoResult(path="/v/clip.mp4", name="clip", status="ok", frames=n, face_frames=n, duration_s=10.0,
+                         fps=30.0, events={"micro": 0, "macro": 0}, model="m", engine="onnxruntime")
+    page = render_report(ReportInputs(
+        result=result, labels=("negative", "positive"), engine_reason="test", settings=AnalyzeOptions(model="m.onnx"),
+        t=t, score=score, threshold=np.full(n, 2.0), face=np.ones(n, dtype=bool), events=[], windows={},
+        rejected=rejected, rejected_counts=counts))
+    assert "only a candidate" in page and "max_context = 0.5" in page and "4 candidates were dropped" in page
+    hover = re.findall(r'<span class="rej" style="left:([\d.]+)%;top:([\d.]+)%" title="([^"]*)"', page)
+    assert len(hover) == len(rejected)
+    assert all(0 < float(x) < 100 and 0 < float(y) < 100 for x, y, _ in hover)
+    assert [float(x) for x, _, _ in hover] == sorted(float(x) for x, _, _ in hover)  # in time order
+    assert "apex frame 60 (2.000 s) · brow_inner_l · score 3.10 · dropped: context" in hover[0][2]
+    for reason, n_dropped in counts.items():  # the legend: every reason, its symbol, count and meaning
+        colour, _, glyph = REJECT_STYLES[reason]
+        assert re.search(f'<td style="color:{colour}">{glyph}</td><td>{reason}</td><td class="n">{n_dropped}</td>',
+                         page), reason
+    assert "not been validated" not in page  # a model of the user's own
+    assert "flow colour key" not in page  # no card shows a flow
+    unknown = render_report(ReportInputs(
+        result=result, labels=(), engine_reason="test", settings=AnalyzeOptions(spotting="learned"), t=t,
+        score=score, threshold=np.full(n, 2.0), face=np.ones(n, dtype=bool), events=[], windows={}))
+    assert "does not report" in unknown and '<span class="rej"' not in unknown
+
+
+def test_every_reason_has_a_marker_and_the_flow_key_reads_as_described() -> None:
+    assert set(REJECT_STYLES) == set(REJECT_REASONS)
+    assert len({(colour, marker) for colour, marker, _ in REJECT_STYLES.values()}) == len(REJECT_STYLES)
+    key = cv2.cvtColor(flow_key(96), cv2.COLOR_BGR2HSV).astype(int)
+    centre = 48
+    assert key[centre, centre, 2] < 20  # still: black
+    hue = {"right": key[centre, 90, 0], "down": key[90, centre, 0], "left": key[centre, 5, 0], "up": key[5, centre, 0]}
+    assert hue["right"] in (0, 1, 178, 179)  # red
+    assert 35 <= hue["down"] <= 55  # yellow-green (OpenCV hue is degrees / 2)
+    assert 85 <= hue["left"] <= 95  # cyan
+    assert 130 <= hue["up"] <= 140  # violet
+    assert key[centre, 90, 2] > 200 and (key[0, 0] == [0, 0, 255]).all()  # bright at the rim, white outside
 
 
 # --- end to end: a synthetic clip, a garbage file, a video without a face ----------------------------------
@@ -323,7 +376,7 @@ def test_every_output_is_written_and_bad_files_are_one_line_each(first_run: tupl
     assert re.search(r"^FAILED +broken: .*cannot be read", err, re.M)
     assert re.search(r"^no face +noface: no face found", err, re.M)
     assert re.search(r"^ok +clip: 240 frames", err, re.M)
-    for name in ("events.jsonl", "events.csv", "frames.csv", "report.html", "analysis.json"):
+    for name in (*OUTPUT_FILES, "analysis.json"):
         assert (out / "clip" / name).is_file(), name
     rows = {r["name"]: r for r in read_summary(out / "summary.csv")}
     assert [r["status"] for r in read_summary(out / "summary.csv")] == ["failed", "no_face", "ok"]  # by path
@@ -376,6 +429,20 @@ def test_csv_tables_agree_with_the_recording(first_run: tuple[int, str, Path, st
     for e in events:  # the peak score of an event is one of its frames' scores
         scores = [float(f["score"]) for f in frames[e.onset.frame:] if f["score"]]
         assert any(abs(s - e.intensity) < 1e-4 for s in scores)
+
+
+def test_rejected_csv_agrees_with_the_summarys_counts(first_run: tuple[int, str, Path, str]) -> None:
+    out = first_run[2] / "clip"
+    summary = [r for r in map(parse_record, (out / "events.jsonl").read_text().splitlines())
+               if isinstance(r, SummaryRecord)][-1]
+    with (out / "rejected.csv").open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == list(REJECTED_COLUMNS)
+    assert summary.rejected is not None and set(summary.rejected) == set(REJECT_REASONS)  # the rule spotter
+    assert {reason: sum(1 for r in rows if r["reason"] == reason) for reason in REJECT_REASONS} == summary.rejected
+    page = (out / "report.html").read_text()
+    assert page.count('<span class="rej"') == len(rows)
 
 
 def test_report_has_the_curve_and_one_card_per_event(first_run: tuple[int, str, Path, str]) -> None:

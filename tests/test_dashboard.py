@@ -236,3 +236,14 @@ def test_make_display_picks_by_terminal() -> None:
 def test_windows_published_unlabelled_are_shown_only_when_there_are_some() -> None:
     assert "unlabelled" not in render_text(snapshot(), width=120)
     assert "7 unlabelled" in render_text(snapshot(unlabelled=7), width=120)
+
+
+def test_the_rule_spotters_dropped_candidates_are_one_row_when_it_gives_them() -> None:
+    assert "rejected" not in render_text(snapshot(), width=120)  # a spotter that does not say: no row
+    quiet = [ln for ln in render_text(snapshot(rejected={"too_small": 0, "context": 0}), width=120).splitlines()
+             if "rejected" in ln]
+    assert len(quiet) == 1 and "no candidate dropped yet" in quiet[0]
+    row = [ln for ln in render_text(snapshot(rejected={"too_small": 12, "context": 3, "blink": 0}),
+                                    width=120).splitlines() if "rejected" in ln]
+    assert len(row) == 1 and "15 candidates" in row[0] and "too_small 12" in row[0] and "context 3" in row[0]
+    assert "blink" not in row[0]

@@ -209,7 +209,7 @@ NO_TORCH = dataclasses.replace(CPU_ONLY, has_torch=False)
 
 
 def test_torch_backend_without_torch_names_the_extra(model_dir: Path) -> None:
-    with pytest.raises(TorchMissingError, match=r"pip install 'mer-live\[train\]'"):
+    with pytest.raises(TorchMissingError, match=r"pip install -e \"\.\[train\]\" in the mer-live clone"):
         load_engine(model_dir, "torch", environment=NO_TORCH)
     with load_engine(model_dir, environment=NO_TORCH) as engine:  # its .onnx runs without torch
         assert engine.name == "onnxruntime"
@@ -217,13 +217,13 @@ def test_torch_backend_without_torch_names_the_extra(model_dir: Path) -> None:
 
 def test_a_checkpoint_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint = save_checkpoint(_model(), tmp_path / "with_card" / "net.pt")  # card JSON beside it
-    with pytest.raises(TorchMissingError, match=r"net.pt is a torch checkpoint.*mer-live\[train\]"):
+    with pytest.raises(TorchMissingError, match=r"net.pt is a torch checkpoint.*-e \"\.\[train\]\""):
         load_engine(checkpoint, environment=NO_TORCH)
     alone = tmp_path / "alone" / "net.pt"
     alone.parent.mkdir()
     alone.write_bytes(checkpoint.read_bytes())  # no card beside it: reading it needs torch itself
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
-    with pytest.raises(TorchMissingError, match=r"reading the checkpoint net.pt needs torch.*mer-live\[train\]"):
+    with pytest.raises(TorchMissingError, match=r"reading the checkpoint net.pt needs torch.*-e \"\.\[train\]\""):
         load_engine(alone, environment=NO_TORCH)
 
 

@@ -44,6 +44,8 @@ RECORDS = [
                  face_frames=320, engine="torch", classified=12, overflow=3, failed=1),
     SummaryRecord(seq=10, source="camera:0", frames=300, dropped=0, face_frames=290,
                   events={"micro": 16, "macro": 0}, wall_s=10.0, mean_fps=30.0, classified=12, overflow=3, failed=1),
+    SummaryRecord(seq=11, source="camera:0", frames=300, dropped=0, face_frames=290,
+                  events={"micro": 1, "macro": 0}, rejected={"too_small": 40, "context": 3, "blink": 0}),
 ]
 
 
@@ -121,6 +123,9 @@ def test_malformed_event_names_the_field(mutate: Callable[[dict[str, Any]], None
         (RECORDS[3], "frames", None, "frames"),
         (RECORDS[5], "overflow", -1, "overflow"),
         (RECORDS[6], "failed", "1", "failed"),
+        (RECORDS[7], "rejected", [3], "rejected"),
+        (RECORDS[7], "rejected", {"context": -1}, "rejected.context"),
+        (RECORDS[7], "rejected", {"context": 1.5}, "rejected.context"),
     ],
 )
 def test_malformed_status_and_summary(record: Record, key: str, value: object, field: str) -> None:
@@ -156,3 +161,21 @@ def test_classifier_counts_are_left_out_unless_there_are_some() -> None:
     summary = SummaryRecord(seq=9, source="camera:0", frames=3, dropped=0, face_frames=3)
     assert not {"classified", "overflow", "failed"} & set(summary.to_dict())
     assert SummaryRecord.from_dict(summary.to_dict()) == summary
+
+
+def test_rejected_candidates_are_left_out_when_not_known_and_old_summaries_still_parse() -> None:
+    without = SummaryRecord(seq=9, source="camera:0", frames=3, dropped=0, face_frames=3)
+    assert "rejected" not in without.to_dict()
+    assert SummaryRecord.from_dict(without.to_dict()).rejected is None
+    old = {"schema": SCHEMA, "type": "summary", "seq": 4, "source": "file:a.mp4", "time": "2025-01-01T00:00:00Z",
+           "frames": 10, "dropped": 0, "face_frames": 10, "events": {"micro": 0, "macro": 0}, "wall_s": 1.0,
+           "mean_fps": 10.0}  # written before the field existed
+    parsed = parse_record(json.dumps(old))
+    assert isinstance(parsed, SummaryRecord) and parsed.rejected is None
+    counted = SummaryRecord(seq=9, source="camera:0", frames=3, dropped=0, face_frames=3,
+                            rejected={"context": 2, "weaker": 0})
+    data = json.loads(counted.to_json())
+    assert data["rejected"] == {"context": 2, "weaker": 0}
+    assert SummaryRecord.from_json(counted.to_json()) == counted
+    empty = SummaryRecord(seq=9, source="camera:0", frames=3, dropped=0, face_frames=3, rejected={})
+    assert SummaryRecord.from_json(empty.to_json()).rejected == {}

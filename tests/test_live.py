@@ -243,6 +243,16 @@ def test_the_end_line_counts_the_windows_published_unlabelled(capsys: pytest.Cap
     assert "unlabelled" not in capsys.readouterr().err
 
 
+def test_the_end_line_counts_the_candidates_the_spotter_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
+                            rejected={"too_small": 4, "context": 2, "blink": 0})
+    cli.app._print_summary(summary, None)
+    assert "6 spotter candidate(s) dropped (4 too_small, 2 context)" in capsys.readouterr().err
+    cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
+                                         rejected={"context": 0}), None)
+    assert "dropped (" not in capsys.readouterr().err
+
+
 def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr

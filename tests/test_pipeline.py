@@ -18,7 +18,7 @@ from realtime.dashboard import render_text
 from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
-from realtime.spotting import SpottedWindow
+from realtime.spotting import REJECT_REASONS, SpottedWindow
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 
@@ -154,6 +154,20 @@ def test_a_face_thread_that_starts_late_loses_no_frame(monkeypatch: pytest.Monke
     monkeypatch.setattr(pipeline._face_thread, "start", late_start)
     summary = pipeline.run()
     assert summary.frames == 30 and summary.face_frames == 30
+
+
+def test_the_rule_spotters_rejections_reach_the_summary_and_the_dashboard() -> None:
+    """As the classifier's counts: from the Analyzer's spotter to the summary record and the snapshot; a
+    stand-in analysis chain (or the learned spotter) has none, and the field is left out."""
+    frames = [np.full((160, 160, 3), i, np.uint8) for i in range(20)]
+    pipeline = Pipeline(ArraySource(frames, fps=FPS, name="array:rules"), _CentreCrop(), None, lambda r: None,
+                        PipelineOptions(fast=True))
+    summary = pipeline.run()
+    assert summary.rejected == dict.fromkeys(REJECT_REASONS, 0)
+    assert pipeline.snapshot().rejected == summary.rejected
+    assert "no candidate dropped yet" in render_text(pipeline.snapshot(), width=120)
+    last = _run(PipelineOptions(fast=True))[-1]
+    assert isinstance(last, SummaryRecord) and last.rejected is None and "rejected" not in last.to_dict()
 
 
 class _SlowCopy(deque[float]):

@@ -8,7 +8,7 @@ from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_even
 
 from core.metrics import spotting_scores
 from realtime.motion import REGION_NAMES
-from realtime.spotting import STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
+from realtime.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 
 
 def _micro_f1(windows: list[SpottedWindow], stream: Stream) -> float:
@@ -94,9 +94,58 @@ def test_blinks_and_head_moves_are_rejected() -> None:
     brow = TraceEvent(7.0, 7.15, 7.35, 0.03, region="brow_inner_r")
     stream = make_stream(fps=30, duration_s=10, events=[lid, brow], blinks=[Interval(2.95, 3.3, 0.9)],
                          head=[Interval(6.9, 7.5, 0.2)])
-    assert run_spotter(stream, Spotter()) == []
+    spotter = Spotter()
+    assert run_spotter(stream, spotter) == []
+    assert spotter.rejected["blink"] == 1 and spotter.rejected["head"] == 1
     clean = make_stream(fps=30, duration_s=10, events=[lid, brow])
     assert [w.region for w in run_spotter(clean, Spotter())] == ["lid_upper_l", "brow_inner_r"]
+
+
+def test_a_movement_too_soon_after_another_is_dropped_for_its_context_counted_and_recorded() -> None:
+    """Two brow raises 0.9 s apart: the first is spotted; the second's region was not quiet before it."""
+    first, second = TraceEvent(5.0, 5.15, 5.35, 0.03), TraceEvent(5.9, 6.05, 6.25, 0.03)
+    stream = make_stream(fps=30, duration_s=10, events=[first, second])
+    spotter = Spotter()
+    assert list(spotter.rejected) == list(REJECT_REASONS) and not any(spotter.rejected.values())
+    windows, scores = [], []
+    for i, sample in enumerate(stream.samples):
+        windows += spotter.update(sample, index=i, t=float(stream.t[i]))
+        scores.append(spotter.score)
+    windows += spotter.flush()
+    assert [w.onset.t for w in windows] == pytest.approx([first.onset_s], abs=0.1)
+    assert spotter.rejected["context"] == 1
+    drained = spotter.drain_rejected()
+    context = [r for r in drained if r.reason == "context"]
+    assert len(context) == 1 and context[0].region == "brow_inner_l"
+    assert abs(context[0].t - second.apex_s) <= 0.1 and context[0].frame == round(context[0].t * 30)
+    assert context[0].score > SpotterOptions().min_score
+    shown = stream.frame(context[0].shown_t)  # where the score curve shows it: a lag after the apex
+    assert context[0].shown_t == pytest.approx(context[0].t + stream.frame(LAG_S) / stream.fps)  # whole frames
+    assert scores[shown] == pytest.approx(context[0].score)
+    assert sum(spotter.rejected.values()) == len(drained) and spotter.drain_rejected() == []  # drained once
+    assert all(r.reason in REJECT_REASONS for r in drained)
+
+
+def test_a_crossing_below_the_smallest_movement_counts_as_too_small() -> None:
+    """A bump that stands out of a still face (its score crosses the threshold) but stays below min_peak."""
+    small = TraceEvent(5.0, 5.15, 5.35, 0.006)
+    stream = make_stream(fps=30, duration_s=10, events=[small])
+    spotter = Spotter()
+    assert run_spotter(stream, spotter) == []
+    near = [r for r in spotter.drain_rejected() if abs(r.t - small.apex_s) <= 0.1]
+    assert [(r.region, r.reason) for r in near] == [("brow_inner_l", "too_small")]
+    assert near[0].score >= SpotterOptions().min_score
+    assert spotter.rejected["too_small"] >= 1
+
+
+def test_the_record_of_rejections_is_bounded_and_the_counts_are_not() -> None:
+    stream = make_stream(fps=30, duration_s=40, seed=5, events=[
+        TraceEvent(4.0 + 3 * k, 4.15 + 3 * k, 4.35 + 3 * k, 0.006, region="brow_outer_r") for k in range(10)])
+    spotter = Spotter(keep_rejected=3)
+    run_spotter(stream, spotter)
+    drained = spotter.drain_rejected()
+    assert sum(spotter.rejected.values()) > 3 and len(drained) == 3
+    assert drained == sorted(drained, key=lambda r: r.t)  # the most recent, oldest first
 
 
 def test_a_movement_that_does_not_come_back_is_rejected_by_the_probe() -> None:
@@ -113,7 +162,9 @@ def test_a_movement_that_does_not_come_back_is_rejected_by_the_probe() -> None:
         return displacement
 
     assert len(run_spotter(stream, Spotter(displacement=probe(True)))) == 1
-    assert run_spotter(stream, Spotter(displacement=probe(False))) == []
+    spotter = Spotter(displacement=probe(False))
+    assert run_spotter(stream, spotter) == []
+    assert spotter.rejected["no_return"] == 1
 
 
 def test_settings_in_seconds_give_the_same_windows_at_30_and_200_fps() -> None:
