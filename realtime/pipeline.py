@@ -323,6 +323,11 @@ class Pipeline:
             self.classifier.submit(job)
 
     # --- supervision (caller's thread) ----------------------------------------------------------
+    @property
+    def analysing(self) -> bool:
+        """Whether the analyser still takes frames (False once the source ended or the run was stopped)."""
+        return not self._analysis_done.is_set()
+
     def start(self) -> Pipeline:
         self._started_at = self._clock()
         self.classifier.start()

@@ -101,3 +101,41 @@ def _generate(root: Path, *, seconds: float, fps: float, seed: int, face_model: 
 def _ensure(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def demo_dashboard(*, seconds: float = 17.0, width: int = 110, face_model: str | Path | None = None,
+                   model: str | Path | None = None, endpoint: str = "tcp://127.0.0.1:5556") -> str:
+    """The dashboard ``mer-live --demo`` draws ``seconds`` into the demo clip, as plain text: the clip runs through
+    the real pipeline in process (``--fast``) and the snapshot is rendered as the live dashboard renders it. The
+    docs' capture is this text (``tests/test_dashboard_capture.py`` fails when they drift apart)."""
+    import time
+
+    from engines.backends import load_engine
+    from realtime.analysis import AnalyzerOptions
+    from realtime.dashboard import render_text
+    from realtime.face import FaceTracker, FaceTrackerOptions
+    from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.sources import open_source
+
+    video = demo_video(face_model=face_model)
+    engine = load_engine(model)
+    try:
+        card = engine.card
+        source = open_source(str(video))
+        source.name = "demo:" + video.name
+        with FaceTracker(FaceTrackerOptions(model_path=face_model, crop_size=card.crop_size)) as tracker:
+            options = PipelineOptions(fast=True, duration_s=seconds, analyzer=AnalyzerOptions.for_card(card))
+            pipeline = Pipeline(source, tracker, engine, lambda record: None, options, engine_reason=engine.reason,
+                                endpoint=endpoint)
+            pipeline.start()
+            # snapshots while it runs, as the dashboard thread takes them (rates come from successive ones)
+            frames = int(seconds * (source.fps or 30.0)) - 5
+            while pipeline.analyzer.frames < frames and pipeline.analysing:
+                if pipeline.analyzer.frames % 15 == 0:
+                    pipeline.snapshot()
+                time.sleep(0.005)
+            snapshot = pipeline.snapshot()
+            pipeline.stop()
+        return render_text(snapshot, width=width)
+    finally:
+        engine.close()
