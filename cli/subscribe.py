@@ -28,7 +28,7 @@ exit codes:
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mer-subscribe",
         description="Print the micro-expression events (and status) published by mer-live, until its run ends.",
@@ -70,7 +70,7 @@ def _style(record: Record) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``mer-subscribe [ENDPOINT] [--topic T]... [--json] [--count N] [--timeout S] [--keep-going]``: until the
     joined run's summary (see :class:`realtime.subscriber.RunFollower`); Ctrl-C exits 0."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.ERROR, format="mer-subscribe: %(message)s"
     )
