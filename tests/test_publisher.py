@@ -497,7 +497,7 @@ def test_another_runs_records_are_never_taken_for_the_joined_run(
 
 
 def test_mer_subscribe_help_says_when_it_stops() -> None:
-    from cli.subscribe import _parser
+    from cli.subscribe import build_parser as _parser
 
     text = _parser().format_help()
     for needle in ("Ctrl-C", "summary", "--keep-going", "exit codes"):
