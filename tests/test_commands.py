@@ -339,7 +339,7 @@ def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], sa
     import importlib
 
     cli = importlib.import_module(module)
-    name = {"cli.train": "_train_parser", "cli.subscribe": "_parser"}.get(module, "build_parser")
+    name = {"cli.train": "_train_parser"}.get(module, "build_parser")
     parser = getattr(cli, name)()
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(argv)
