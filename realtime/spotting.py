@@ -35,6 +35,7 @@ only adds its own noise.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import deque
@@ -484,12 +485,42 @@ class Spotter:
             start -= 1
         for pos in range(start, len(frames)):
             f = frames[pos]
-            # the whole window and its context after must have contrasts before the frame can be judged
-            if f.t + s.max_rise_s + s.context_after_s > newest and not final:
+            # the whole window and its context after must have contrasts before the frame can be judged: at the
+            # latest max_rise_s after it, sooner once every crossing region's fall has been seen
+            if f.t + s.max_rise_s + s.context_after_s > newest and not final and not self._seen_out(pos, newest):
                 break
             self._scanned = f.index
             if f.contrast is not None and f.level is not None:
                 self._judge(pos, now)
+
+    def _seen_out(self, pos: int, newest: float) -> bool:
+        """Whether frame ``pos`` can be judged before max_rise_s has passed: every region that crosses the
+        threshold there has its neighbourhood for the peak test, and, if it could be a candidate, its fall below
+        the window's edge and the quiet context after that fall, all with known contrasts (up to ``newest``).
+        The window and checks are then the ones a later judgement would give; only the event comes sooner."""
+        s = self.settings
+        frames = self._frames
+        f = frames[pos]
+        if f.contrast is None or f.level is None:
+            return f.t < newest  # a later frame already has its contrast, so none will come for this one
+        if f.t + s.peak_half_width_s > newest:
+            return False
+        c = f.contrast
+        for r in np.nonzero(c >= s.min_score * f.level)[0]:
+            peak = float(c[r])
+            if not s.min_peak <= peak <= s.max_peak:
+                continue
+            edge = s.edge_fraction * peak
+            fall = None
+            for g in itertools.islice(frames, pos + 1, None):
+                if g.contrast is None:
+                    return False  # not known yet (or a gap): wait as before
+                if g.contrast[r] <= edge or g.t - f.t >= s.max_rise_s:
+                    fall = g
+                    break
+            if fall is None or fall.t + s.context_after_s > newest:
+                return False
+        return True
 
     def _judge(self, pos: int, now: TimePoint) -> None:
         s = self.settings
