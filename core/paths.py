@@ -46,3 +46,14 @@ def content_key(path: Path, *, sample: int = 1 << 20) -> str:
             fh.seek(max(sample, size - sample))
             digest.update(fh.read(sample))
     return digest.hexdigest()
+
+
+def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
+    """The sha256 of a whole file (model weights and ONNX files: small enough to read through)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.paths import atomic_write
-from engines.backends.base import ModelFileError, cache_root
-from engines.backends.plan_meta import file_sha256
+from core.paths import atomic_write, file_sha256, user_cache_dir
 from engines.card import CardError, ModelCard
+from engines.errors import ModelFileError
 
 if TYPE_CHECKING:
     import onnx
@@ -232,7 +231,7 @@ def cached_onnx(checkpoint: str | Path, *, cache_dir: Path | None = None, fp16: 
     """An ONNX export of ``checkpoint`` in the user cache, keyed by the checkpoint's SHA-256 (made once)."""
     checkpoint = Path(checkpoint)
     key = file_sha256(checkpoint)[:32]
-    target = (cache_dir or cache_root()) / "onnx" / key / ("model-fp16.onnx" if fp16 else "model.onnx")
+    target = (cache_dir or user_cache_dir()) / "onnx" / key / ("model-fp16.onnx" if fp16 else "model.onnx")
     if target.is_file():
         log.debug("using cached ONNX %s", target)
         return target

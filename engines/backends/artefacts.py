@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engines import onnx_io
 from engines.backends.base import ModelFileError, ModelNotFoundError, require_torch
 from engines.backends.plan_meta import PlanMeta
 from engines.backends.select import CHECKPOINT, ONNX, PLAN
@@ -102,8 +103,6 @@ def _fields(files: dict[str, Path]) -> dict[str, Path]:
 
 def _card_for(files: dict[str, Path], card_file: Path | None) -> ModelCard:
     """The card, checked against every artefact that can be checked cheaply (ONNX graph, plan metadata)."""
-    from engines import onnx_io  # not at the top: engines.onnx_io imports engines.backends (a cycle)
-
 
     beside = load_card(card_file) if card_file is not None else None
     card = beside

@@ -20,6 +20,8 @@ import numpy as np
 
 from core.paths import user_cache_dir
 from engines.card import ModelCard
+from engines.errors import EngineError
+from engines.errors import ModelFileError as ModelFileError  # re-exported: long raised and caught from here
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,6 @@ def import_onnxruntime() -> Any:
     import onnxruntime
 
     return onnxruntime
-
-
-class EngineError(RuntimeError):
-    """An inference engine cannot be created or used; the message says what to do."""
 
 
 class BackendUnavailableError(EngineError):
@@ -72,10 +70,6 @@ def require_torch(what: str) -> None:
 
 class ModelNotFoundError(EngineError, FileNotFoundError):
     """No model artefact at the given place (or no bundled default model)."""
-
-
-class ModelFileError(EngineError):
-    """A model file exists but is unreadable, corrupt or of the wrong kind for the backend."""
 
 
 class PlanMismatchError(EngineError):

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from core.paths import file_sha256
 from engines.backends.artefacts import Artefacts, load_checkpoint_checked, resolve_artefacts
 from engines.backends.base import (
     TRAIN_EXTRA,
@@ -26,7 +27,7 @@ from engines.backends.base import (
     cache_root,
     parse_device,
 )
-from engines.backends.plan_meta import PlanMeta, check_plan, file_sha256
+from engines.backends.plan_meta import PlanMeta, check_plan
 from engines.backends.select import (
     CHECKPOINT,
     Environment,
@@ -34,6 +35,7 @@ from engines.backends.select import (
     probe_environment,
     tensorrt_blocker,
 )
+from engines.onnx_io import ExportError, cached_onnx, onnx_card
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +136,6 @@ def _onnx_from_checkpoint(artefacts: Artefacts, cache: Path) -> Path:
         raise ModelFileError(f"onnxruntime needs an .onnx model; {artefacts.source.name} offers only "
                              f"{artefacts.describe()} (a TensorRT plan runs on backend 'tensorrt'; give the "
                              ".onnx it was built from for onnxruntime)")
-    # not at the top: engines.onnx_io imports engines.backends (this package), a cycle at import time
-    from engines.onnx_io import ExportError, cached_onnx, onnx_card
-
     try:
         path = cached_onnx(artefacts.checkpoint, cache_dir=cache)
     except (ExportError, OSError) as exc:

@@ -7,7 +7,6 @@ all four, so a mismatch is reported in words, with the command that rebuilds it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -26,14 +25,6 @@ def meta_path(plan: str | Path) -> Path:
     """``model.plan`` → ``model.plan.meta.json``."""
     plan = Path(plan)
     return plan.with_name(plan.name + ".meta.json")
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

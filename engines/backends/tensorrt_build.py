@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.paths import atomic_write
+from core.paths import atomic_write, file_sha256
 from engines.backends.base import BackendUnavailableError
-from engines.backends.plan_meta import PlanMeta, file_sha256
+from engines.backends.plan_meta import PlanMeta
 from engines.backends.select import Environment, probe_environment, tensorrt_blocker
 from engines.backends.tensorrt_backend import import_tensorrt
 from engines.card import ModelCard
