@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.dynamic_image import APEX_FLOW_STREAMS, FLOW_STREAMS
+from engines.entry_points import register_model
 from engines.network import MERModel, create_model
-from engines.registry import register_model
 
 PHASE_STREAMS = ("onset_apex", "apex_offset")
 AFN_STREAMS = ("trdi", "midi")

@@ -6,49 +6,28 @@ calls :func:`engines.network.create_model`. The registered name is the function 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
+import engines.models  # noqa: F401  (registers the built-in entry points)
 from engines.card import CardError, ModelCard
+from engines.entry_points import REGISTRY
+from engines.entry_points import register_model as register_model
 from engines.network import MERModel, ModelError
 
 __all__ = ["build_from_card", "build_model", "default_card", "list_models", "register_model"]
 
-EntryPoint = Callable[..., MERModel]
-F = TypeVar("F", bound=EntryPoint)
-
-_REGISTRY: dict[str, EntryPoint] = {}
-_builtins_loaded = False
-
-
-def register_model(fn: F) -> F:
-    """Register ``fn`` under its name with ``_`` -> ``-``; a second model of the same name is an error."""
-    name = fn.__name__.replace("_", "-")
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].__module__})")
-    _REGISTRY[name] = fn
-    return fn
-
-
-def _registry() -> dict[str, EntryPoint]:
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
-        import engines.models  # noqa: F401  (registers the built-in entry points; they import torch)
-    return _REGISTRY
-
-
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_registry())
+    return sorted(REGISTRY)
 
 
 def build_model(name: str, *, labels: Sequence[str], **settings: Any) -> MERModel:
     """Build the registered model ``name`` for ``labels``; ``settings`` as in
     :class:`engines.network.ModelOptions`. Unknown name -> KeyError; bad settings -> ModelError."""
-    registry = _registry()
+    registry = REGISTRY
     try:
         entry = registry[name]
     except KeyError:
