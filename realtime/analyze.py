@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -32,6 +31,16 @@ from engines.backends.base import ModelFileError
 from engines.card import CardError
 from engines.spotting_model import load_spotting_model
 from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
+from realtime.analyze_types import (
+    FAILED,
+    NO_FACE,
+    OK,
+    PARTIAL,
+    RESULT_FORMAT,
+    AnalyzeOptions,
+    VideoResult,
+    WindowImages,
+)
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
 from realtime.motion import REGION_NAMES
@@ -39,7 +48,7 @@ from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
 from realtime.report import ReportInputs, flow_colours, write_report
 from realtime.sources import SourceError, open_source
-from realtime.spotting import Rejection, Spotter, SpotterOptions
+from realtime.spotting import Rejection, Spotter
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +71,7 @@ __all__ = [
 ]
 
 RESULT_FILE = "analysis.json"  # written last: its presence means the folder is complete
-RESULT_FORMAT = "mer-analyze/1"
 OUTPUT_FILES = ("events.jsonl", "events.csv", "frames.csv", "rejected.csv", "report.html")
-
-# Statuses of a video. Only "ok" counts as success for the exit code; the first three are complete results
-# a re-run skips, "failed" is tried again, "interrupted" never gets a result file.
-OK, PARTIAL, NO_FACE, FAILED, INTERRUPTED = "ok", "partial", "no_face", "failed", "interrupted"
-DONE_STATUSES = (OK, PARTIAL, NO_FACE)
 
 # MediaPipe's 52 face blendshapes, by category name, in the model's output order (FaceLandmarker's
 # ``Blendshapes`` enum); frames.csv has one column for each with --blendshapes.
@@ -118,30 +121,6 @@ class ProgressSink(Protocol):
 
 
 @dataclass(frozen=True)
-class AnalyzeOptions:
-    """Everything besides the video that decides the results (part of the re-run key), plus display."""
-
-    model: str | None = None  # .pt / .onnx / .plan / folder; None = the bundled model
-    engine: str = "auto"
-    face_model: str | None = None
-    landmark_every: int = 1
-    blendshapes: bool = False
-    spotter: SpotterOptions = field(default_factory=SpotterOptions)
-    spotting: str = "rules"  # "rules" or "learned" (AnalyzerOptions.spotting)
-    spotting_model: str | None = None  # the learned spotter's .onnx (with spotting "learned")
-    quiet_native: bool = True  # worker processes hide what MediaPipe's native code prints (not a result setting)
-    face_workers: int | None = None  # PipelineOptions.face_workers (speed only, not a result setting)
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that change results, as plain JSON data (the model is keyed by its hashes)."""
-        ident: dict[str, Any] = {"engine": self.engine, "landmark_every": self.landmark_every, "blendshapes": self.blendshapes,
-                 "spotter": asdict(self.spotter)}
-        if self.spotting == "learned" and self.spotting_model is not None:  # keyed by the model's bytes
-            ident["spotting_model"] = hashlib.sha256(Path(self.spotting_model).read_bytes()).hexdigest()
-        return ident
-
-
-@dataclass(frozen=True)
 class VideoJob:
     """One video of a batch: where it is, the output folder, and the key that says what produced it."""
 
@@ -150,37 +129,6 @@ class VideoJob:
     folder: Path  # OUT/name
     key: str  # sha256 of model, settings and the file's size and mtime; "" when the file cannot be read
     key_parts: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    """What happened to one video; stored as ``analysis.json`` (except ``interrupted`` and ``skipped``)."""
-
-    path: str
-    name: str
-    status: str
-    error: str = ""
-    frames: int | None = None
-    face_frames: int | None = None
-    duration_s: float | None = None
-    fps: float | None = None  # the video's own frame rate
-    events: dict[str, int] = field(default_factory=dict)
-    wall_s: float | None = None
-    analysis_fps: float | None = None
-    model: str = ""
-    engine: str = ""
-    key: str = ""
-    finished: str = ""
-    skipped: bool = False  # this run found it already analysed (never stored)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == OK
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("skipped")
-        return {"format": RESULT_FORMAT, **data}
 
 
 def load_result(folder: Path) -> VideoResult | None:
@@ -205,18 +153,6 @@ def save_result(folder: Path, result: VideoResult, key_parts: dict[str, Any]) ->
 
 
 # --- per-frame log -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WindowImages:
-    """What a report card shows of one window: aligned crops and phase DIs as uint8 grey images."""
-
-    onset: np.ndarray
-    apex: np.ndarray
-    offset: np.ndarray
-    rise: np.ndarray  # onset→apex DI, mid-grey = no change
-    fall: np.ndarray  # apex→offset DI
-    flow: np.ndarray | None = None  # the apex's optical flow from both ends (the default model's input), BGR: hue = direction
 
 
 def _di_for_display(di: np.ndarray) -> np.ndarray:

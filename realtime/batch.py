@@ -40,9 +40,6 @@ from core.events import KINDS, utc_now_iso
 from core.paths import atomic_write
 from engines.backends import load_engine
 from realtime.analyze import (
-    DONE_STATUSES,
-    FAILED,
-    INTERRUPTED,
     AnalyzeOptions,
     ProgressSink,
     VideoJob,
@@ -51,6 +48,7 @@ from realtime.analyze import (
     load_result,
     save_result,
 )
+from realtime.analyze_types import DONE_STATUSES, FAILED, INTERRUPTED
 from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 log = logging.getLogger(__name__)

@@ -18,17 +18,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import cv2
 import numpy as np
 
 from core.events import KINDS, EventRecord
 from core.paths import atomic_write, user_cache_dir
+from realtime.analyze_types import AnalyzeOptions, VideoResult, WindowImages
 from realtime.spotting import REJECT_REASONS, Rejection
-
-if TYPE_CHECKING:
-    from realtime.analyze import AnalyzeOptions, VideoResult, WindowImages
 
 __all__ = ["REJECT_STYLES", "ReportInputs", "flow_colours", "render_report", "write_report"]
 
