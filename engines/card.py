@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 CARD_SCHEMA = "mer-card/1"
-NORMALIZATION = "per-image-standardize"  # core.dynamic_image.normalize_di
+NORMALIZATION = "per-image-standardize"  # mer_core.dynamic_image.normalize_di
 
 
 NONE_LABEL = "none"  # a label that means "not a micro-expression": a model with it can veto a false window
@@ -31,7 +31,7 @@ class ModelCard:
     name: str
     architecture: str  # registry name: "dual-phase", "afn", "single", ...
     labels: tuple[str, ...]
-    streams: tuple[str, ...]  # core.dynamic_image.STREAMS names, in model input order
+    streams: tuple[str, ...]  # mer_core.dynamic_image.STREAMS names, in model input order
     version: str = "0.1.0"
     backbone: str = "fast"
     crop_size: int = 128  # aligned face crop side (pixels) the DIs are computed on

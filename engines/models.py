@@ -1,6 +1,6 @@
 """The registered MER models: short entry points over :func:`engines.network.create_model`.
 
-Streams are ``core.dynamic_image.STREAMS`` names, in model input order. Settings: see
+Streams are ``mer_core.dynamic_image.STREAMS`` names, in model input order. Settings: see
 :class:`engines.network.ModelOptions` (``backbone="fast" | "resnet18"``, ``dropout``, ``width``, ...).
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from core.dynamic_image import APEX_FLOW_STREAMS, FLOW_STREAMS
 from engines.entry_points import register_model
 from engines.network import MERModel, create_model
+from mer_core.dynamic_image import APEX_FLOW_STREAMS, FLOW_STREAMS
 
 PHASE_STREAMS = ("onset_apex", "apex_offset")
 AFN_STREAMS = ("trdi", "midi")

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.dynamic_image import HORIZONTAL_STREAMS
 from engines.backbones import BACKBONES, DEFAULT_WIDTHS, build_backbone
 from engines.card import ModelCard
 from engines.fusion import FUSIONS, build_fusion
+from mer_core.dynamic_image import HORIZONTAL_STREAMS
 
 __all__ = ["HORIZONTAL_STREAMS", "MERModel", "ModelError", "ModelOptions", "create_model"]
 
@@ -143,7 +143,7 @@ class _Member(nn.Module):
 class MERModel(nn.Module):
     """Multi-stream DI classifier: ``forward(x (B, S, C, H, W)) -> logits (B, n_classes)``.
 
-    Input: normalised DIs (``core.dynamic_image.build_streams``) in ``card.streams`` order. In eval
+    Input: normalised DIs (``mer_core.dynamic_image.build_streams``) in ``card.streams`` order. In eval
     mode the logits are divided by ``card.temperature`` (calibration; 1 = as trained); training sees them raw.
     With ``members`` > 1 the model holds that many independently initialised networks: training sees each
     one's logits, (B, members, n_classes), and is scored on each; eval mode answers their mean. Member 0's

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.paths import atomic_write, file_sha256, user_cache_dir
 from engines.card import CardError, ModelCard
 from engines.errors import ModelFileError
+from mer_core.paths import atomic_write, file_sha256, user_cache_dir
 
 if TYPE_CHECKING:
     import onnx

@@ -1,9 +1,9 @@
 """Checking exported artefacts against the torch model they came from, on random and on real-face DIs.
 
-Real inputs are built the way live inputs are: aligned face crops (``core.alignment.align_face`` on
+Real inputs are built the way live inputs are: aligned face crops (``mer_core.alignment.align_face`` on
 scikit-image's astronaut portrait, a real face) with a small synthetic facial movement (a smooth local
 warp rising to an apex and falling back, plus sub-pixel head jitter), turned into the card's streams by
-``core.dynamic_image.build_streams`` — the one DI builder used in training and live.
+``mer_core.dynamic_image.build_streams`` — the one DI builder used in training and live.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.alignment import align_face
-from core.dynamic_image import build_streams
 from engines.card import ModelCard
+from mer_core.alignment import align_face
+from mer_core.dynamic_image import build_streams
 
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 1e-2

@@ -1,5 +1,5 @@
 """mer-live real-time side: sources, capture, ring buffer, face tracking, motion, spotting, the live pipeline,
-publisher, subscriber, dashboard, offline analysis. Above :mod:`engines` and :mod:`core`, below :mod:`training`.
+publisher, subscriber, dashboard, offline analysis. Above :mod:`engines` and :mod:`mer_core`, below :mod:`training`.
 
 Nothing heavy is imported here: ``import realtime`` must stay cheap (no torch, no mediapipe).
 """

@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from core.dynamic_image import build_streams
 from engines.card import ModelCard
+from mer_core.dynamic_image import build_streams
 from realtime.face import TrackedFace
 from realtime.landmarks import NUM_LANDMARKS
 from realtime.learned_spotting import FeatureRecorder, LearnedSpotter, LearnedSpotterOptions, SpotModel

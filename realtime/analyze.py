@@ -24,12 +24,12 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from core.dynamic_image import apex_flow, normalize_di, phase_dynamic_images
-from core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
-from core.paths import atomic_write
 from engines.backends.base import ModelFileError
 from engines.card import CardError
 from engines.spotting_model import load_spotting_model
+from mer_core.dynamic_image import apex_flow, normalize_di, phase_dynamic_images
+from mer_core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
+from mer_core.paths import atomic_write
 from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
 from realtime.analyze_types import (
     FAILED,

@@ -36,9 +36,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from core.events import KINDS, utc_now_iso
-from core.paths import atomic_write
 from engines.backends import load_engine
+from mer_core.events import KINDS, utc_now_iso
+from mer_core.paths import atomic_write
 from realtime.analyze import (
     AnalyzeOptions,
     ProgressSink,

@@ -1,4 +1,4 @@
-"""The measurements behind ``mer-bench`` (the command is :mod:`cli.bench`): one in-process pipeline run with
+"""The measurements behind ``mer-bench`` (the command is :mod:`mer_cli.bench`): one in-process pipeline run with
 every stage sampled, the bare MediaPipe landmarker on the same frames, process start-up, and classification
 latency per engine. Nothing here is asserted in tests."""
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from core.events import EventRecord, StatusRecord
-from core.metrics import spotting_scores
 from engines.backends import BACKEND_NAMES, EngineError, load_engine
 from engines.benchmark import time_predict
 from engines.card import CardError
+from mer_core.events import EventRecord, StatusRecord
+from mer_core.metrics import spotting_scores
 from realtime.analysis import AnalyzerOptions
 from realtime.face_model import resolve_face_model
 from realtime.landmarks import mediapipe_module

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.events import EventRecord
 from engines.backends.base import Predictor
 from engines.card import NONE_LABEL
+from mer_core.events import EventRecord
 from realtime.analysis import WindowJob
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from core.events import EventRecord
+from mer_core.events import EventRecord
 from realtime.recordtext import UNCERTAIN_BELOW, format_record, is_uncertain, label_text
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Face tracking: MediaPipe Face Landmarker (VIDEO mode) behind our own small API.
 
-``FaceTracker`` follows one face through a video and returns it aligned by :func:`core.alignment.align_face`,
+``FaceTracker`` follows one face through a video and returns it aligned by :func:`mer_core.alignment.align_face`,
 the one alignment used everywhere. The model file comes from :mod:`realtime.face_model`, the face mesh's
 indices and MediaPipe image plumbing from :mod:`realtime.landmarks`; every face in a still image is
 :mod:`training.still_faces`.
@@ -23,7 +23,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from core.alignment import DEFAULT_CROP_SIZE, align_face, transform_points
+from mer_core.alignment import DEFAULT_CROP_SIZE, align_face, transform_points
 from realtime.face_model import resolve_face_model
 from realtime.landmarks import (
     PAD_VALUE,

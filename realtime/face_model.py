@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from core.paths import user_cache_dir
+from mer_core.paths import user_cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class FaceModelError(RuntimeError):
 
 
 def default_cache_path() -> Path:
-    """Where the model is cached: the user cache folder (``core.paths.user_cache_dir``)."""
+    """Where the model is cached: the user cache folder (``mer_core.paths.user_cache_dir``)."""
     return user_cache_dir() / FACE_MODEL_FILENAME
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.paths import user_cache_dir
+from mer_core.paths import user_cache_dir
 
 NUM_LANDMARKS = 478
 

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from core.events import TimePoint
 from engines.spotting_model import SpottingCard, pool_regions
+from mer_core.events import TimePoint
 from realtime.motion import REGION_NAMES, MotionSample
 from realtime.spot_features import FEATURE_VERSION, FEATURES, SCALE, GridRow, SpotFeatureOptions, SpotFeatures
 from realtime.spotting import SpottedWindow

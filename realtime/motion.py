@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE
+from mer_core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE
 
 log = logging.getLogger(__name__)
 

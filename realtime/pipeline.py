@@ -26,8 +26,8 @@ from typing import Protocol, cast
 
 import numpy as np
 
-from core.events import EventRecord, Record, StatusRecord, SummaryRecord
 from engines.backends.base import Predictor
+from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord
 from realtime.analysis import Analyzer, AnalyzerOptions, FaceTracking, FrameResult, WindowJob
 from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from core.events import Record, SummaryRecord
+from mer_core.events import Record, SummaryRecord
 from realtime.curve import CurveError, load_server_keys
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.events import EventRecord, Record, StatusRecord, SummaryRecord
+from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord
 
 __all__ = ["UNCERTAIN_BELOW", "clock_time", "format_record", "is_uncertain", "label_text"]
 

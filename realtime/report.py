@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from core.events import KINDS, EventRecord
-from core.paths import atomic_write, user_cache_dir
+from mer_core.events import KINDS, EventRecord
+from mer_core.paths import atomic_write, user_cache_dir
 from realtime.analyze_types import AnalyzeOptions, VideoResult, WindowImages
 from realtime.spotting import REJECT_REASONS, Rejection
 

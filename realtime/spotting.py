@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.events import TimePoint
+from mer_core.events import TimePoint
 from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)

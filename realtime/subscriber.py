@@ -1,5 +1,5 @@
 """Receiving ``mer/1`` records: :class:`Subscriber` and the :func:`subscribe` generator (``mer-subscribe``
-is :mod:`cli.subscribe`).
+is :mod:`mer_cli.subscribe`).
 
     for record in subscribe("tcp://127.0.0.1:5556", topics=("event",)):  # ends with mer-live's summary
         print(record.kind, record.label, record.confidence)
@@ -22,7 +22,7 @@ from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from core.events import Record, RecordError, parse_record
+from mer_core.events import Record, RecordError, parse_record
 from realtime.curve import CurveError, client_keypair, load_public_key
 from realtime.publisher import PublisherError, check_endpoint
 

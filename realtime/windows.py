@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.events import EventRecord, TimePoint
-from core.metrics import recognition_scores
+from mer_core.events import EventRecord, TimePoint
+from mer_core.metrics import recognition_scores
 from realtime.analysis import FrameResult, WindowJob
 from realtime.errors import UserError
 from realtime.spotting import SpottedWindow
@@ -307,7 +307,7 @@ class WindowPlan:
         self.outcomes.append((window, record.label))
 
     def scores(self, labels: Sequence[str]) -> WindowScores | None:
-        """Accuracy and UF1 (``core.metrics.recognition_scores``) of the predicted labels against the
+        """Accuracy and UF1 (``mer_core.metrics.recognition_scores``) of the predicted labels against the
         file's; None without a label column. File labels match the model's ignoring case; one that matches
         none counts as wrong, and a window left unlabelled counts as wrong without becoming a class."""
         if not self.file.labelled:

@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace, key: str, extra: list[str], seed: int) -> dic
     recipe = ([part.format(average=max(1, args.epochs // 3)) for part in RECIPE] if not args.plain
               else ["--average-epochs", "0", "--no-flip-average"])
     data = [part for folder in args.data for part in ("--data", str(folder))]
-    cmd = [sys.executable, "-m", "cli.train", *data, "--dataset", "synth", "--scheme", args.scheme,
+    cmd = [sys.executable, "-m", "mer_cli.train", *data, "--dataset", "synth", "--scheme", args.scheme,
            "--protocol", "loso", "--epochs", str(args.epochs), "--seed", str(seed),
            "--threads", str(args.threads), "--out", str(run), *recipe,
            *(["--folds", args.folds] if args.folds else []),
@@ -86,7 +86,7 @@ def _complete(report: dict, args: argparse.Namespace) -> bool:
 def _held_out(run: Path, subjects: set[str], *, inside: bool) -> dict | None:
     """Pooled figures of the folds whose test subjects are (``inside``) or are not among ``subjects``."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from core.metrics import recognition_scores
+    from mer_core.metrics import recognition_scores
 
     y_true: list[str] = []
     y_pred: list[str] = []

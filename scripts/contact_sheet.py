@@ -1,7 +1,7 @@
 """Contact sheet of synthetic micro-expressions: per class, onset/apex/offset crops and their dynamic images.
 
 Each row is one clip: the onset, apex and offset crops, then the onset→apex DI, the apex→offset DI and the
-TRDI (onset→offset), each min–max scaled to 0..255 for viewing (``core.dynamic_image`` builds them).
+TRDI (onset→offset), each min–max scaled to 0..255 for viewing (``mer_core.dynamic_image`` builds them).
 
     python scripts/contact_sheet.py --data OUT/recognition --out sheet.png      # from a written set
     python scripts/contact_sheet.py --out sheet.png                             # generate clips on the fly
@@ -21,7 +21,7 @@ _REPO = Path(__file__).resolve().parents[1]
 if str(_REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(_REPO))
 
-from core.dynamic_image import apex_offset_di, onset_apex_di, trdi  # noqa: E402
+from mer_core.dynamic_image import apex_offset_di, onset_apex_di, trdi  # noqa: E402
 
 COLUMNS = ("onset", "apex", "offset", "DI onset>apex", "DI apex>offset", "TRDI")
 
@@ -84,7 +84,7 @@ def _from_set(folder: Path, per_class: int) -> list[tuple[str, np.ndarray, int, 
 
 def _generated(per_class: int, seed: int, face_model: Path | None, shared_faces: Path | None
                ) -> list[tuple[str, np.ndarray, int, int, int]]:
-    from cli.synth import _face_model
+    from mer_cli.synth import _face_model
     from training.synth import SynthGenerator
     from training.synth_faces import load_identities
     from training.synth_options import SynthOptions

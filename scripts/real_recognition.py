@@ -8,7 +8,7 @@ aligned crops as the live tracker gives them, one subject per source video). Wit
 bundled model) every clip is classified by that model. With ``--run`` (a ``mer-train`` run whose subjects
 include the test videos' subjects), each video is classified by the fold model that never saw it — the
 leave-one-video-out figure; several ``--run`` average their fold models' probabilities (an ensemble). DIs
-come from the project's one builder (training.cache / core.dynamic_image); the probabilities from the engines
+come from the project's one builder (training.cache / mer_core.dynamic_image); the probabilities from the engines
 backend (temperature included), as in live use.
 
 Prints accuracy, UF1, per-class recall and F1, per-video accuracy, the mean confidence on wrong answers and
@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.metrics import expected_calibration_error, recognition_scores  # noqa: E402
 from engines.backends import load_engine  # noqa: E402
+from mer_core.metrics import expected_calibration_error, recognition_scores  # noqa: E402
 from training.cache import DICache, DIOptions  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.datasets.base import Sample, merge_indices  # noqa: E402

@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "engines" / "default")
     args = p.parse_args(argv)
 
-    from cli.export import main as export_main
     from engines.card import ModelCard
     from engines.checkpoint import load_checkpoint, save_checkpoint
+    from mer_cli.export import main as export_main
 
     model = load_checkpoint(args.checkpoint)
     if not model.card.evaluation:

@@ -112,7 +112,7 @@ def _engine(model: str | None, backend: str, tmp: Path) -> tuple[Any, str]:
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
-    from core.events import EventRecord, Record
+    from mer_core.events import EventRecord, Record
     from realtime.analysis import AnalyzerOptions
     from realtime.face import FaceTracker, FaceTrackerOptions
     from realtime.pipeline import Pipeline, PipelineOptions

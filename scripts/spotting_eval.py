@@ -4,7 +4,7 @@
     MER_FACE_MODEL=... python scripts/spotting_eval.py data/synth/spotting [--landmark-every 3] [--model PATH]
 
 Every video goes through the real pipeline (``--fast``: every frame analysed); predicted windows are matched
-to the annotations with IoU >= 0.5 by ``core.metrics``, pooled over all videos.
+to the annotations with IoU >= 0.5 by ``mer_core.metrics``, pooled over all videos.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.events import EventRecord  # noqa: E402
-from core.metrics import Interval, spotting_scores  # noqa: E402
 from engines.backends import load_engine  # noqa: E402
+from mer_core.events import EventRecord  # noqa: E402
+from mer_core.metrics import Interval, spotting_scores  # noqa: E402
 from realtime.bench import run_pipeline  # noqa: E402
 from realtime.face import FaceTracker, FaceTrackerOptions  # noqa: E402
 

@@ -25,7 +25,7 @@ def _face_model() -> Path | None:
 # Read before the fixture below moves the user cache: the model a user keeps there is still found.
 _REAL_FACE_MODEL = _face_model()
 if _REAL_FACE_MODEL is None:
-    from core.paths import user_cache_dir
+    from mer_core.paths import user_cache_dir
 
     _cached = user_cache_dir() / "face_landmarker.task"
     _REAL_FACE_MODEL = _cached if _cached.is_file() else None

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.events import TimePoint
 from engines.card import ModelCard
+from mer_core.events import TimePoint
 from realtime.analysis import FrameResult, WindowJob
 from realtime.face import TrackedFace
 from realtime.spotting import SpottedWindow

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from core.events import Record, SummaryRecord
+from mer_core.events import Record, SummaryRecord
 
 
 def free_port() -> int:

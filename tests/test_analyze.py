@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cli.analyze import build_parser, main
-from core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
+from mer_cli.analyze import build_parser, main
+from mer_core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from realtime.analyze import (
     BLENDSHAPE_NAMES,
     OUTPUT_FILES,

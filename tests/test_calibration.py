@@ -16,9 +16,9 @@ import pytest
 from rich.table import Table
 from rich.text import Text
 
-from core.events import EventRecord, TimePoint
-from core.metrics import expected_calibration_error, wrong_confidence
 from engines.card import CardError, ModelCard
+from mer_core.events import EventRecord, TimePoint
+from mer_core.metrics import expected_calibration_error, wrong_confidence
 from realtime.dashboard import DashboardSnapshot, PlainLog, _events_table, render_text
 from realtime.recordtext import UNCERTAIN_BELOW, format_record, label_text
 from training.calibration import (
@@ -328,8 +328,8 @@ def test_the_fitted_temperature_does_not_depend_on_the_test_subject(synth_root: 
 @needs_torch
 def test_training_records_calibration_and_the_final_model_takes_the_median(
         synth_root: Path, cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.train import main
     from engines.checkpoint import load_checkpoint
+    from mer_cli.train import main
 
     run = tmp_path / "run"
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "2",
@@ -375,8 +375,8 @@ def test_training_records_calibration_and_the_final_model_takes_the_median(
 @needs_torch
 def test_no_calibration_trains_on_every_training_subject_with_temperature_one(
         synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
-    from cli.train import main
     from engines.checkpoint import load_checkpoint
+    from mer_cli.train import main
 
     run = tmp_path / "off"
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
@@ -475,8 +475,8 @@ def test_calibration_data_fits_the_temperature_outside_the_test_fold_and_is_neve
         capsys: pytest.CaptureFixture[str]) -> None:
     from test_train import _make_synth
 
-    from cli.train import main
     from engines.checkpoint import load_checkpoint
+    from mer_cli.train import main
 
     extra = _make_synth(tmp_path_factory.mktemp("synth-cal-extra"), clips_per_class=1)  # 3 subjects x 3 clips
     run = tmp_path_factory.mktemp("caldata") / "run"

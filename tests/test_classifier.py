@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fakes import ScriptedAnalysis, fake_card
 
-from core.events import EventRecord, Record, SummaryRecord, TimePoint
+from mer_core.events import EventRecord, Record, SummaryRecord, TimePoint
 from realtime.analysis import WindowJob
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.pipeline import Pipeline, PipelineOptions

@@ -33,17 +33,17 @@ def _options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 @pytest.fixture
 def faces_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
     """Loading faces (the slow start of mer-synth) fails the test with a recognisable error."""
-    import cli.synth
+    import mer_cli.synth
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("faces were loaded")
 
-    monkeypatch.setattr(cli.synth, "load_identities", refuse)
+    monkeypatch.setattr(mer_cli.synth, "load_identities", refuse)
 
 
 @pytest.mark.usefixtures("faces_must_not_load")
 def test_mer_synth_checks_out_before_loading_faces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.synth import main
+    from mer_cli.synth import main
 
     (tmp_path / "recognition").mkdir()
     (tmp_path / "recognition" / "annotations.csv").write_text("old\n")
@@ -65,7 +65,7 @@ def test_mer_synth_checks_out_before_loading_faces(tmp_path: Path, capsys: pytes
 
 
 def test_mer_synth_help_shows_defaults_as_typed(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.synth import build_parser, main
+    from mer_cli.synth import build_parser, main
 
     with pytest.raises(SystemExit):
         main(["--help"])
@@ -84,7 +84,7 @@ def test_mer_synth_keeps_mediapipe_log_lines_out_of_its_output(
 ) -> None:
     args = ["--out", str(tmp_path / "out"), "--set", "recognition", "--subjects", "1", "--clips-per-class", "1",
             "--face-model", str(face_model_path), "--shared-faces", str(shared_faces)]
-    proc = subprocess.run([sys.executable, "-m", "cli.synth", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mer_cli.synth", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     output = proc.stdout + proc.stderr
@@ -94,8 +94,8 @@ def test_mer_synth_keeps_mediapipe_log_lines_out_of_its_output(
 
 
 def test_a_relative_mer_face_model_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.synth import _face_model
-    from cli.train import _resolve_alignment
+    from mer_cli.synth import _face_model
+    from mer_cli.train import _resolve_alignment
 
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path / "models")
@@ -129,7 +129,7 @@ def test_native_lines_are_hidden_while_python_messages_still_show() -> None:
 
 
 def test_mer_train_help_explains_every_option_and_its_default(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.train import _merge_parser, _train_parser, main
+    from mer_cli.train import _merge_parser, _train_parser, main
 
     for parser in (_train_parser(), _merge_parser()):
         for action in [*_options(parser), *(a for a in parser._actions if not a.option_strings)]:
@@ -147,7 +147,7 @@ def test_mer_train_help_explains_every_option_and_its_default(capsys: pytest.Cap
 
 def test_mer_train_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.train import main
+    from mer_cli.train import main
 
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     assert main(["--data", str(tmp_path), "--dataset", "synth", "--out", str(tmp_path / "run")]) == 2
@@ -163,7 +163,7 @@ def test_mer_train_without_torch_names_the_extra(tmp_path: Path, monkeypatch: py
 
 def test_mer_export_without_torch_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.export import main
+    from mer_cli.export import main
 
     monkeypatch.setitem(sys.modules, "torch", None)
     assert main([str(tmp_path / "model.pt"), "--onnx", str(tmp_path / "model.onnx")]) == 2
@@ -172,7 +172,7 @@ def test_mer_export_without_torch_names_the_extra(tmp_path: Path, monkeypatch: p
 
 
 def test_mer_bench_help_says_what_it_does_once_without_markup() -> None:
-    from cli.bench import build_parser
+    from mer_cli.bench import build_parser
 
     text = build_parser().format_help()
     assert "``" not in text
@@ -183,8 +183,8 @@ def test_mer_bench_help_says_what_it_does_once_without_markup() -> None:
 def _fake_measurements(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """mer-bench's measurements replaced by fixed figures in no time: one event, no paced-run latency, no
     ONNX Runtime, no annotations' spotting score."""
-    import cli.bench
-    from core.events import StatusRecord
+    import mer_cli.bench
+    from mer_core.events import StatusRecord
     from realtime.bench import RunFigures
 
     class Engine:
@@ -217,12 +217,12 @@ def _fake_measurements(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             unavailable["onnxruntime"] = "not installed"
         return {"torch b1": {"p50": 3.0, "p95": 4.0}}
 
-    monkeypatch.setattr(cli.bench, "synthetic_video", synthetic_video)
-    monkeypatch.setattr(cli.bench, "load_engine", lambda model, backend: Engine())
-    monkeypatch.setattr(cli.bench, "landmarker_baseline", lambda video, face_model=None: {
+    monkeypatch.setattr(mer_cli.bench, "synthetic_video", synthetic_video)
+    monkeypatch.setattr(mer_cli.bench, "load_engine", lambda model, backend: Engine())
+    monkeypatch.setattr(mer_cli.bench, "landmarker_baseline", lambda video, face_model=None: {
         "frames": 900, "wall_s": 8.0, "fps": 112.5, "landmark_ms": {"p50": 8.0, "p95": 9.5}})
-    monkeypatch.setattr(cli.bench, "run_pipeline", run_pipeline)
-    monkeypatch.setattr(cli.bench, "engine_latency", engine_latency)
+    monkeypatch.setattr(mer_cli.bench, "run_pipeline", run_pipeline)
+    monkeypatch.setattr(mer_cli.bench, "engine_latency", engine_latency)
     monkeypatch.setenv("COLUMNS", "200")  # the tables on one line each
 
 
@@ -230,7 +230,7 @@ def test_mer_bench_says_what_it_skipped_and_prints_no_python_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Skipped measurements showed as "None", the footer as raw dicts (events {'micro': 1, 'macro': 0})."""
-    from cli.bench import main
+    from mer_cli.bench import main
 
     _fake_measurements(monkeypatch, tmp_path)
     assert main(["--skip-startup", "--paced-seconds", "0"]) == 0
@@ -246,11 +246,11 @@ def test_mer_bench_says_what_it_is_measuring(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A minute of measuring went by with nothing on screen (or only a spinner): a line per step, how far."""
-    import cli.progress
-    from cli.bench import main
+    import mer_cli.progress
+    from mer_cli.bench import main
 
     _fake_measurements(monkeypatch, tmp_path)
-    monkeypatch.setattr(cli.progress, "PLAIN_EVERY_S", 0.0)  # every note, not one per few seconds
+    monkeypatch.setattr(mer_cli.progress, "PLAIN_EVERY_S", 0.0)  # every note, not one per few seconds
     assert main(["--skip-startup", "--paced-seconds", "2", "--json"]) == 0
     err = capsys.readouterr().err
     steps = [line for line in err.splitlines() if line.endswith(" ...")]
@@ -264,18 +264,18 @@ def test_mer_bench_says_what_it_is_measuring(
 
 
 def test_mer_live_usage_shows_the_keys_form() -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli.live", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mer_cli.live", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0
     usage = proc.stdout.split("\n\n")[0]
     assert usage.startswith("usage: mer-live [-h]") and "mer-live keys KEYDIR" in usage
-    keys = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(Path(os.devnull) / "x")],
+    keys = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(Path(os.devnull) / "x")],
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     assert keys.returncode == 2 and "Traceback" not in keys.stderr  # the form itself still parses
 
 
 def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.live import build_parser
+    from mer_cli.live import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["--demo", "--landmark-every", "auto"]).landmark_every == "auto"
@@ -288,8 +288,8 @@ def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFi
 
 
 def test_every_spotting_option_reaches_the_spotter() -> None:
-    from cli.app import spotter_options
-    from cli.live import build_parser
+    from mer_cli.app import spotter_options
+    from mer_cli.live import build_parser
     from realtime.spotting import SpotterOptions
 
     args = build_parser().parse_args(["--demo", "--micro-max", "0.4", "--min-duration", "0.1", "--threshold", "3",
@@ -309,8 +309,8 @@ def test_every_spotting_option_reaches_the_spotter() -> None:
 ])
 def test_a_bad_spotting_value_is_a_usage_error(option: str, value: str, says: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.analyze import build_parser as analyze_parser
-    from cli.live import build_parser as live_parser
+    from mer_cli.analyze import build_parser as analyze_parser
+    from mer_cli.live import build_parser as live_parser
 
     for parser, first in ((live_parser(), ["--demo"]), (analyze_parser(), ["x.mp4", "--out", "o"])):
         with pytest.raises(SystemExit) as exit_info:
@@ -320,17 +320,17 @@ def test_a_bad_spotting_value_is_a_usage_error(option: str, value: str, says: st
 
 
 @pytest.mark.parametrize("module, argv, says", [
-    ("cli.live", ["--demo", "--duration", "-1"], "argument --duration: must be a number > 0"),
-    ("cli.live", ["--demo", "--duration", "nan"], "argument --duration: must be a finite number"),
-    ("cli.bench", ["--repeats", "0"], "argument --repeats: must be a whole number >= 1"),
-    ("cli.bench", ["--paced-fps", "0"], "argument --paced-fps: must be a number > 0"),
-    ("cli.bench", ["--seconds", "-5"], "argument --seconds: must be a number > 0"),
-    ("cli.realbench", ["--folds", "-1"], "argument --folds: must be a whole number >= 0"),
-    ("cli.train_spot", ["--out", "o", "--steps", "0"], "argument --steps: must be a whole number >= 1"),
-    ("cli.train", ["--data", "d", "--out", "o", "--threads", "0"], "argument --threads: must be a whole number >= 1"),
-    ("cli.train", ["--data", "d", "--out", "o", "--target-fps", "-1"], "argument --target-fps: must be a number > 0"),
-    ("cli.subscribe", ["--count", "-1"], "argument --count: must be a whole number >= 1"),
-    ("cli.subscribe", ["--timeout", "0"], "argument --timeout: must be a number > 0"),
+    ("mer_cli.live", ["--demo", "--duration", "-1"], "argument --duration: must be a number > 0"),
+    ("mer_cli.live", ["--demo", "--duration", "nan"], "argument --duration: must be a finite number"),
+    ("mer_cli.bench", ["--repeats", "0"], "argument --repeats: must be a whole number >= 1"),
+    ("mer_cli.bench", ["--paced-fps", "0"], "argument --paced-fps: must be a number > 0"),
+    ("mer_cli.bench", ["--seconds", "-5"], "argument --seconds: must be a number > 0"),
+    ("mer_cli.realbench", ["--folds", "-1"], "argument --folds: must be a whole number >= 0"),
+    ("mer_cli.train_spot", ["--out", "o", "--steps", "0"], "argument --steps: must be a whole number >= 1"),
+    ("mer_cli.train", ["--data", "d", "--out", "o", "--threads", "0"], "argument --threads: must be a whole number >= 1"),
+    ("mer_cli.train", ["--data", "d", "--out", "o", "--target-fps", "-1"], "argument --target-fps: must be a number > 0"),
+    ("mer_cli.subscribe", ["--count", "-1"], "argument --count: must be a whole number >= 1"),
+    ("mer_cli.subscribe", ["--timeout", "0"], "argument --timeout: must be a number > 0"),
 ])
 def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], says: str,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -339,7 +339,7 @@ def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], sa
     import importlib
 
     cli = importlib.import_module(module)
-    name = {"cli.train": "_train_parser"}.get(module, "build_parser")
+    name = {"mer_cli.train": "_train_parser"}.get(module, "build_parser")
     parser = getattr(cli, name)()
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(argv)
@@ -349,8 +349,8 @@ def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], sa
 
 def test_spotting_values_refused_together_name_the_option() -> None:
     """--min-peak above the largest movement the spotter takes: one line naming the option, not a traceback."""
-    from cli.app import spotter_options
-    from cli.live import build_parser
+    from mer_cli.app import spotter_options
+    from mer_cli.live import build_parser
     from realtime.errors import UserError
 
     with pytest.raises(UserError) as info:
@@ -360,7 +360,7 @@ def test_spotting_values_refused_together_name_the_option() -> None:
 
 
 def test_an_unknown_setting_is_refused_by_name() -> None:
-    from core.options import OptionsError, replace_options
+    from mer_core.options import OptionsError, replace_options
     from realtime.spotting import SpotterOptions
 
     assert replace_options(SpotterOptions(), min_score=3.0).min_score == 3.0
@@ -385,7 +385,7 @@ def test_every_console_script_points_at_a_function() -> None:
 
 def test_record_never_replaces_an_input_or_a_file_that_is_not_a_recording(tmp_path: Path) -> None:
     """--record replaces its file: `--record clip.mp4` for `--video clip.mp4` used to destroy the video."""
-    from cli.app import check_record_path
+    from mer_cli.app import check_record_path
     from realtime.errors import UserError
 
     video, notes, earlier = tmp_path / "clip.mp4", tmp_path / "notes.txt", tmp_path / "run.jsonl"
@@ -414,14 +414,14 @@ def test_mer_live_says_an_address_cannot_work_before_asking_for_keys(
 ) -> None:
     """`--zmq tcp://999.1.1.1:5556` first said "reachable from other machines" (so, make keys), and only with
     --insecure that the address is not this machine's; one line either way, before anything loads."""
-    import cli.app
-    from cli.live import main
+    import mer_cli.app
+    from mer_cli.live import main
 
     def must_not_run(args: object, **kwargs: object) -> int:
         raise AssertionError("mer-live went on to open the source")
 
-    monkeypatch.setattr("cli.live.run_live", must_not_run)
-    monkeypatch.setattr(cli.app, "demo_video", must_not_run)
+    monkeypatch.setattr("mer_cli.live.run_live", must_not_run)
+    monkeypatch.setattr(mer_cli.app, "demo_video", must_not_run)
     for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
         monkeypatch.setenv(name, os.environ.get(name, "8"))
     assert main(["--demo", "--zmq", f"tcp://{address}:5556", *insecure]) == 2
@@ -436,8 +436,8 @@ def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The first `mer-live --demo` made its clip for 5-11 s with nothing on screen (the dashboard starts after):
     a progress line says what is happening (plain lines when stderr is not a terminal)."""
-    import cli.app
-    from cli.live import build_parser
+    import mer_cli.app
+    from mer_cli.live import build_parser
 
     def fake_demo(face_model: object = None, progress: Any = None) -> Path:
         assert progress is not None, "no progress callback"
@@ -445,8 +445,8 @@ def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
             progress(done, 900)
         return Path("demo.mp4")
 
-    monkeypatch.setattr(cli.app, "demo_video", fake_demo)
-    assert cli.app._source_spec(build_parser().parse_args(["--demo"])) == "demo.mp4"
+    monkeypatch.setattr(mer_cli.app, "demo_video", fake_demo)
+    assert mer_cli.app._source_spec(build_parser().parse_args(["--demo"])) == "demo.mp4"
     err = capsys.readouterr().err
     assert "making the demo clip" in err and "900/900 frames" in err, err
     assert err.count("\n") <= 5  # a few lines, not one per frame
@@ -454,11 +454,11 @@ def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
 
 def test_an_existing_demo_clip_shows_no_progress(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    import cli.app
-    from cli.live import build_parser
+    import mer_cli.app
+    from mer_cli.live import build_parser
 
-    monkeypatch.setattr(cli.app, "demo_video", lambda face_model=None, progress=None: Path("demo.mp4"))  # cached
-    cli.app._source_spec(build_parser().parse_args(["--demo"]))
+    monkeypatch.setattr(mer_cli.app, "demo_video", lambda face_model=None, progress=None: Path("demo.mp4"))  # cached
+    mer_cli.app._source_spec(build_parser().parse_args(["--demo"]))
     assert capsys.readouterr().err == ""
 
 
@@ -479,7 +479,7 @@ def test_the_demo_clip_reports_its_frames_as_it_is_made(face_model_path: Path, t
 def test_mer_bench_too_short_a_video_is_one_line(face_model_path: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """--seconds 4 (the generator makes 5 s at least) was a SynthError traceback."""
-    from cli.bench import main
+    from mer_cli.bench import main
 
     assert main(["--seconds", "4", "--skip-startup"]) == 2
     step, *rest = capsys.readouterr().err.splitlines()

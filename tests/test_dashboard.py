@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from core.events import EventRecord, TimePoint
+from mer_core.events import EventRecord, TimePoint
 from realtime.dashboard import (
     BLOCKS,
     STAGES,

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from core.dynamic_image import (
+from mer_core.dynamic_image import (
     APEX_FLOW_STREAMS,
     FLOW_STREAMS,
     HORIZONTAL_STREAMS,

@@ -453,7 +453,7 @@ def test_auto_falls_back_to_onnxruntime_for_a_stale_plan(tmp_path: Path, model_d
     for name in ("model.pt", "model.card.json", "model.onnx"):
         (root / name).write_bytes((model_dir / name).read_bytes())
     card = ModelCard.load(root / "model.card.json")
-    from core.paths import file_sha256
+    from mer_core.paths import file_sha256
 
     _fake_plan(root, card, _meta(card, onnx_sha=file_sha256(root / "model.onnx"), tensorrt_version="10.0.1"))
     env = dataclasses.replace(GPU_TRT, tensorrt_version="10.9.0.34")
@@ -536,7 +536,7 @@ def test_build_plan_with_fake_tensorrt(tmp_path: Path, model_dir: Path, monkeypa
     assert config.profiles[0].shape == ("dis", (1, *s), (1, *s), (4, *s))
     assert config.pool[trt.MemoryPoolType.WORKSPACE] == 1024 << 20
     assert cache.read_bytes() == b"old+timings"  # loaded, then written back
-    from core.paths import file_sha256
+    from mer_core.paths import file_sha256
 
     saved = PlanMeta.load(tmp_path / "model.plan")
     assert saved == meta and saved.tensorrt_version == fake_tensorrt.VERSION

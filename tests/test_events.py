@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.events import (
+from mer_core.events import (
     SCHEMA,
     EventRecord,
     Record,

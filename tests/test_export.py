@@ -15,8 +15,7 @@ import torch  # noqa: E402
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-import cli.export as export_cli  # noqa: E402
-from cli.export import EXIT_ERROR, EXIT_OK, EXIT_VERIFY, main  # noqa: E402
+import mer_cli.export as export_cli  # noqa: E402
 from engines import verify  # noqa: E402
 from engines.backends import probe_environment  # noqa: E402
 from engines.card import ModelCard  # noqa: E402
@@ -24,6 +23,7 @@ from engines.checkpoint import save_checkpoint  # noqa: E402
 from engines.onnx_io import ExportError, export_onnx, io_signature  # noqa: E402
 from engines.registry import build_model  # noqa: E402
 from engines.triton import TritonError, TritonOptions, config_pbtxt, write_triton_repository  # noqa: E402
+from mer_cli.export import EXIT_ERROR, EXIT_OK, EXIT_VERIFY, main  # noqa: E402
 
 LABELS = ("negative", "positive", "surprise", "others")
 

@@ -20,7 +20,7 @@ import pytest
 import realtime.face as face
 import realtime.face_model as face_model
 import realtime.landmarks as landmarks
-from core.alignment import align_face, canonical_points, transform_points
+from mer_core.alignment import align_face, canonical_points, transform_points
 from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.landmarks import anchors_from_landmarks
@@ -79,7 +79,7 @@ def test_cache_path_honours_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_tests_never_touch_the_users_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """conftest points the user cache of every test (and of the commands tests start) into the session's
     temporary folder, whatever MER_CACHE_DIR / XDG_CACHE_HOME the user set; the real face model is still found."""
-    from core.paths import user_cache_dir
+    from mer_core.paths import user_cache_dir
 
     temporary = tmp_path_factory.getbasetemp().resolve()
     assert user_cache_dir().resolve().is_relative_to(temporary)

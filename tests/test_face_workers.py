@@ -135,7 +135,7 @@ def test_options_and_defaults() -> None:
 def test_mer_live_gives_the_same_events_with_one_and_two_workers(
     face_model_path: Path, shared_faces: Path, tmp_path: Path
 ) -> None:
-    from cli.live import main
+    from mer_cli.live import main
 
     video = shared_faces / "single_face.mp4"
     results = []
@@ -153,7 +153,7 @@ def test_mer_live_gives_the_same_events_with_one_and_two_workers(
 
 
 def test_mer_live_refuses_a_bad_worker_count(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.live import main
+    from mer_cli.live import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--demo", "--face-workers", "0"])

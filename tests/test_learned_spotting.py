@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.events import TimePoint
 from engines.card import CardError
 from engines.spotting_model import SpottingCard, SpottingModel, load_spotting_model, pool_regions
+from mer_core.events import TimePoint
 from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.learned_spotting import (
     FeatureRecorder,

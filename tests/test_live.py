@@ -19,10 +19,10 @@ import pytest
 from fakes import fake_card
 from ports import free_port, subscribed
 
-import cli.app
-from cli.live import main as mer_live_main
-from core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
-from core.metrics import spotting_scores
+import mer_cli.app
+from mer_cli.live import main as mer_live_main
+from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
+from mer_core.metrics import spotting_scores
 from realtime.face import TrackedFace
 from realtime.pipeline import PipelineOptions
 from realtime.publisher import Publisher
@@ -52,7 +52,7 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 
@@ -99,7 +99,7 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
 ) -> None:
     record = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
+        [sys.executable, "-m", "mer_cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
          str(record), "--model", str(model_dir), "--zmq", "none"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         # a shell without job control starts background jobs with SIGINT ignored, and Python then keeps it
@@ -174,10 +174,10 @@ def _mer_live_in_process(monkeypatch: pytest.MonkeyPatch, tracker: _FakeTracker,
     """``mer-live --video clip.mp4 --no-dashboard --zmq none --record RECORD`` in this process, on a long
     array source played at its frame rate, with the engine and the face tracker faked."""
     frames = [np.zeros((32, 32, 3), np.uint8)] * 3000  # 100 s at 30 fps: ended by a signal, not by the source
-    monkeypatch.setattr(cli.app, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
-    monkeypatch.setattr(cli.app, "load_engine", lambda model, backend: _FakeEngine())
-    monkeypatch.setattr(cli.app, "FaceTracker", lambda options: tracker)
-    monkeypatch.setattr(cli.app, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
+    monkeypatch.setattr(mer_cli.app, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
+    monkeypatch.setattr(mer_cli.app, "load_engine", lambda model, backend: _FakeEngine())
+    monkeypatch.setattr(mer_cli.app, "FaceTracker", lambda options: tracker)
+    monkeypatch.setattr(mer_cli.app, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
     for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
         monkeypatch.setenv(name, os.environ.get(name, "8"))
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -235,20 +235,20 @@ def test_the_face_tracker_is_not_closed_under_a_call_that_outlived_the_stop(
 
 def test_the_end_line_counts_the_windows_published_unlabelled(capsys: pytest.CaptureFixture[str]) -> None:
     summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90, overflow=3, failed=2)
-    cli.app._print_summary(summary, None)
+    mer_cli.app._print_summary(summary, None)
     line = capsys.readouterr().err
     assert "3 window(s) published unlabelled: the classifier fell behind" in line
     assert "2 window(s) published unlabelled: the model failed on them" in line
-    cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
+    mer_cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
     assert "unlabelled" not in capsys.readouterr().err
 
 
 def test_the_end_line_counts_the_candidates_the_spotter_dropped(capsys: pytest.CaptureFixture[str]) -> None:
     summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
                             rejected={"too_small": 4, "context": 2, "blink": 0})
-    cli.app._print_summary(summary, None)
+    mer_cli.app._print_summary(summary, None)
     assert "6 spotter candidate(s) dropped (4 too_small, 2 context)" in capsys.readouterr().err
-    cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
+    mer_cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
                                          rejected={"context": 0}), None)
     assert "dropped (" not in capsys.readouterr().err
 
@@ -309,7 +309,7 @@ def test_an_exposed_endpoint_is_refused_before_anything_is_loaded(tmp_path: Path
 
 def test_the_demo_runs_without_torch(face_model_path: Path, tmp_path: Path) -> None:
     """Live use needs no torch: the demo clip is generated and played with torch made unimportable."""
-    no_torch = "import sys; sys.modules['torch'] = None; from cli.live import main; sys.exit(main())"
+    no_torch = "import sys; sys.modules['torch'] = None; from mer_cli.live import main; sys.exit(main())"
     env = {**os.environ, "MER_FACE_MODEL": str(face_model_path), "MER_CACHE_DIR": str(tmp_path / "cache")}
     record = tmp_path / "demo.jsonl"
     proc = subprocess.run([sys.executable, "-c", no_torch, "--demo", "--fast", "--duration", "3", "--no-dashboard",
@@ -393,7 +393,7 @@ def test_a_video_cut_before_its_index_is_a_one_line_error(
 
 
 def test_help_documents_exit_codes_and_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli.live", "--help"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "mer_cli.live", "--help"], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode == 0
     for needle in ("--camera", "--video", "--demo", "--fast", "--engine", "--model", "--zmq", "--record",
@@ -402,16 +402,16 @@ def test_help_documents_exit_codes_and_options() -> None:
 
 
 def test_no_source_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "cli.live"], capture_output=True, text=True, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "mer_cli.live"], capture_output=True, text=True, cwd=REPO,
                           timeout=60)
     assert proc.returncode == 2 and "pick a source" in proc.stderr
 
 
 def test_keys_are_created_once_and_never_overwritten(tmp_path: Path) -> None:
-    first = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(tmp_path / "keys")],
+    first = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(tmp_path / "keys")],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "keys" / "server.key").is_file() and (tmp_path / "keys" / "server.key_secret").is_file()
-    again = subprocess.run([sys.executable, "-m", "cli.live", "keys", str(tmp_path / "keys")],
+    again = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(tmp_path / "keys")],
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     _one_line_error(again, "already holds")

@@ -1,4 +1,4 @@
-"""core.metrics: MEGC spotting scores and pooled recognition scores, checked against hand-computed values."""
+"""mer_core.metrics: MEGC spotting scores and pooled recognition scores, checked against hand-computed values."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from core.events import TimePoint
-from core.metrics import (
+from mer_core.events import TimePoint
+from mer_core.metrics import (
     Interval,
     SpottingScores,
     frame_iou,

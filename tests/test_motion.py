@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from core.alignment import align_face
+from mer_core.alignment import align_face
 from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import REGION_NAMES, REGIONS, MotionError, MotionMeter, MotionOptions, eye_opening
 from training.still_faces import detect_faces

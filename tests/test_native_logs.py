@@ -17,7 +17,7 @@ NATIVE = re.compile(r"^(W0000 |I0000 |E0000 |WARNING: Logging before InitGoogle|
 
 
 def _mer_live(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.live", "--no-dashboard", "--zmq", "none", *args],
+    return subprocess.run([sys.executable, "-m", "mer_cli.live", "--no-dashboard", "--zmq", "none", *args],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
 
 

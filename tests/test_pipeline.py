@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fakes import ScriptedAnalysis, fake_card, tracked_face
 
-from core.events import EventRecord, Record, SummaryRecord, TimePoint
+from mer_core.events import EventRecord, Record, SummaryRecord, TimePoint
 from realtime.analysis import FrameResult, WindowJob
 from realtime.dashboard import render_text
 from realtime.face import TrackedFace

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import zmq
 
-from cli.subscribe import main
-from core.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
+from mer_cli.subscribe import main
+from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord, TimePoint, parse_record
 from realtime.curve import CurveError, create_keys, load_public_key, load_server_keys
 from realtime.publisher import Publisher, PublisherError, PublisherOptions, check_endpoint, check_exposure
 from realtime.subscriber import Subscriber, SubscriberError, subscribe
@@ -497,7 +497,7 @@ def test_another_runs_records_are_never_taken_for_the_joined_run(
 
 
 def test_mer_subscribe_help_says_when_it_stops() -> None:
-    from cli.subscribe import build_parser as _parser
+    from mer_cli.subscribe import build_parser as _parser
 
     text = _parser().format_help()
     for needle in ("Ctrl-C", "summary", "--keep-going", "exit codes"):

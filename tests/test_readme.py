@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _parsers() -> dict[str, Callable[[], argparse.ArgumentParser]]:
-    from cli import analyze, live, subscribe
+    from mer_cli import analyze, live, subscribe
 
     return {"mer-live": live.build_parser, "mer-analyze": analyze.build_parser, "mer-subscribe": subscribe.build_parser}
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.events import TimePoint
+from mer_core.events import TimePoint
 from realtime.spotting import SpottedWindow
 from training.realbench import BenchOptions, Tally, bench_only, evaluate, person_folds, score_windows
 from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet, people_of
@@ -79,7 +79,7 @@ def test_evaluate_pools_cells_per_person_and_false_events_per_minute() -> None:
     assert result["false_per_min"] == {"a": 2.0, "b": 0.0}
     assert result["false_per_min_all"] == pytest.approx(2 / 3, abs=0.01)
     assert result["false_per_min_worst"] == 2.0
-    from cli.realbench import markdown
+    from mer_cli.realbench import markdown
 
     text = markdown({"rules": result, "videos": {"a": {"person": "p1", "minutes": 1.0},
                                                  "b": {"person": "p2", "minutes": 2.0}}})
@@ -123,7 +123,7 @@ def test_face_tracks_round_trip(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_a_file_as_its_cache_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.realbench import main
+    from mer_cli.realbench import main
 
     video, work = tmp_path / "v.mp4", tmp_path / "cache"
     video.write_bytes(b"")
@@ -133,7 +133,7 @@ def test_cli_refuses_a_file_as_its_cache_folder(tmp_path: Path, capsys: pytest.C
 
 
 def test_cli_refuses_an_unknown_render_family(capsys: pytest.CaptureFixture[str]) -> None:
-    from cli.realbench import main
+    from mer_cli.realbench import main
 
     with pytest.raises(SystemExit) as stop:
         main(["--families", "warp,blender"])

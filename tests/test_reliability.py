@@ -24,7 +24,7 @@ import pytest
 from fakes import tracked_face
 from ports import free_port
 
-from core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
+from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
 from realtime.face import TrackedFace
 from realtime.sources import ArraySource, FrameSource
 
@@ -85,7 +85,7 @@ def quiet_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _mer_live(*args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 120
               ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
 
 
@@ -225,7 +225,7 @@ def test_every_torch_load_in_the_project_uses_weights_only() -> None:
 
 
 def test_the_default_endpoint_is_loopback() -> None:
-    from cli.live import build_parser
+    from mer_cli.live import build_parser
     from realtime.publisher import DEFAULT_ENDPOINT, PublisherOptions, is_loopback
 
     assert build_parser().parse_args(["--demo"]).zmq == DEFAULT_ENDPOINT == PublisherOptions().endpoint
@@ -477,8 +477,8 @@ def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_mod
 
 @pytest.fixture()
 def train_main(quiet_cache: Path) -> Iterator[Callable[[list[str]], int]]:
-    """cli.train.main, with the root logger (which it configures, like a CLI) restored after."""
-    from cli.train import main
+    """mer_cli.train.main, with the root logger (which it configures, like a CLI) restored after."""
+    from mer_cli.train import main
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

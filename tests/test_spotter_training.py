@@ -138,9 +138,9 @@ def test_a_small_network_learns_an_easy_pattern_and_its_export_spots_live(tmp_pa
 
 
 def test_the_command_line_chooses_the_spotter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.app import spotting_choice
-    from cli.live import build_parser
     from engines import spotting_model
+    from mer_cli.app import spotting_choice
+    from mer_cli.live import build_parser
     from realtime.errors import UserError
 
     options = SpotTrainOptions(steps=1, width=4, batch=2, chunk=48, threads=1, seed=0)

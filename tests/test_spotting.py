@@ -1,4 +1,4 @@
-"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with core.metrics."""
+"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with mer_core.metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_events, run_spotter
 
-from core.metrics import spotting_scores
+from mer_core.metrics import spotting_scores
 from realtime.motion import REGION_NAMES
 from realtime.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cli.synth import main
-from core.alignment import align_face
-from core.dynamic_image import motion_intensity
+from mer_cli.synth import main
+from mer_core.alignment import align_face
+from mer_core.dynamic_image import motion_intensity
 from realtime.landmarks import anchors_from_landmarks
 from realtime.motion import MotionMeter
 from realtime.spotting import Spotter
@@ -182,7 +182,7 @@ def test_the_spotter_finds_the_expressions_of_a_long_video_and_not_its_distracto
     """Known landmarks + align_face on rendered frames (a fast stand-in for FaceTracker) through the live
     motion meter and spotter: the micro-expressions are found at their annotated windows, and nothing is
     reported during blinks, talking, head moves, flicker or the macro-expression."""
-    from core.metrics import frame_iou
+    from mer_core.metrics import frame_iou
 
     gen = SynthGenerator(SynthOptions(mes_per_video=(4, 4), macros_per_video=(1, 1)), identities)
     plan = gen.video_plan(0, seconds=16.0)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cli.synth import main
+from mer_cli.synth import main
 from realtime.face import FaceTrackerOptions
 from training.aus import FaceFrame
 from training.synth_mesh import (

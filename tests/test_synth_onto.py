@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cli.synth import main
+from mer_cli.synth import main
 from realtime.face import FaceTrackerOptions
 from training.synth_onto import (
     ONTO_COLUMNS,

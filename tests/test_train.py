@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cli.train import main
-from core.metrics import recognition_scores
 from engines.card import ModelCard
 from engines.checkpoint import load_checkpoint
+from mer_cli.train import main
+from mer_core.metrics import recognition_scores
 from training.cache import DICache
 from training.datasets import load_dataset
 from training.folds import make_folds, select_folds
@@ -326,9 +326,9 @@ def test_progress_on_a_terminal_logs_without_source_locations(
     synth_root: Path, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import cli.train
+    import mer_cli.train
 
-    monkeypatch.setattr(cli.train, "_interactive", lambda: True)  # the Rich progress view
+    monkeypatch.setattr(mer_cli.train, "_interactive", lambda: True)  # the Rich progress view
     argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
             "--batch-size", "8", "--threads", "1", "--cache", str(cache_dir), "--folds", "1",
             "--out", str(tmp_path / "run")]

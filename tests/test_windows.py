@@ -16,8 +16,8 @@ import pytest
 from fakes import fake_card, tracked_face
 from ports import free_port, subscribed
 
-from core.dynamic_image import build_streams
-from core.events import EventRecord, Record, SummaryRecord, parse_record
+from mer_core.dynamic_image import build_streams
+from mer_core.events import EventRecord, Record, SummaryRecord, parse_record
 from realtime.analysis import AnalyzerOptions
 from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
@@ -256,7 +256,7 @@ def test_duration_leaves_later_windows_missing(tmp_path: Path) -> None:
 
 
 def _mer_live(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.live", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
 
 

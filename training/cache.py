@@ -1,7 +1,7 @@
 """On-disk cache of network-input DIs, so frames are read, aligned and pooled once per setting.
 
 One ``.npy`` per (sample, stream): ``(C, input_size, input_size)`` float32, exactly what
-``core.dynamic_image.build_streams`` returns for that stream. The file name is the SHA-256 of every
+``mer_core.dynamic_image.build_streams`` returns for that stream. The file name is the SHA-256 of every
 setting that changes it: the sample's identity and annotation, each frame file's path, size and mtime, the
 stream, crop and input sizes, channels, frame-rate resampling, alignment mode (and face model file), a code
 version constant and a digest of the source of the modules that make DIs — so a stale DI is never reused.
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from core.dynamic_image import STREAMS, build_streams
-from core.paths import user_cache_dir
+from mer_core.dynamic_image import STREAMS, build_streams
+from mer_core.paths import user_cache_dir
 from training.datasets.base import Sample
 from training.datasets.frames import FrameError, FrameOptions, load_clip
 
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = "mer-di-cache/1"
 # Modules whose source decides a DI: a change to any of them invalidates the cache.
 _CODE_MODULES = (
-    "core.dynamic_image",
-    "core.alignment",
+    "mer_core.dynamic_image",
+    "mer_core.alignment",
     "realtime.motion",
     "realtime.landmarks",
     "training.still_faces",

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.metrics import expected_calibration_error, wrong_confidence
+from mer_core.metrics import expected_calibration_error, wrong_confidence
 
 __all__ = [
     "TEMPERATURE_BOUNDS",

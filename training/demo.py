@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from core.paths import user_cache_dir
+from mer_core.paths import user_cache_dir
 from realtime.errors import UserError
 from realtime.face_model import FaceModelError, resolve_face_model
 from training.synth import SynthGenerator

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.metrics import Interval, SpottingScores, frame_iou, match_windows
+from mer_core.metrics import Interval, SpottingScores, frame_iou, match_windows
 from realtime.analysis import AnalyzerOptions
 from realtime.spotting import SpottedWindow
 from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from core.paths import content_key
+from mer_core.paths import content_key
 from realtime.face import FaceTrackerOptions
 from training.replay import FaceTrack, cached_track
 from training.synth_onto import OntoOptions, SourceTrack, plan_onto, render_onto, track_video, video_suffix

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from core.paths import content_key
+from mer_core.paths import content_key
 from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
 from realtime.face_workers import track_frames

@@ -2,7 +2,7 @@
 
 Figures are computed from the *pooled* predictions of all folds (accuracy, UF1 = unweighted mean of
 per-class F1, UAR = unweighted mean of per-class recall, confusion matrix) by
-``core.metrics.recognition_scores``; per-fold figures are listed beside them for reference. Folds run on
+``mer_core.metrics.recognition_scores``; per-fold figures are listed beside them for reference. Folds run on
 different machines are pooled with :func:`merge_runs`, which reads ``RUN_DIR/folds/*.json`` from each.
 
 Calibration: the expected calibration error (ECE, 15 bins) and the mean confidence on wrong answers, before
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from core.metrics import recognition_scores
+from mer_core.metrics import recognition_scores
 from training.calibration import calibration_figures, softmax
 
 __all__ = ["ReportError", "merge_runs", "read_fold_results", "render_markdown", "scores_dict", "write_report"]
@@ -56,7 +56,7 @@ def _per_class(value: Any, labels: Sequence[str]) -> dict[str, float]:
 
 
 def scores_dict(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """``core.metrics.recognition_scores`` as a JSON-ready dict (plus sample count)."""
+    """``mer_core.metrics.recognition_scores`` as a JSON-ready dict (plus sample count)."""
     scores = recognition_scores(list(y_true), list(y_pred), list(labels))
     return {
         "n": len(y_true),

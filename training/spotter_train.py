@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from core.metrics import Interval, match_windows
 from engines.spotting_model import SpottingCard, pool_regions, write_card_metadata
+from mer_core.metrics import Interval, match_windows
 from realtime.learned_spotting import decode_rows
 from realtime.motion import REGION_NAMES
 from realtime.spot_features import FEATURE_VERSION, FEATURES

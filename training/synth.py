@@ -10,7 +10,7 @@ drawn from the *same* distributions for every class, and each class has several 
 Two sets are written (see :func:`training.synth_writer.write_dataset`):
 
 - **recognition**: one short clip per ME with neutral context, as aligned face crops (PNG), aligned by
-  :func:`core.alignment.align_face` from the generator's known landmarks plus a little per-frame
+  :func:`mer_core.alignment.align_face` from the generator's known landmarks plus a little per-frame
   alignment jitter and sensor noise (like CASME-II "Cropped").
 - **spotting**: long webcam-like videos (mp4) with several MEs, macro-expressions and distractors: blinks,
   talking, slow head drift and quicker head moves, brightness flicker, sensor noise, compression.
@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
-from core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_face, transform_points
+from mer_core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE, align_face, transform_points
 from realtime.landmarks import anchors_from_landmarks
 from training.synth_faces import Identity
 from training.synth_options import SynthError, SynthOptions

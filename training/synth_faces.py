@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.alignment import transform_points
+from mer_core.alignment import transform_points
 from training.aus import FaceFrame
 from training.still_faces import detect_faces
 from training.synth_render import WORK_IOD, FaceRig

@@ -286,7 +286,7 @@ def _readme(manifest: dict[str, Any]) -> str:
             "## recognition/\n",
             f"{c['clips']} clips, {c['frames']} frames at {s['fps']:g} fps. One ME per clip with "
             f"{s['context_s'][0]:g}-{s['context_s'][1]:g} s of neutral face before onset and after offset.",
-            f"Frames: aligned face crops ({s['crop_size']} px, BGR PNG) made by `core.alignment.align_face`",
+            f"Frames: aligned face crops ({s['crop_size']} px, BGR PNG) made by `mer_core.alignment.align_face`",
             "from the generator's known landmarks (eyes and nose tip) with a little per-frame alignment jitter",
             "and sensor noise — like CASME-II \"Cropped\".\n",
             "Layout: `recognition/<subject>/<clip_id>/000000.png ...` and `recognition/annotations.csv`:\n",

@@ -9,9 +9,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.dynamic_image import VECTOR_STREAMS
 from engines.card import ModelCard
 from engines.registry import default_card
+from mer_core.dynamic_image import VECTOR_STREAMS
 from training.augment import (
     PHASE_STREAMS,
     phase_augmentation_applies,

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from core.paths import user_cache_dir
 from engines.card import ModelCard
 from engines.errors import EngineError
 from engines.errors import ModelFileError as ModelFileError  # re-exported: long raised and caught from here
+from mer_core.paths import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class EngineOptions:
 
 
 def cache_root() -> Path:
-    """Where exported ONNX files and built plans are kept: the user cache (see core.paths)."""
+    """Where exported ONNX files and built plans are kept: the user cache (see mer_core.paths)."""
     return user_cache_dir()
 
 
@@ -190,7 +190,7 @@ class Engine(ABC):
             raise InputShapeError(
                 f"model '{self.card.name}' expects a batch of shape (B, {s}, {c}, {h}, {w}) = (batch, streams "
                 f"{list(self.card.streams)}, channels, size, size); got {tuple(arr.shape)}. Build inputs "
-                f"with core.dynamic_image.build_streams(..., streams=card.streams, size=card.input_size)"
+                f"with mer_core.dynamic_image.build_streams(..., streams=card.streams, size=card.input_size)"
             )
         if not np.issubdtype(arr.dtype, np.floating):
             raise InputShapeError(f"inputs must be floating point DIs, got dtype {arr.dtype}")

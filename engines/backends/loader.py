@@ -14,7 +14,6 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from core.paths import file_sha256
 from engines.backends.artefacts import Artefacts, load_checkpoint_checked, resolve_artefacts
 from engines.backends.base import (
     TRAIN_EXTRA,
@@ -36,6 +35,7 @@ from engines.backends.select import (
     tensorrt_blocker,
 )
 from engines.onnx_io import ExportError, cached_onnx, onnx_card
+from mer_core.paths import file_sha256
 
 log = logging.getLogger(__name__)
 

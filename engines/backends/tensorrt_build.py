@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.paths import atomic_write, file_sha256
 from engines.backends.base import BackendUnavailableError
 from engines.backends.plan_meta import PlanMeta
 from engines.backends.select import Environment, probe_environment, tensorrt_blocker
 from engines.backends.tensorrt_backend import import_tensorrt
 from engines.card import ModelCard
 from engines.onnx_io import INPUT_NAME, META_PRECISION, ExportError, metadata, read_onnx
+from mer_core.paths import atomic_write, file_sha256
 
 log = logging.getLogger(__name__)
 

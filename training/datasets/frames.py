@@ -5,13 +5,13 @@ Alignment modes (``FrameOptions.alignment``):
 - ``"none"``  — resize each frame to the crop (for data that is already an aligned or tight face crop,
   and for tests); no face model needed.
 - ``"onset"`` — detect landmarks on the onset frame (``training.still_faces.detect_faces``) and align *every*
-  frame with that one transform (``core.alignment.align_face``): the head is still during an ME, and
+  frame with that one transform (``mer_core.alignment.align_face``): the head is still during an ME, and
   one transform adds no landmark jitter. This is what most ME papers do and the default with a face model.
 - ``"each"``  — detect on every frame (the previous frame's anchors fill in when a frame has no face).
 
 Samples marked ``aligned`` (the synthetic set) are already template crops and are only resized.
 Frames are then converted to the card's channels (1 = grey, as live), and the motion intensity per frame
-comes from ``core.dynamic_image.motion_intensity`` — the same one the live DI builder uses — for MIDI and
+comes from ``mer_core.dynamic_image.motion_intensity`` — the same one the live DI builder uses — for MIDI and
 for a missing apex (apex = intensity peak between onset and offset).
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.alignment import align_face
-from core.dynamic_image import motion_intensity as intensity_of
+from mer_core.alignment import align_face
+from mer_core.dynamic_image import motion_intensity as intensity_of
 from realtime.landmarks import anchors_from_landmarks
 from training.datasets.base import Sample
 from training.still_faces import detect_faces
@@ -180,7 +180,7 @@ def _align(images: list[np.ndarray], sample: Sample, onset_index: int, options: 
 
 def motion_intensity(crops: np.ndarray, fps: float) -> np.ndarray:
     """Per-frame motion intensity of a clip's aligned crops (clip starts at its onset): the one definition
-    the live DI builder uses too (:func:`core.dynamic_image.motion_intensity`). ``fps`` is unused: the
+    the live DI builder uses too (:func:`mer_core.dynamic_image.motion_intensity`). ``fps`` is unused: the
     measure is a difference to the onset frame, independent of the frame rate."""
     out = np.asarray(intensity_of(np.asarray(crops), 0), dtype=np.float64)
     return np.where(np.isfinite(out), out, 0.0)

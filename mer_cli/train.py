@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cli.help import DefaultsHelpFormatter
-from cli.options import positive_integer, positive_number
-from core.dynamic_image import VECTOR_STREAMS
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
+from mer_cli.help import DefaultsHelpFormatter
+from mer_cli.options import positive_integer, positive_number
+from mer_core.dynamic_image import VECTOR_STREAMS
 from realtime.face_model import face_model_from_env
 from realtime.native_stderr import StderrHandler, native_stderr_silenced
 from training.cache import DICache, default_cache_dir
@@ -34,7 +34,7 @@ from training.train_types import Fold, NullProgress, TrainError, TrainOptions
 
 __all__ = ["main"]
 
-log = logging.getLogger("cli.train")
+log = logging.getLogger("mer_cli.train")
 
 DATASETS = ("synth", "casme2", "samm", "mmew")
 
@@ -406,8 +406,8 @@ def _run_merge(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; user errors become one line on stderr and a non-zero exit."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["spot"]:  # the learned spotter (cli.train_spot)
-        from cli.train_spot import main as spot_main
+    if argv[:1] == ["spot"]:  # the learned spotter (mer_cli.train_spot)
+        from mer_cli.train_spot import main as spot_main
 
         return spot_main(argv[1:])
     merging = bool(argv) and argv[0] == "merge"

@@ -19,12 +19,12 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from cli.app import spotter_options, spotting_choice
-from cli.options import add_model_arguments, add_spotting_arguments
-from core.events import KINDS
 from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
+from mer_cli.app import spotter_options, spotting_choice
+from mer_cli.options import add_model_arguments, add_spotting_arguments
+from mer_core.events import KINDS
 from realtime.analyze import AnalyzeOptions
 from realtime.batch import (
     BatchError,

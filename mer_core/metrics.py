@@ -64,7 +64,7 @@ def _frame(value: Any) -> int:
 
 def to_interval(item: Any, *, video: Hashable = "") -> Interval:
     """An :class:`Interval` from ``(onset, offset)``, ``(onset, offset, kind)``, an Interval, or any object with
-    ``onset``/``offset`` (frame numbers or :class:`core.events.TimePoint`) and optionally ``kind``/``video``.
+    ``onset``/``offset`` (frame numbers or :class:`mer_core.events.TimePoint`) and optionally ``kind``/``video``.
     """
     if isinstance(item, Interval):
         return item

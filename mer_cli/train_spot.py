@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.help import DefaultsHelpFormatter
-from cli.options import non_negative_integer, positive_integer
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
+from mer_cli.help import DefaultsHelpFormatter
+from mer_cli.options import non_negative_integer, positive_integer
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError
@@ -114,7 +114,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    from core.paths import user_cache_dir
+    from mer_core.paths import user_cache_dir
     from training.realbench import BenchOptions, person_folds
     from training.replay import live_tracker_options
     from training.spotter_folds import fit_spotter

@@ -27,17 +27,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cli.options import (
+from engines.backends import EngineError, load_engine
+from engines.card import CardError
+from mer_cli.options import (
     check_face_workers,
     landmark_every_arg,
     non_negative_number,
     positive_integer,
     positive_number,
 )
-from cli.progress import Steps
-from cli.realbench import main as real_main
-from engines.backends import EngineError, load_engine
-from engines.card import CardError
+from mer_cli.progress import Steps
+from mer_cli.realbench import main as real_main
 from realtime.bench import (
     STAGES,
     RunFigures,
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def measure_startup(video: Path, face_model: str | None, engine: str, model: str | None) -> float | None:
     """Seconds from spawning ``mer-live`` to its first analysed frame (CLOCK_MONOTONIC is system-wide)."""
-    cmd = [sys.executable, "-m", "cli.live", "--video", str(video), "--fast", "--no-dashboard",
+    cmd = [sys.executable, "-m", "mer_cli.live", "--video", str(video), "--fast", "--no-dashboard",
            "--zmq", "none", "--duration", "0.5", "--log-level", "info", "--engine", engine]
     if face_model:
         cmd += ["--face-model", face_model]

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from cli.app import run_live
-from cli.options import add_model_arguments, add_spotting_arguments, check_face_workers, positive_number
+from mer_cli.app import run_live
+from mer_cli.options import add_model_arguments, add_spotting_arguments, check_face_workers, positive_number
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.native_stderr import StderrHandler, native_logs_hidden

@@ -25,7 +25,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.options import positive_integer
 from engines.backends.artefacts import ONNX, PLAN, SUFFIXES, card_beside, load_card, load_checkpoint_checked
 from engines.backends.base import EngineError, require_torch
 from engines.backends.onnx_backend import OnnxRuntimeEngine
@@ -38,6 +37,7 @@ from engines.card import CardError
 from engines.onnx_io import DEFAULT_OPSET, ExportError, export_onnx
 from engines.triton import TritonError, TritonOptions, write_triton_repository
 from engines.verify import FP16_TOLERANCE, FP32_TOLERANCE, compare, random_inputs, real_inputs
+from mer_cli.options import positive_integer
 
 log = logging.getLogger(__name__)
 

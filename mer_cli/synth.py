@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cli.help import DefaultsHelpFormatter
-from cli.options import non_negative_integer, positive_integer
+from mer_cli.help import DefaultsHelpFormatter
+from mer_cli.options import non_negative_integer, positive_integer
 from realtime.face import FaceTrackerOptions
 from realtime.face_model import face_model_from_env
 from realtime.native_stderr import native_stderr_silenced

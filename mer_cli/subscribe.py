@@ -9,8 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from cli.options import positive_integer, positive_number
-from core.events import Record
+from mer_cli.options import positive_integer, positive_number
+from mer_core.events import Record
 from realtime.recordtext import format_record
 from realtime.subscriber import DEFAULT_ENDPOINT, TOPICS, RunFollower, Subscriber, SubscriberError
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cli.options import non_negative_integer, positive_integer, positive_number
-from core.paths import user_cache_dir
 from engines.backends.base import TorchMissingError, require_torch
+from mer_cli.options import non_negative_integer, positive_integer, positive_number
+from mer_core.paths import user_cache_dir
 from realtime.analysis import AnalyzerOptions
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced

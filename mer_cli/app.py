@@ -15,14 +15,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli.options import SPOTTING_OPTIONS
-from cli.progress import FramesProgress
-from core.events import SCHEMA, Record, SummaryRecord
-from core.options import OptionsError, replace_options
 from engines.backends import load_engine
 from engines.backends.base import EngineError, ModelFileError
 from engines.card import CardError
 from engines.spotting_model import SpottingModel, default_spotting_model, load_spotting_model
+from mer_cli.options import SPOTTING_OPTIONS
+from mer_cli.progress import FramesProgress
+from mer_core.events import SCHEMA, Record, SummaryRecord
+from mer_core.options import OptionsError, replace_options
 from realtime.analysis import AnalyzerOptions
 from realtime.dashboard import PlainLog, make_display
 from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError

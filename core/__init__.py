@@ -1,7 +1,0 @@
-"""mer-live's lowest layer: what every other package shares and nothing of ours is imported by.
-
-The user cache (:mod:`core.paths`), face alignment (:mod:`core.alignment`), dynamic images
-(:mod:`core.dynamic_image`), the ``mer/1`` records (:mod:`core.events`) and the evaluation metrics
-(:mod:`core.metrics`). The layers, bottom up: ``core`` → ``engines`` → ``realtime`` → ``training`` → ``cli``;
-a package imports only from those below it (``lint-imports`` checks it, see ``pyproject.toml``).
-"""
