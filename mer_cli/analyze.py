@@ -10,7 +10,6 @@ This module is the edge where user mistakes become one line and an exit code; th
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
 from mer_cli.app import spotter_options, spotting_choice
-from mer_cli.options import add_model_arguments, add_spotting_arguments
+from mer_cli.options import add_log_arguments, add_model_arguments, add_spotting_arguments, configure_logging
 from mer_core.events import KINDS
 from realtime.analyze import AnalyzeOptions
 from realtime.batch import (
@@ -42,7 +41,7 @@ from realtime.batch import (
 )
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.face_model import FaceModelError, resolve_face_model
-from realtime.native_stderr import StderrHandler, native_stderr_silenced
+from realtime.native_stderr import native_stderr_silenced
 
 if TYPE_CHECKING:
     from realtime.analyze import AnalyzeOptions, VideoJob, VideoResult
@@ -121,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     spot = p.add_argument_group("spotting (as for mer-live)")
     add_spotting_arguments(spot)
 
-    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="log verbosity on stderr (default: %(default)s)")
+    add_log_arguments(p)
     return p
 
 
@@ -212,14 +210,6 @@ def _describe(result: VideoResult) -> str:
 
 
 # --- commands ------------------------------------------------------------------------------------------
-
-
-def _configure_logging(level: str) -> None:
-    handler = StderrHandler()  # follows sys.stderr, which native_stderr_silenced(keep_python=True) keeps
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -351,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs must be >= 1")
     if args.landmark_every < 1:
         parser.error("--landmark-every must be >= 1")
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     if args.log_level != "debug":
         # FFmpeg's per-frame complaints about a damaged file would bury the one-line messages (see mer-live).
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")

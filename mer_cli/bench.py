@@ -30,7 +30,9 @@ from typing import Any
 from engines.backends import EngineError, load_engine
 from engines.card import CardError
 from mer_cli.options import (
+    add_log_arguments,
     check_face_workers,
+    configure_logging,
     landmark_every_arg,
     non_negative_number,
     positive_integer,
@@ -49,7 +51,7 @@ from realtime.bench import (
 from realtime.errors import EXIT_OK, EXIT_USAGE, UserError
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
-from realtime.native_stderr import StderrHandler, native_logs_hidden
+from realtime.native_stderr import native_logs_hidden
 from training.demo import synthetic_video
 from training.synth_options import SynthError
 
@@ -132,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of those generated videos (default %(default)s)")
     p.add_argument("--skip-startup", action="store_true", help="do not measure process start-up")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
-    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="log verbosity on stderr; debug also shows MediaPipe's and OpenCV's own lines "
-                   "(default: %(default)s)")
+    add_log_arguments(p)
     return p
 
 
@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     check_face_workers(parser, args.face_workers)
     # StderrHandler follows sys.stderr, which native_logs_hidden() keeps while it hides fd 2 (native lines)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
-                        handlers=[StderrHandler()])
+    configure_logging(args.log_level)
     try:
         with native_logs_hidden(args.log_level != "debug"):
             return _run(args)

@@ -37,7 +37,7 @@ from engines.card import CardError
 from engines.onnx_io import DEFAULT_OPSET, ExportError, export_onnx
 from engines.triton import TritonError, TritonOptions, write_triton_repository
 from engines.verify import FP16_TOLERANCE, FP32_TOLERANCE, compare, random_inputs, real_inputs
-from mer_cli.options import positive_integer
+from mer_cli.options import add_log_arguments, configure_logging, positive_integer
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +74,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="instance kind (default: gpu for a plan, cpu for ONNX)")
     p.add_argument("--verify", action="store_true", help="check every artefact against the torch model")
     p.add_argument("--samples", type=int, default=8, help="samples per verification input set (default 8)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    add_log_arguments(p, verbose_alias=True)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     console = Console(width=None if sys.stdout.isatty() else 120)
     errors = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -17,10 +16,17 @@ from pathlib import Path
 from types import FrameType
 
 from mer_cli.app import run_live
-from mer_cli.options import add_model_arguments, add_spotting_arguments, check_face_workers, positive_number
+from mer_cli.options import (
+    add_log_arguments,
+    add_model_arguments,
+    add_spotting_arguments,
+    check_face_workers,
+    configure_logging,
+    positive_number,
+)
 from realtime.curve import CurveError, create_keys
 from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
-from realtime.native_stderr import StderrHandler, native_logs_hidden
+from realtime.native_stderr import native_logs_hidden
 from realtime.pipeline import Pipeline
 from realtime.publisher import PublisherError, check_exposure
 
@@ -84,8 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "any other existing file is refused)")
     out.add_argument("--no-dashboard", action="store_true",
                      help="no live terminal dashboard; print one plain line per event instead")
-    out.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                     help="log verbosity on stderr (default: %(default)s)")
+    add_log_arguments(out)
 
     spot = p.add_argument_group("spotting (all in seconds, so any frame rate behaves the same)")
     add_spotting_arguments(spot)
@@ -144,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # StderrHandler follows sys.stderr, which native_logs_hidden() keeps while it hides fd 2 (native lines)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s",
-                        handlers=[StderrHandler()])
+    configure_logging(args.log_level)
     if args.log_level != "debug":
         # FFmpeg's per-frame decoder complaints on a damaged file ("ac-tex damaged at 15 13", dozens of lines)
         # would bury our one-line messages; OpenCV reads this when it first opens a video. AV_LOG_FATAL = 8.

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Literal
+import logging
+from typing import Any, Literal
+
+from realtime.native_stderr import StderrHandler
 
 __all__ = [
     "SPOTTING_OPTIONS",
@@ -142,3 +145,35 @@ def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
                        "face that talks or moves, with many more false ones: on real footage 1.0 found 0.69 of "
                        "the expressions instead of 0.48, with 3.4 false events a minute on a webcam and 6.6 on a "
                        "talking face instead of 0 and 0.6 (docs/spotting.md)")
+
+
+# --- logging: one set-up for every command -----------------------------------------------------------------
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def add_log_arguments(group: Any, *, default: str = "warning", verbose_alias: bool = False) -> None:
+    """``--log-level`` (and, where a command always had it, ``-v/--verbose`` for ``--log-level info``)."""
+    group.add_argument("--log-level", default=default, choices=LOG_LEVELS,
+                       help="log verbosity on stderr; debug (and info, for the commands that make data) also show "
+                       "MediaPipe's and OpenCV's own lines (default: %(default)s)")
+    if verbose_alias:
+        group.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="info",
+                           help="the same as --log-level info")
+
+
+def configure_logging(level: str, *, handler: logging.Handler | None = None,
+                      fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """Every command's logging: one handler on the root logger at ``level``. The default handler follows
+    sys.stderr, which :func:`realtime.native_stderr.native_stderr_silenced` keeps while it hides fd 2."""
+    if handler is None:
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def shows_native_logs(level: str) -> bool:
+    """Whether MediaPipe's and OpenCV's own log lines are shown for a command that makes data at ``level``."""
+    return level in ("debug", "info")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -12,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from engines.backends.base import TorchMissingError, require_torch
-from mer_cli.options import non_negative_integer, positive_integer, positive_number
+from mer_cli.options import (
+    add_log_arguments,
+    configure_logging,
+    non_negative_integer,
+    positive_integer,
+    positive_number,
+)
 from mer_core.paths import user_cache_dir
 from realtime.analysis import AnalyzerOptions
 from realtime.face_model import FaceModelError, resolve_face_model
@@ -100,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, metavar="FILE.json", default=None, help="also write the figures to this file")
     p.add_argument("--markdown", type=Path, metavar="FILE.md", default=None,
                    help="also write the tables (per cell and per person) as Markdown, for the docs")
+    add_log_arguments(p)
     return p
 
 
@@ -110,7 +116,7 @@ def _fail(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
 
     videos = list(args.videos) or default_videos(_REPO)
     if not videos:

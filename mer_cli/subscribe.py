@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mer_cli.options import positive_integer, positive_number
+from mer_cli.options import add_log_arguments, configure_logging, positive_integer, positive_number
 from mer_core.events import Record
 from realtime.recordtext import format_record
 from realtime.subscriber import DEFAULT_ENDPOINT, TOPICS, RunFollower, Subscriber, SubscriberError
@@ -57,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="publisher's CURVE public key, key file or KEYDIR",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log skipped messages")
+    add_log_arguments(p, default="error", verbose_alias=True)  # info: the messages skipped, and why
     return p
 
 
@@ -71,9 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``mer-subscribe [ENDPOINT] [--topic T]... [--json] [--count N] [--timeout S] [--keep-going]``: until the
     joined run's summary (see :class:`realtime.subscriber.RunFollower`); Ctrl-C exits 0."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR, format="mer-subscribe: %(message)s"
-    )
+    configure_logging(args.log_level, fmt="mer-subscribe: %(message)s")
     from rich.console import Console
     from rich.text import Text
 

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from mer_cli.help import DefaultsHelpFormatter
-from mer_cli.options import non_negative_integer, positive_integer
+from mer_cli.options import (
+    add_log_arguments,
+    configure_logging,
+    non_negative_integer,
+    positive_integer,
+    shows_native_logs,
+)
 from realtime.face import FaceTrackerOptions
 from realtime.face_model import face_model_from_env
 from realtime.native_stderr import native_stderr_silenced
@@ -120,8 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="least gap between annotated intervals in a video")
     spot.add_argument("--blinks-per-minute", type=float, default=15.0, metavar="R", help="mean blink rate")
 
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="log progress details, and show MediaPipe's own log lines")
+    add_log_arguments(p, verbose_alias=True)
     return p
 
 
@@ -211,8 +216,7 @@ def build_onto_parser() -> argparse.ArgumentParser:
                    help="with --clips: also this many clips per minute labelled 'none', windows a permissive "
                         "spotter finds in the un-injected source video (talking, blinks, head turns), for a "
                         "model that can veto false windows (mer-train --scheme megc3n)")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="log progress details, and show MediaPipe's own log lines")
+    add_log_arguments(p, verbose_alias=True)
     return p
 
 
@@ -232,8 +236,7 @@ def _onto(argv: Sequence[str]) -> int:
     from rich.table import Table
 
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    configure_logging(args.log_level, handler=RichHandler(console=console, show_path=False))
     progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("frames"), TimeElapsedColumn(), console=console)
     tasks: dict[str, TaskID] = {}
@@ -253,7 +256,7 @@ def _onto(argv: Sequence[str]) -> int:
             quality=args.quality, family=args.family,
         )
         start = time.monotonic()
-        with native_stderr_silenced(not args.verbose, keep_python=True), progress:
+        with native_stderr_silenced(not shows_native_logs(args.log_level), keep_python=True), progress:
             summary = write_onto(args.videos, args.out, settings, variants=args.variants,
                                  tracker=FaceTrackerOptions(model_path=_face_model(args.face_model)),
                                  force=True, clips=args.clips, none_per_minute=args.none_per_minute,
@@ -289,8 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.logging import RichHandler
 
     console = Console(stderr=True)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    configure_logging(args.log_level, handler=RichHandler(console=console, show_path=False))
     try:
         return _run(args, console)
     except KeyboardInterrupt:
@@ -324,8 +326,8 @@ def _run(args: argparse.Namespace, console: Any) -> int:
     )
     sets = _sets(args.which)
     start = time.monotonic()
-    # MediaPipe's native log lines would land in the progress output: hidden unless --verbose.
-    with native_stderr_silenced(not args.verbose, keep_python=True), console.status("finding faces ..."):
+    # MediaPipe's native log lines would land in the progress output: hidden unless --log-level info or debug.
+    with native_stderr_silenced(not shows_native_logs(args.log_level), keep_python=True), console.status("finding faces ..."):
         identities = load_identities(
             shared_faces=args.shared_faces, user_faces=args.faces, builtin=not args.no_builtin_faces,
             model_path=_face_model(args.face_model), limit=args.subjects,

@@ -20,10 +20,16 @@ from typing import Any
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
 from mer_cli.help import DefaultsHelpFormatter
-from mer_cli.options import positive_integer, positive_number
+from mer_cli.options import (
+    add_log_arguments,
+    configure_logging,
+    positive_integer,
+    positive_number,
+    shows_native_logs,
+)
 from mer_core.dynamic_image import VECTOR_STREAMS
 from realtime.face_model import face_model_from_env
-from realtime.native_stderr import StderrHandler, native_stderr_silenced
+from realtime.native_stderr import native_stderr_silenced
 from training.cache import DICache, default_cache_dir
 from training.datasets import load_dataset
 from training.datasets.base import DatasetError, merge_indices
@@ -142,7 +148,7 @@ def _train_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, type=Path, metavar="RUN_DIR",
                      help="run folder: report.md / report.json, folds/, fold_models/, final/ with --final")
     run.add_argument("--resume", action="store_true", help="continue a run: done folds are skipped, a torn fold resumes")
-    run.add_argument("-v", "--verbose", action="store_true", help="log more, and show MediaPipe's own log lines")
+    add_log_arguments(run, verbose_alias=True)
     return p
 
 
@@ -151,7 +157,7 @@ def _merge_parser() -> argparse.ArgumentParser:
                                 formatter_class=DefaultsHelpFormatter)
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders made with --folds")
     p.add_argument("--out", type=Path, default=None, help="where report.json/.md go (default: the first run folder)")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    add_log_arguments(p, verbose_alias=True)
     return p
 
 
@@ -159,19 +165,14 @@ def _interactive() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def _configure_logging(verbose: bool, console: Any = None) -> None:
-    level = logging.INFO if verbose else logging.WARNING
+def _configure_logging(level: str, console: Any = None) -> None:
+    handler = None
     if console is not None:
         from rich.logging import RichHandler
 
-        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler = RichHandler(console=console, show_path=False, show_time=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
-    else:
-        handler = StderrHandler()  # follows sys.stderr, which native_stderr_silenced(keep_python=True) keeps
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+    configure_logging(level, handler=handler)
 
 
 def _progress_classes() -> tuple[type, type]:
@@ -333,7 +334,7 @@ def _run_train(args: argparse.Namespace) -> int:
     console = None
     if interactive:
         console = _console()
-    _configure_logging(args.verbose, console)
+    _configure_logging(args.log_level, console)
     calibration_dirs: list[Path] = [] if args.no_calibration else list(args.calibration_data)
     settings = TrainOptions(
         model=args.model, backbone=args.backbone, scheme=args.scheme, protocol=args.protocol, k=args.k,
@@ -359,8 +360,8 @@ def _run_train(args: argparse.Namespace) -> int:
                                     final=args.final, calibration=calibration)
     plain_cls, rich_cls = _progress_classes()
     # MediaPipe (face alignment of real datasets) prints its native log lines into the progress output:
-    # hidden unless --verbose; our own messages still reach stderr.
-    quiet = native_stderr_silenced(not args.verbose, keep_python=True)
+    # hidden unless --log-level info or debug; our own messages still reach stderr.
+    quiet = native_stderr_silenced(not shows_native_logs(args.log_level), keep_python=True)
     if interactive:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -393,7 +394,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    _configure_logging(args.verbose)
+    _configure_logging(args.log_level)
     report, paths = merge_runs(args.run_dirs, args.out)
     pooled = report["pooled"]
     print(f"mer-train merge: {report['folds_done']}/{report['folds_total']} folds; pooled n={pooled['n']} "

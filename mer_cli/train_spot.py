@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import Any
 from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
 from mer_cli.help import DefaultsHelpFormatter
-from mer_cli.options import non_negative_integer, positive_integer
+from mer_cli.options import add_log_arguments, configure_logging, non_negative_integer, positive_integer
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError
@@ -66,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--face-model", type=Path, default=None, metavar="FILE",
                    help="face_landmarker.task (default: $MER_FACE_MODEL, then the user cache)")
     p.add_argument("--name", default="mer-spot-custom", help="the model's name in its card and in events")
+    add_log_arguments(p)
     return p
 
 
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TorchMissingError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         return _run(args)
     except (DatasetError, SourceError, SynthError, FaceModelError, CardError, ValueError) as exc:
