@@ -1,4 +1,4 @@
-"""Timing of ``engine.predict``: one implementation for ``mer-bench`` and ``scripts/bench_engines.py``."""
+"""Timing of ``engine.predict``: one implementation for ``mer-bench`` and ``mer-bench engines``."""
 
 from __future__ import annotations
 

@@ -11,11 +11,19 @@ Runs, on a generated synthetic video (default, so it works anywhere) or ``--vide
    ``--landmark-every`` N in use (the one ``auto`` chose);
 5. classification latency per available engine at batch 1 and 8;
 and peak RSS. A Rich table, or ``--json`` for machines. Nothing here is asserted in tests.
+
+Other measurements, each with its own --help:
+  mer-bench real          spotting on real footage of many people (renders, person folds, both spotters)
+  mer-bench engines       inference latency per backend and model
+  mer-bench spotting      spotting F1 of the live pipeline on mer-synth spotting videos
+  mer-bench recognition   a model on recognition clips cut from real footage (mer-synth onto --clips)
+  mer-bench soak          a long paced run: memory, drops and latency over time
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -138,11 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# mer-bench NAME ...: measurements apart from the pipeline's, each a module with main(argv)
+SUBCOMMANDS = {
+    "engines": "mer_cli.bench_engines",  # inference latency per backend and model
+    "spotting": "mer_cli.bench_spotting",  # spotting F1 of the live pipeline on mer-synth spotting videos
+    "recognition": "mer_cli.bench_recognition",  # a model on recognition clips of real footage (mer-synth onto --clips)
+    "soak": "mer_cli.bench_soak",  # a long paced run: memory, drops and latency over time
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["real"]:  # the real-footage spotting benchmark renders with the generator (training)
-
         return real_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:  # the other measurements, each with its own options (--help)
+        return int(importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     check_face_workers(parser, args.face_workers)

@@ -84,12 +84,11 @@ def _from_set(folder: Path, per_class: int) -> list[tuple[str, np.ndarray, int, 
 
 def _generated(per_class: int, seed: int, face_model: Path | None, shared_faces: Path | None
                ) -> list[tuple[str, np.ndarray, int, int, int]]:
-    from mer_cli.synth import _face_model
     from training.synth import SynthGenerator
     from training.synth_faces import load_identities
     from training.synth_options import SynthOptions
 
-    identities = load_identities(shared_faces=shared_faces, model_path=_face_model(face_model))
+    identities = load_identities(shared_faces=shared_faces, model_path=face_model)  # None: $MER_FACE_MODEL, else the user cache
     settings = SynthOptions(seed=seed, clips_per_class=per_class)
     rows = []
     with SynthGenerator(settings, identities) as gen:

@@ -2,7 +2,7 @@
 """Make a trained model the bundled default: checkpoint, card and a verified ONNX copy in engines/default/.
 
     python scripts/ship_default.py runs/ablation2/seed0/dual-phase/final/model.pt --trained-on "..." \
-        [--real-evaluation real.json]   # scripts/real_recognition.py --json output: held-out real footage
+        [--real-evaluation real.json]   # mer-bench recognition --json output: held-out real footage
 
 The card is renamed (``--name``) and its ``trained_on`` says, in words, what the model has and has not seen;
 the evaluation the training run recorded is kept. The ONNX file is exported and checked against torch with
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trained-on", required=True, help="what the model was trained on, for the card")
     p.add_argument("--name", default="mer-default-apex-flow-megc3")
     p.add_argument("--real-evaluation", type=Path, metavar="JSON",
-                   help="scripts/real_recognition.py --json output for this recipe (leave-one-video-out on held-out "
+                   help="mer-bench recognition --json output for this recipe (leave-one-video-out on held-out "
                    "real footage), kept in the card's evaluation under 'real_footage'")
     p.add_argument("--out", type=Path, default=ROOT / "engines" / "default")
     args = p.parse_args(argv)

@@ -1,11 +1,10 @@
-"""Reliability: the bad-input corpus (``scripts/make_bad_inputs.py``), sources that fail or vanish mid-run,
+"""Reliability: the bad-input corpus (``tests/bad_inputs.py``), sources that fail or vanish mid-run,
 a subscriber that never reads, and the security defaults. Every case ends with one clear line, never a
 traceback, and — once anything was published — a JSONL record whose every line parses and whose last line
 is the summary. ``mer-live`` runs as a subprocess where its command-line behaviour is the point."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
@@ -15,12 +14,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+from bad_inputs import make_bad_inputs
 from fakes import tracked_face
 from ports import free_port
 
@@ -34,14 +33,6 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 FFMPEG_LINE = re.compile(r"^\[[\w,]+ @ 0x[0-9a-f]+\]", re.MULTILINE)  # e.g. "[mpeg4 @ 0x55...] ac-tex damaged"
-
-
-def _load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 
@@ -69,7 +60,7 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def corpus(video: tuple[Path, Path], model_dir: Path, face_model_path: Path,
            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    made: dict[str, Path] = _load_script("make_bad_inputs").make_bad_inputs(
+    made: dict[str, Path] = make_bad_inputs(
         tmp_path_factory.mktemp("corpus"), good_video=video[0], annotations=video[1], face_model=face_model_path,
         model=model_dir)
     return made

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Recognition on held-out real footage: micro-expressions rendered onto real video, true windows.
 
-    python scripts/real_recognition.py TEST_DIR... [--model PATH | --run RUN_DIR [--run RUN_DIR ...]] [--json]
+    mer-bench recognition TEST_DIR... [--model PATH | --run RUN_DIR [--run RUN_DIR ...]] [--json]
 
 TEST_DIR is ``mer-synth onto VIDEO... --clips --amplitude 0.04 --out TEST_DIR`` output (its ``recognition/`` set:
 aligned crops as the live tracker gives them, one subject per source video). With ``--model`` (default: the
@@ -25,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engines.backends import load_engine  # noqa: E402
-from mer_core.metrics import expected_calibration_error, recognition_scores  # noqa: E402
-from training.cache import DICache, DIOptions  # noqa: E402
-from training.datasets import load_dataset  # noqa: E402
-from training.datasets.base import Sample, merge_indices  # noqa: E402
-from training.datasets.frames import FrameOptions  # noqa: E402
+from engines.backends import load_engine
+from mer_core.metrics import expected_calibration_error, recognition_scores
+from training.cache import DICache, DIOptions
+from training.datasets import load_dataset
+from training.datasets.base import Sample, merge_indices
+from training.datasets.frames import FrameOptions
 
 
 def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str, ...]) -> list[tuple[Sample, str, np.ndarray]]:
@@ -52,15 +50,15 @@ def classify(model: str | None, samples: list[Sample], scheme_labels: tuple[str,
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mer-bench recognition", description=__doc__.split("\n")[0])
     p.add_argument("test_dirs", nargs="+", type=Path, metavar="TEST_DIR")
     p.add_argument("--model", default=None, help="model to use (default: the bundled one)")
     p.add_argument("--run", type=Path, action="append", default=[],
                    help="a mer-train run: each video by the fold that left it out; repeat to average several runs")
     p.add_argument("--scheme", default="megc3")
     p.add_argument("--json", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     index = merge_indices([load_dataset("synth", d, scheme=args.scheme) for d in args.test_dirs])
     samples = list(index.samples)
     results: list[tuple[Sample, str, np.ndarray]] = []

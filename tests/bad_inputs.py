@@ -3,8 +3,8 @@
 ``mer-train`` must survive with one clear line (never a traceback) and, once publishing began, an intact
 JSONL recording ending in a summary.
 
-    python scripts/make_bad_inputs.py OUT_DIR                      # synthetic clip + random model, made here
-    python scripts/make_bad_inputs.py OUT_DIR --video clip.mp4 --model runs/a/final --face-model F.task
+    python tests/bad_inputs.py OUT_DIR                      # synthetic clip + random model, made here
+    python tests/bad_inputs.py OUT_DIR --video clip.mp4 --model runs/a/final --face-model F.task
 
 Importable (the reliability tests run every case): ``make_bad_inputs(out_dir, *, good_video, face_model)``
 returns ``{name: path}``; :data:`CASES` says what each one is and what should happen. Everything is written
@@ -23,8 +23,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 __all__ = ["CASES", "make_bad_inputs"]
 

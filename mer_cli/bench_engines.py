@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Latency of every available inference backend: batch 1 and batch 8, p50 / p95 in milliseconds.
 
-    python scripts/bench_engines.py                  # the bundled default model (or a random dual-phase)
-    python scripts/bench_engines.py runs/afn/model.pt --iters 300 --threads 2
-    python scripts/bench_engines.py --arch afn       # a randomly initialised registered model
+    mer-bench engines                  # the bundled default model (or a random dual-phase)
+    mer-bench engines runs/afn/model.pt --iters 300 --threads 2
+    mer-bench engines --arch afn       # a randomly initialised registered model
 
 Timings include the whole ``engine.predict`` call (input check, copies, backend run, softmax). On a
 shared machine, numbers move with the load: the load average is printed before and after.
@@ -21,13 +21,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engines.backends import BACKEND_NAMES, EngineError, load_engine, probe_environment  # noqa: E402
-from engines.backends.artefacts import DEFAULT_MODEL_DIR  # noqa: E402
-from engines.backends.base import Predictor  # noqa: E402
-from engines.benchmark import time_predict  # noqa: E402
-from engines.card import CardError  # noqa: E402
+from engines.backends import BACKEND_NAMES, EngineError, load_engine, probe_environment
+from engines.backends.artefacts import DEFAULT_MODEL_DIR
+from engines.backends.base import Predictor
+from engines.benchmark import time_predict
+from engines.card import CardError
 
 
 def _random_model(arch: str, root: Path) -> Path:
@@ -47,7 +45,7 @@ def _time(engine: Predictor, batch: np.ndarray, iters: int, warmup: int) -> tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="mer-bench engines", description=__doc__.split("\n")[0])
     p.add_argument("model", nargs="?", help="a .pt / .onnx / .plan / model directory (default: bundled model)")
     p.add_argument("--arch", help="benchmark a randomly initialised registered model instead")
     p.add_argument("--backends", default=",".join(BACKEND_NAMES),

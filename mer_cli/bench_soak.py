@@ -7,9 +7,9 @@ recording). Every ``--interval-s`` seconds of *source* time it samples the proce
 and each stage's p95 over that interval, prints a table, then the RSS growth and first-vs-last p95 per stage.
 Growth that keeps climbing, or p95s that drift up, are what this is for; a 2-minute run checks the script.
 
-    python scripts/soak.py                                   # 30 min at 30 fps = 54,000 frames
-    python scripts/soak.py --minutes 2 --model runs/a/final  # quick check
-    python scripts/soak.py --json > soak.json
+    mer-bench soak                                   # 30 min at 30 fps = 54,000 frames
+    mer-bench soak --minutes 2 --model runs/a/final  # quick check
+    mer-bench soak --json > soak.json
 
 Without ``--model`` it uses the bundled model, or (none bundled) a random dual-phase model made in a
 temporary folder: timings and memory are what count here, not labels.
@@ -31,9 +31,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from realtime.sources import FrameSource  # noqa: E402
+from realtime.sources import FrameSource
 
 STAGES = ("decode", "face", "motion", "spotting", "di", "classify", "publish")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -270,7 +268,7 @@ def _print_report(r: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="mer-bench soak", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=30.0, help="minutes of source time (default 30)")
     p.add_argument("--interval-s", type=float, default=30.0, help="sample every S seconds of source time (default 30)")
     p.add_argument("--video", help="clip to loop (default: the synthetic demo clip, made once in the user cache)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Spotting F1 of the live pipeline over a mer-synth spotting set (MEGC protocol, micro and macro apart).
 
-    MER_FACE_MODEL=... python scripts/spotting_eval.py data/synth/spotting [--landmark-every 3] [--model PATH]
+    MER_FACE_MODEL=... mer-bench spotting data/synth/spotting [--landmark-every 3] [--model PATH]
 
 Every video goes through the real pipeline (``--fast``: every frame analysed); predicted windows are matched
 to the annotations with IoU >= 0.5 by ``mer_core.metrics``, pooled over all videos.
@@ -14,21 +14,19 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engines.backends import load_engine  # noqa: E402
-from mer_core.events import EventRecord  # noqa: E402
-from mer_core.metrics import Interval, spotting_scores  # noqa: E402
-from realtime.bench import run_pipeline  # noqa: E402
-from realtime.face import FaceTracker, FaceTrackerOptions  # noqa: E402
+from engines.backends import load_engine
+from mer_core.events import EventRecord
+from mer_core.metrics import Interval, spotting_scores
+from realtime.bench import run_pipeline
+from realtime.face import FaceTracker, FaceTrackerOptions
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mer-bench spotting", description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path, help="a mer-synth spotting folder (videos + annotations.csv)")
     p.add_argument("--landmark-every", type=int, default=1)
     p.add_argument("--model")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     with (args.folder / "annotations.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     engine = load_engine(args.model)
