@@ -15,10 +15,12 @@ import sys
 from pathlib import Path
 
 from engines.backends import load_engine
+from mer_cli.options import add_log_arguments, configure_logging
 from mer_core.events import EventRecord
 from mer_core.metrics import Interval, spotting_scores
 from realtime.bench import run_pipeline
 from realtime.face import FaceTracker, FaceTrackerOptions
+from realtime.native_stderr import native_stderr_silenced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", type=Path, help="a mer-synth spotting folder (videos + annotations.csv)")
     p.add_argument("--landmark-every", type=int, default=1)
     p.add_argument("--model")
+    add_log_arguments(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level)
     with (args.folder / "annotations.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     engine = load_engine(args.model)
@@ -35,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     frames = wall = 0.0
     for video in sorted(args.folder.glob("*.mp4")):
         events: list[EventRecord] = []
-        figures = run_pipeline(
-            video, fast=True, engine=engine, card=engine.card, annotations=None, sink=events.append,
-            tracker_factory=lambda: FaceTracker(FaceTrackerOptions(landmark_every=args.landmark_every)),
-        )
+        with native_stderr_silenced(args.log_level != "debug", keep_python=True):  # MediaPipe's own lines
+            figures = run_pipeline(
+                video, fast=True, engine=engine, card=engine.card, annotations=None, sink=events.append,
+                tracker_factory=lambda: FaceTracker(FaceTrackerOptions(landmark_every=args.landmark_every)),
+            )
         frames += figures.frames
         wall += figures.wall_s
         for e in events:
