@@ -169,8 +169,11 @@ def configure_logging(level: str, *, handler: logging.Handler | None = None,
     if handler is None:
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter(fmt))
+    handler._mer_live = True  # type: ignore[attr-defined]
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # replaces the handler an earlier call installed (a command run twice in one process), keeps others' (a
+    # test's log capture, an application that embeds the command)
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_mer_live", False)] + [handler]
     root.setLevel(level.upper())
 
 
