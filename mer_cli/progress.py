@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["FramesProgress", "Steps"]
+__all__ = ["FramesProgress", "StageBars", "Steps"]
 
 PLAIN_EVERY_S = 3.0  # a plain line at most this often while frames are made
 
@@ -119,3 +119,31 @@ class Steps:
                 print(f"{label}: {detail}", file=sys.stderr, flush=True)
 
         yield note
+
+
+class StageBars:
+    """A ``report(stage, advance, total)`` callback with one transient Rich bar per stage, for the commands
+    whose training and benchmark stages report that way (``advance`` 0 with a total starts the stage anew).
+    A context manager: the bars show while it is entered."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description:<46}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=_console(), transient=True)
+        self._tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, advance: int, total: int) -> None:
+        task = self._tasks.get(stage)
+        if task is None:
+            task = self._tasks[stage] = self.progress.add_task(stage, total=total or None)
+        elif advance == 0 and total:
+            self.progress.reset(task, total=total)
+        self.progress.update(task, advance=advance)
+
+    def __enter__(self) -> StageBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)

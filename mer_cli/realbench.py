@@ -18,6 +18,7 @@ from mer_cli.options import (
     positive_integer,
     positive_number,
 )
+from mer_cli.progress import StageBars
 from mer_core.paths import user_cache_dir
 from realtime.analysis import AnalyzerOptions
 from realtime.face_model import FaceModelError, resolve_face_model
@@ -140,27 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     placements = ("calm", "anywhere") if args.placement == "both" else (args.placement,)
     settings = BenchOptions(amplitudes=args.amplitudes, placements=placements, families=args.families,
                             micro_per_minute=args.per_minute, seed=args.seed)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description:<46}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True)
-    tasks: dict[str, TaskID] = {}
-
-    def report(stage: str, advance: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total or None)
-        progress.update(tasks[stage], advance=advance)
-        if advance == 0 and total:
-            progress.reset(tasks[stage], total=total)
+    report = StageBars()
 
     start = time.monotonic()
     result: dict[str, Any] = {}
     learned = args.spotter != "rules"
     specs = settings.bench_specs() + (settings.train_specs() if learned else [])
     try:
-        with native_stderr_silenced(True, keep_python=True), progress:
+        with native_stderr_silenced(True, keep_python=True), report:
             data = prepare(videos, specs, work, tracker=live_tracker_options(face_model), progress=report)
             bench = bench_only(data, settings.bench_specs())
             tags = [s.tag for s in settings.bench_specs()]

@@ -21,6 +21,7 @@ from engines.backends.base import TorchMissingError, require_torch
 from engines.card import CardError
 from mer_cli.help import DefaultsHelpFormatter
 from mer_cli.options import add_log_arguments, configure_logging, non_negative_integer, positive_integer
+from mer_cli.progress import StageBars
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotated", type=Path, nargs="+", default=[], metavar="ROOT",
                    help="datasets annotated for spotting: a CAS(ME)^2 or SAMM long-video root, a folder with "
                         "annotations.csv (video, subject, onset, apex, offset, kind; e.g. mer-synth onto output)")
-    p.add_argument("--kind", choices=("auto", *SPOT_KINDS), default="auto", help="reader for --annotated")
+    p.add_argument("--kind", choices=SPOT_KINDS, default="auto", help="reader for --annotated (auto: by the annotation file found)")
     p.add_argument("--render", type=Path, nargs="+", default=[], metavar="VIDEO|DIR",
                    help="real footage with faces (files, or folders of .mp4 with an optional people.csv) to render "
                         "micro-expressions onto, with every render family")
@@ -111,8 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from mer_core.paths import user_cache_dir
     from training.realbench import BenchOptions, person_folds
@@ -125,22 +124,12 @@ def _run(args: argparse.Namespace) -> int:
     tracker = live_tracker_options(face_model)
     work = args.work or user_cache_dir() / "spotting"
     options = replace(SpotTrainOptions(seed=args.seed), **({"steps": args.steps} if args.steps else {}))
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description:<46}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=True)
-    tasks: dict[str, TaskID] = {}
-
-    def report(stage: str, advance: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total or None)
-        elif advance == 0 and total:
-            progress.reset(tasks[stage], total=total)
-        progress.update(tasks[stage], advance=advance)
+    report = StageBars()
 
     started = time.monotonic()
     seqs = []
     notes: list[str] = []
-    with native_stderr_silenced(True, keep_python=True), progress:
+    with native_stderr_silenced(True, keep_python=True), report:
         if args.annotated:
             found, notes = annotated_sequences(args.annotated, tracker=tracker, work=work, kind=args.kind,
                                                progress=report)
@@ -175,22 +164,15 @@ def _run(args: argparse.Namespace) -> int:
 def _cross_validate(seqs: list[Any], options: Any, folds: list[list[str]], report: Any) -> dict[str, Any]:
     """Person-grouped folds: train on the others (thresholds on their validation quarter), score the held-out."""
     from training.spotter_folds import fit_spotter
-    from training.spotter_train import match_counts, predict_logits, windows_of
+    from training.spotter_train import SequenceTally, predict_logits, windows_of
 
-    tp = fp = fn = 0
-    false, minutes = 0, 0.0
+    tally = SequenceTally()
     for k, held in enumerate(folds):
         report(f"cross-validation fold {k + 1}/{len(folds)}", 0, 0)
         train = [s for s in seqs if s.person not in held]
         net, card, _ = fit_spotter(train, options, progress=report)
         for seq in (s for s in seqs if s.person in held):
-            windows = windows_of(seq, predict_logits(net, seq, options.context), card)
-            if seq.rendered:
-                a, b, c = match_counts(windows, seq.truth)
-                tp, fp, fn = tp + a, fp + b, fn + c
-            else:
-                false += sum(w.kind == "micro" for w in windows)
-                minutes += seq.minutes
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-    return {"folds": folds, "f1": round(f1, 3), "tp": tp, "fp": fp, "fn": fn,
-            "false_per_min": round(false / minutes, 2) if minutes else None}
+            tally.add(seq, windows_of(seq, predict_logits(net, seq, options.context), card))
+    rate = tally.false_per_min
+    return {"folds": folds, "f1": round(tally.f1, 3), "tp": tally.tp, "fp": tally.fp, "fn": tally.fn,
+            "false_per_min": round(rate, 2) if rate is not None else None}

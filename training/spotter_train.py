@@ -228,21 +228,41 @@ def match_counts(windows: Sequence[SpottedWindow], truth: Sequence[dict[str, Any
     return tp, len(pred) - tp, len(true) - tp
 
 
-def _objective(seqs: Sequence[SpotSequence], logits: Sequence[np.ndarray], card: SpottingCard,
-               max_false: float) -> tuple[float, float, float]:
-    tp = fp = fn = 0
-    false, minutes = 0, 0.0
-    for seq, lg in zip(seqs, logits, strict=True):
-        windows = windows_of(seq, lg, card)
+@dataclass
+class SequenceTally:
+    """Windows against truth over many sequences: micro TP/FP/FN on the rendered ones, false micro events on the
+    un-injected ones."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    false: int = 0
+    minutes: float = 0.0
+
+    def add(self, seq: SpotSequence, windows: Sequence[SpottedWindow]) -> None:
         if seq.rendered:
             a, b, c = match_counts(windows, seq.truth)
-            tp, fp, fn = tp + a, fp + b, fn + c
+            self.tp, self.fp, self.fn = self.tp + a, self.fp + b, self.fn + c
         else:
-            false += sum(w.kind == "micro" for w in windows)
-            minutes += seq.minutes
-    f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-    rate = false / minutes if minutes else 0.0
-    return f1 - max(0.0, rate - max_false), f1, rate
+            self.false += sum(w.kind == "micro" for w in windows)
+            self.minutes += seq.minutes
+
+    @property
+    def f1(self) -> float:
+        return 2 * self.tp / max(2 * self.tp + self.fp + self.fn, 1)
+
+    @property
+    def false_per_min(self) -> float | None:
+        return self.false / self.minutes if self.minutes else None
+
+
+def _objective(seqs: Sequence[SpotSequence], logits: Sequence[np.ndarray], card: SpottingCard,
+               max_false: float) -> tuple[float, float, float]:
+    tally = SequenceTally()
+    for seq, lg in zip(seqs, logits, strict=True):
+        tally.add(seq, windows_of(seq, lg, card))
+    rate = tally.false_per_min or 0.0
+    return tally.f1 - max(0.0, rate - max_false), tally.f1, rate
 
 
 def choose_decoding(seqs: Sequence[SpotSequence], logits: Sequence[np.ndarray], card: SpottingCard, *,
