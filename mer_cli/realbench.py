@@ -210,6 +210,19 @@ def _learned(data: Any, bench: Any, settings: BenchOptions, args: argparse.Names
     return out
 
 
+CELL_COLUMNS = ("family", "placement", "amplitude", "F1", "precision", "recall", "TP/FP/FN", "onset err",
+                "apex err", "offset err", "IoU")
+
+
+def _cell_row(cell_name: str, row: dict[str, Any]) -> list[str]:
+    """One cell of the figures (``"warp calm@0.04"``) as the table's texts, in :data:`CELL_COLUMNS` order."""
+    family, _, rest = cell_name.partition(" ")
+    placement, _, amplitude = rest.partition("@")
+    return [family, placement, amplitude, f"{row['f1']:.2f}", f"{row['precision']:.2f}", f"{row['recall']:.2f}",
+            f"{row['tp']}/{row['fp']}/{row['fn']}", _num(row["onset_err"]), _num(row["apex_err"]),
+            _num(row["offset_err"]), _num(row["iou"])]
+
+
 def _print(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -219,15 +232,10 @@ def _print(result: dict[str, Any]) -> None:
         if not isinstance(block, dict) or "cells" not in block:
             continue
         t = Table(title=f"real-footage spotting: {name} (micro, IoU >= 0.5; errors in frames, median |error|)")
-        for col in ("family", "placement", "amplitude", "F1", "precision", "recall", "TP/FP/FN", "onset err",
-                    "apex err", "offset err", "IoU"):
+        for col in CELL_COLUMNS:
             t.add_column(col, justify="left" if col in ("family", "placement") else "right")
         for cell_name, row in block["cells"].items():
-            family, _, rest = cell_name.partition(" ")
-            placement, _, amplitude = rest.partition("@")
-            t.add_row(family, placement, amplitude, f"{row['f1']:.2f}", f"{row['precision']:.2f}",
-                      f"{row['recall']:.2f}", f"{row['tp']}/{row['fp']}/{row['fn']}", _num(row["onset_err"]),
-                      _num(row["apex_err"]), _num(row["offset_err"]), _num(row["iou"]))
+            t.add_row(*_cell_row(cell_name, row))
         console.print(t)
         console.print(f"false micro events per minute on the un-injected videos: {block['false_per_min_all']} "
                       f"pooled over {block['minutes']} min, worst video {block['false_per_min_worst']}")
@@ -247,14 +255,9 @@ def markdown(result: dict[str, Any]) -> str:
     for name, block in result.items():
         if not isinstance(block, dict) or "cells" not in block:
             continue
-        lines += [f"### {name}", "", "| family | placement | amplitude | F1 | precision | recall | TP/FP/FN | "
-                  "onset err | apex err | offset err | IoU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {name}", "", "| " + " | ".join(CELL_COLUMNS) + " |", "|---" * len(CELL_COLUMNS) + "|"]
         for cell_name, row in block["cells"].items():
-            family, _, rest = cell_name.partition(" ")
-            placement, _, amplitude = rest.partition("@")
-            lines.append(f"| {family} | {placement} | {amplitude} | {row['f1']:.2f} | {row['precision']:.2f} | "
-                         f"{row['recall']:.2f} | {row['tp']}/{row['fp']}/{row['fn']} | {_num(row['onset_err'])} | "
-                         f"{_num(row['apex_err'])} | {_num(row['offset_err'])} | {_num(row['iou'])} |")
+            lines.append("| " + " | ".join(_cell_row(cell_name, row)) + " |")
         lines += ["", f"False micro events a minute on the un-injected videos: {block['false_per_min_all']} pooled "
                   f"over {block['minutes']} min, worst video {block['false_per_min_worst']}.", ""]
         cells = [c for c in PERSON_CELLS if c in block["cells"]]

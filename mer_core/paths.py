@@ -57,3 +57,13 @@ def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cache_key(path: Path, extra: object, version: int) -> str:
+    """A short key for a cache entry made from ``path``: its :func:`content_key`, what else decides the entry
+    (``extra``, as JSON) and the cache's format ``version``."""
+    import hashlib
+    import json
+
+    key = json.dumps([content_key(path), extra, version], sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -258,7 +258,7 @@ def decode_rows(rows: list[GridRow], logits: np.ndarray, card: SpottingCard, *, 
 
 class FeatureRecorder:
     """The learned spotter's front end alone: keeps every grid row, and every frame's motion sample (what
-    training augments: :mod:`training.spotter_augment`); spots nothing."""
+    training reads); spots nothing."""
 
     def __init__(self, options: SpotFeatureOptions | None = None) -> None:
         self.features = SpotFeatures(options)

@@ -35,7 +35,6 @@ only adds its own noise.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from collections import deque
@@ -506,21 +505,32 @@ class Spotter:
         if f.t + s.peak_half_width_s > newest:
             return False
         c = f.contrast
-        for r in np.nonzero(c >= s.min_score * f.level)[0]:
+        for r in map(int, np.nonzero(c >= s.min_score * f.level)[0]):
             peak = float(c[r])
             if not s.min_peak <= peak <= s.max_peak:
                 continue
             edge = s.edge_fraction * peak
-            fall = None
-            for g in itertools.islice(frames, pos + 1, None):
-                if g.contrast is None:
-                    return False  # not known yet (or a gap): wait as before
-                if g.contrast[r] <= edge or g.t - f.t >= s.max_rise_s:
-                    fall = g
-                    break
-            if fall is None or fall.t + s.context_after_s > newest:
+            fall = frames[self._edge(pos, r, edge, 1)]  # where _window will put the offset
+            if fall.contrast is None:
+                return False  # not known yet (or a gap): wait as before
+            if fall.contrast[r] > edge and fall.t - f.t < s.max_rise_s:
+                return False  # the newest frame, still above the edge: the fall has not been seen
+            if fall.t + s.context_after_s > newest:
                 return False
         return True
+
+    def _edge(self, pos: int, r: int, edge: float, step: int) -> int:
+        """From the apex at ``pos``, the first frame towards ``step`` (-1: the onset, +1: the offset) where region
+        ``r``'s contrast is at or below ``edge``, unknown, max_rise_s away, or the last frame held."""
+        frames = self._frames
+        t0, end = frames[pos].t, (0 if step < 0 else len(frames) - 1)
+        k = pos
+        while k != end and abs(frames[k].t - t0) < self.settings.max_rise_s:
+            c = frames[k].contrast
+            if c is None or c[r] <= edge:
+                break
+            k += step
+        return k
 
     def _judge(self, pos: int, now: TimePoint) -> None:
         s = self.settings
@@ -577,13 +587,9 @@ class Spotter:
         def value(f: _Frame) -> float | None:
             return None if f.contrast is None else float(f.contrast[r])
 
-        lo = pos
-        while lo > 0 and apex.t - frames[lo].t < s.max_rise_s and (v := value(frames[lo])) is not None and v > edge:
-            lo -= 1
-        hi = pos
+        lo = self._edge(pos, r, edge, -1)
+        hi = self._edge(pos, r, edge, 1)
         n = len(frames)
-        while hi < n - 1 and frames[hi].t - apex.t < s.max_rise_s and (v := value(frames[hi])) is not None and v > edge:
-            hi += 1
         onset, offset = frames[lo], frames[hi]
         name = REGION_NAMES[r]
         last = value(offset)

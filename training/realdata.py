@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mer_core.paths import content_key
+from mer_core.paths import cache_key
 from realtime.face import FaceTrackerOptions
 from training.replay import FaceTrack, cached_track
 from training.synth_onto import OntoOptions, SourceTrack, plan_onto, render_onto, track_video, video_suffix
@@ -110,14 +110,9 @@ def people_of(videos: Sequence[Path]) -> dict[Path, str]:
     return out
 
 
-def _digest(path: Path, extra: Any) -> str:
-    key = json.dumps([content_key(path), extra, _CACHE_VERSION], sort_keys=True, default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 def _source_track(path: Path, tracker: FaceTrackerOptions, work: Path, progress: Progress | None) -> SourceTrack:
     """The per-frame landmarks the renderer anchors expressions on (cached)."""
-    file = work / f"source-{_digest(path, {'tracker': 'render'})}.npz"
+    file = work / f"source-{cache_key(path, {'tracker': 'render'}, _CACHE_VERSION)}.npz"
     if file.is_file():
         with np.load(file, allow_pickle=False) as z:
             return SourceTrack(path, float(z["fps"]), (int(z["size"][0]), int(z["size"][1])), z["landmarks"])
@@ -147,7 +142,7 @@ def prepare(videos: Sequence[Path], specs: Sequence[RenderSpec], work: Path, *, 
             if onto.family == "warp":  # the mesh family's settings do not change a warp rendering
                 del settings["family"], settings["mesh"]
             render_id = {"onto": settings, "video": stem}
-            key = _digest(path, render_id)
+            key = cache_key(path, render_id, _CACHE_VERSION)
             rendered = work / f"render-{key}{video_suffix(onto)}"
             truth_file = work / f"render-{key}.json"
             if not (rendered.is_file() and truth_file.is_file()):

@@ -12,8 +12,6 @@ replay's windows equal ``mer-live --video X --fast``'s events.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mer_core.paths import content_key
+from mer_core.paths import cache_key
 from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
 from realtime.face_workers import track_frames
@@ -114,18 +112,13 @@ def track_faces(video: Path, tracker: FaceTrackerOptions, *, name: str | None = 
     return FaceTrack(name or video.stem, fps, np.array(present), np.stack(crops), np.stack(marks))
 
 
-def _digest(path: Path, extra: Any) -> str:
-    key = json.dumps([content_key(path), extra, _CACHE_VERSION], sort_keys=True, default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
 def cached_track(video: Path, tracker: FaceTrackerOptions, work: Path, *, name: str | None = None,
                  fps: float | None = None, progress: Progress | None = None) -> FaceTrack:
     """:func:`track_faces`, cached in ``work`` by the video (its content), the crop size and ``fps``."""
     extra: dict[str, Any] = {"crop": tracker.crop_size}
     if fps is not None:
         extra["fps"] = fps
-    file = work / f"faces-{_digest(video, extra)}.npz"
+    file = work / f"faces-{cache_key(video, extra, _CACHE_VERSION)}.npz"
     if file.is_file():
         try:
             return FaceTrack.load(file)

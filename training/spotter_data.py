@@ -29,8 +29,7 @@ __all__ = ["RawMotion", "SpotSequence", "features_of", "label_steps", "rows_from
 @dataclass
 class RawMotion:
     """Every frame's motion sample as the chain measured it, as arrays (NaN-free; ``present`` False where the
-    frame had no face or no displacement yet): what the grid features are computed from, and what training
-    augments (:mod:`training.spotter_augment`)."""
+    frame had no face or no displacement yet): what the grid features are computed from."""
 
     fps: float
     present: np.ndarray  # (n,) bool

@@ -116,7 +116,7 @@ def _pool_torch(logits: Any, sharpness: float) -> Any:
 
 
 def _loss(logits: Any, y: np.ndarray, w: np.ndarray, yr: np.ndarray, sharpness: float, pos_weight: Any) -> Any:
-    """Per-region BCE where the moved regions are known (renderings, pastes), the pooled BCE on the steps where
+    """Per-region BCE where the moved regions are known (renderings), the pooled BCE on the steps where
     they are not (annotated datasets): (B, R, T) logits against (B, T) labels and weights and (B, R, T)
     region targets (NaN: unknown)."""
     import torch
