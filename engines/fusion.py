@@ -124,7 +124,31 @@ class CrossAttentionFusion(Fusion):
         return torch.cat([a2.mean(dim=1), b2.mean(dim=1)], dim=1)
 
 
-FUSIONS = ("concat", "adaptive", "cross-attention")
+class PhaseFlowFusion(Fusion):
+    """The phase DIs and the apex flow in one model: streams (onset→apex DI, apex→offset DI, flow u, flow v).
+
+    The two phase DIs are joined by :class:`CrossAttentionFusion` (DIANet), the flow's two components by
+    concatenation (together they are one vector field), each projected to C; an input-dependent gate
+    (:class:`AdaptiveFusion`, AFN) then weighs the two: how the face looked against how it moved."""
+
+    def __init__(self, channels: int, n_streams: int, tokens: int, heads: int = 4, hidden: int = 64) -> None:
+        super().__init__()
+        if n_streams != 4:
+            raise ValueError(f"phase-flow fusion joins 4 streams (2 phase DIs, flow u and v), got {n_streams}")
+        self.phases = CrossAttentionFusion(channels, 2, tokens, heads=heads)
+        self.phase_proj = nn.Sequential(nn.Linear(2 * channels, channels), nn.ReLU(inplace=True))
+        self.flow_proj = nn.Sequential(nn.Linear(2 * channels, channels), nn.ReLU(inplace=True))
+        self.gate = AdaptiveFusion(channels, 2, hidden=hidden)
+        self.out_features = channels
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        phase = self.phase_proj(self.phases(features[:2]))
+        flow = self.flow_proj(torch.cat([_pool(f) for f in features[2:]], dim=1))
+        pooled = torch.stack([phase, flow], dim=1)  # (B, 2, C)
+        return (pooled * self.gate.weights(pooled).unsqueeze(-1)).sum(dim=1)
+
+
+FUSIONS = ("concat", "adaptive", "cross-attention", "phase-flow")
 
 
 def build_fusion(
@@ -137,4 +161,6 @@ def build_fusion(
         return AdaptiveFusion(channels, n_streams, hidden=gate_hidden)
     if kind == "cross-attention":
         return CrossAttentionFusion(channels, n_streams, tokens, heads=heads)
+    if kind == "phase-flow":
+        return PhaseFlowFusion(channels, n_streams, tokens, heads=heads, hidden=gate_hidden)
     raise KeyError(f"unknown fusion {kind!r}; known: {list(FUSIONS)}")

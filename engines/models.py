@@ -64,3 +64,12 @@ def apex_flow(*, labels: Sequence[str], **settings: Any) -> MERModel:
     movement that rises and returns (a micro-expression) is in both; one that goes on through the window (a
     lasting brow raise, a talking jaw) points opposite ways and largely cancels."""
     return create_model("apex-flow", labels=labels, streams=APEX_FLOW_STREAMS, fusion="concat", **settings)
+
+
+@register_model
+def phase_flow(*, labels: Sequence[str], **settings: Any) -> MERModel:
+    """The phase DIs and the apex flow fused: ``dual-phase``'s onset→apex and apex→offset DIs joined by
+    cross-attention, ``apex-flow``'s two components concatenated, and an adaptive gate weighing the two per
+    input (:class:`engines.fusion.PhaseFlowFusion`)."""
+    return create_model("phase-flow", labels=labels, streams=PHASE_STREAMS + APEX_FLOW_STREAMS,
+                        fusion="phase-flow", **settings)

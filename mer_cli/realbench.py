@@ -32,6 +32,7 @@ from training.realbench import (
     evaluate,
     person_folds,
     rule_spot,
+    write_clip_sets,
 )
 from training.realdata import default_videos, prepare
 from training.replay import live_tracker_options
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="face_landmarker.task (default: $MER_FACE_MODEL, else ../shared/models, else the cache)")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--out", type=Path, metavar="FILE.json", default=None, help="also write the figures to this file")
+    p.add_argument("--clips", type=Path, metavar="DIR", default=None,
+                   help="instead of spotting, write the true windows of every rendering as recognition sets "
+                        "(DIR/test/<family>_<placement>_<amplitude>: the benchmark's cells; DIR/train/<family>: "
+                        "the training renderings, other seeds; one subject per person) for mer-train and "
+                        "mer-bench recognition")
     p.add_argument("--markdown", type=Path, metavar="FILE.md", default=None,
                    help="also write the tables (per cell and per person) as Markdown, for the docs")
     add_log_arguments(p)
@@ -128,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or user_cache_dir() / "realbench"
     if work.exists() and not work.is_dir():
         return _fail(f"--work {work} is a file; give a folder for the renders and motion cache")
-    if args.spotter != "rules":
+    if args.clips is not None and args.clips.exists() and not args.clips.is_dir():
+        return _fail(f"--clips {args.clips} is a file; give a folder for the recognition sets")
+    if args.spotter != "rules" and args.clips is None:
         try:
             require_torch("mer-bench real --spotter learned")
         except TorchMissingError as exc:
@@ -145,7 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     start = time.monotonic()
     result: dict[str, Any] = {}
-    learned = args.spotter != "rules"
+    learned = args.spotter != "rules" and args.clips is None
+    if args.clips is not None:
+        return _write_clips(videos, settings, work, face_model, args.clips, report)
     specs = settings.bench_specs() + (settings.train_specs() if learned else [])
     try:
         with native_stderr_silenced(True, keep_python=True), report:
@@ -178,6 +188,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         _print(result)
+    return 0
+
+
+def _write_clips(videos: list[Path], settings: BenchOptions, work: Path, face_model: Path, out: Path,
+                 report: StageBars) -> int:
+    """``--clips``: every rendering's true windows as recognition sets."""
+    try:
+        with native_stderr_silenced(True, keep_python=True), report:
+            data = prepare(videos, settings.bench_specs() + settings.train_specs(), work,
+                           tracker=live_tracker_options(face_model), progress=report)
+            counts = write_clip_sets(data, {"test": settings.bench_specs(), "train": settings.train_specs()}, out,
+                                     progress=report)
+    except KeyboardInterrupt:
+        print("mer-bench real: interrupted", file=sys.stderr)
+        return 130
+    except (SourceError, SynthError, FaceModelError, OSError) as exc:
+        return _fail(str(exc))
+    for name, n in counts.items():
+        print(f"{out / name}: {n} clips")
+    people = sorted({v.person for v in data.values()})
+    print(f"{sum(counts.values())} clips of {len(people)} people; train and judge leaving people out, e.g. "
+          f"mer-train --data {out / 'train' / settings.families[0]} --dataset synth --protocol kfold --k 5 "
+          f"--model apex-flow --out RUN, then mer-bench recognition {out / 'test'}/* --run RUN")
     return 0
 
 

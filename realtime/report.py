@@ -26,6 +26,7 @@ import numpy as np
 from mer_core.events import KINDS, EventRecord
 from mer_core.paths import atomic_write, user_cache_dir
 from realtime.analyze_types import AnalyzeOptions, VideoResult, WindowImages
+from realtime.recordtext import label_text
 from realtime.spotting import REJECT_REASONS, Rejection
 
 __all__ = ["REJECT_STYLES", "ReportInputs", "flow_colours", "render_report", "write_report"]
@@ -254,7 +255,8 @@ def _probs_table(event: EventRecord, labels: tuple[str, ...]) -> str:
 
 def _card(number: int, event: EventRecord, images: WindowImages | None, labels: tuple[str, ...]) -> str:
     colour = KIND_COLOURS.get(event.kind, "#777")
-    label = event.label if event.label is not None else "unlabelled"
+    # the "?" of an uncertain label, as the dashboard and the plain event lines show it
+    label = label_text(event.label, event.confidence) if event.label is not None else "unlabelled"
     conf = f" {event.confidence:.2f}" if event.confidence is not None else ""
     times = (f"onset {event.onset.t:.3f} s (frame {event.onset.frame}) · apex {event.apex.t:.3f} s "
              f"(frame {event.apex.frame}) · offset {event.offset.t:.3f} s (frame {event.offset.frame}) · "

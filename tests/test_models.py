@@ -32,7 +32,8 @@ def _build(name: str, backbone: str, **extra: Any) -> MERModel:
 
 
 def test_builtin_models_registered() -> None:
-    assert {"single", "dual-phase", "dual-phase-concat", "afn", "afn-concat", "flow", "apex-flow"} <= set(
+    assert {"single", "dual-phase", "dual-phase-concat", "afn", "afn-concat", "flow", "apex-flow",
+            "phase-flow"} <= set(
         list_models())
     assert list_models() == sorted(list_models())
 

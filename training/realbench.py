@@ -31,8 +31,8 @@ from realtime.spotting import SpottedWindow
 from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet
 from training.replay import replay
 
-__all__ = ["AMPLITUDES", "FAMILIES", "PLACEMENTS", "BenchOptions", "Tally", "evaluate", "person_folds",
-           "score_windows"]
+__all__ = ["AMPLITUDES", "FAMILIES", "PLACEMENTS", "BenchOptions", "Tally", "clip_set_name", "evaluate",
+           "person_folds", "score_windows", "write_clip_sets"]
 
 log = logging.getLogger(__name__)
 
@@ -213,3 +213,78 @@ def save_json(path: Path, data: Any) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def clip_set_name(spec: RenderSpec, *, split: str) -> str:
+    """Where a rendering's recognition clips go: ``test/<family>_<placement>_<amplitude>`` for a benchmark
+    cell (one set per cell, so each is scored on its own), ``train/<family>`` for a training rendering."""
+    if split == "test":
+        return f"test/{spec.family}_{spec.placement}_{spec.amplitude[0]:g}"
+    return f"train/{spec.family}"
+
+
+def _none_rows(windows: Sequence[SpottedWindow], fps: float, *, keep: int | None = None,
+               seed: int = 0) -> list[dict[str, object]]:
+    """Rows labelled ``none`` for micro windows of an un-injected video (``keep``: at most that many, drawn at
+    random), in the rendered truth's format, for :func:`training.synth_onto.track_clips`."""
+    from engines.card import NONE_LABEL
+
+    micro = [w for w in windows if w.kind == "micro"]
+    if keep is not None and len(micro) > keep:
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), len(micro)]))
+        micro = [micro[i] for i in sorted(rng.choice(len(micro), size=keep, replace=False).tolist())]
+    return [{"kind": "micro", "onset": w.onset.frame, "apex": w.apex.frame, "offset": w.offset.frame,
+             "label": NONE_LABEL, "aus": "", "fps": f"{fps:g}"} for w in micro]
+
+
+def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderSpec]], out: Path, *,
+                    none_per_minute: float = 20.0, progress: Progress | None = None) -> dict[str, int]:
+    """The true windows of every rendering as recognition sets (``mer-synth``'s layout, one subject per
+    person, the crops the live chain analyses: :func:`training.synth_onto.track_clips`), for ``mer-train``
+    and ``mer-bench recognition`` judged leaving people out. ``specs``: split name ("test", "train") → the
+    renderings in it. From each un-injected video (where ``data`` holds it), two sets labelled ``none`` (class
+    scheme ``megc3n``), for a veto: ``train/none``, up to ``none_per_minute`` windows a minute that a
+    permissive spotter finds there (talking, blinks, head turns, expressions), and ``test/false``, the micro
+    windows the shipped rule spotter finds there (its false events). Returns the clips written per set."""
+    import csv
+
+    from realtime.spotting import SpotterOptions
+    from training.synth_onto import PERMISSIVE_SPOTTER, track_clips
+    from training.synth_writer import RECOGNITION_COLUMNS
+
+    rows: dict[str, list[dict[str, object]]] = {}
+    todo = [(split, spec) for split, group in specs.items() for spec in group]
+    originals = [(stem, v) for stem, v in data.items() if ORIGINAL in v.variants]
+    total = len(todo) * len(data) + 2 * len(originals)
+    if progress:
+        progress("clips", 0, total)
+    for split, spec in todo:
+        name = clip_set_name(spec, split=split)
+        root = out / name / "recognition"
+        for stem, videos in data.items():
+            variant = videos.variants.get(spec.tag)
+            if variant is not None:
+                rows.setdefault(name, []).extend(track_clips(
+                    variant.track, variant.truth, root, subject=videos.person,
+                    name=f"{stem}_{spec.family}_{spec.placement}_s{spec.seed}"))
+            if progress:
+                progress("clips", 1, total)
+    permissive = AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**PERMISSIVE_SPOTTER))
+    for name, options, per_minute in (("train/none", permissive, none_per_minute),
+                                      ("test/false", AnalyzerOptions(spotting="rules"), None)):
+        for stem, videos in originals:
+            track = videos.original.track
+            keep = None if per_minute is None else int(round(per_minute * track.minutes))
+            found = _none_rows(replay(track, options).windows, track.fps, keep=keep)
+            rows.setdefault(name, []).extend(track_clips(track, found, out / name / "recognition",
+                                                         subject=videos.person, name=f"{stem}_none"))
+            if progress:
+                progress("clips", 1, total)
+    for name, written in rows.items():
+        folder = out / name / "recognition"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(written)
+    return {name: len(written) for name, written in sorted(rows.items())}

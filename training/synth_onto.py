@@ -38,6 +38,7 @@ from realtime.face_workers import track_frames
 from realtime.sources import open_source
 from realtime.spotting import SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
+from training.replay import FaceTrack
 from training.synth_mesh import Camera, MeshExpression, MeshOptions, draw_mesh_expression, render_mesh
 from training.synth_options import MAX_AMPLITUDE, SynthError, SynthOptions
 from training.synth_plans import _frames
@@ -51,10 +52,13 @@ __all__ = [
     "ONTO_COLUMNS",
     "OntoPlan",
     "OntoOptions",
+    "PERMISSIVE_SPOTTER",
     "SourceTrack",
     "plan_onto",
     "render_onto",
+    "track_clips",
     "track_video",
+    "write_clips",
     "write_onto",
 ]
 
@@ -431,6 +435,42 @@ def render_onto(track: SourceTrack, plan: OntoPlan, out_path: str | Path, settin
 CLIP_CONTEXT_S = 0.25  # neutral face kept before onset and after offset in a recognition clip
 
 
+def _clip_windows(rows: Sequence[dict[str, object]], *, fps: float, n_frames: int, subject: str,
+                  name: str) -> list[tuple[int, int, dict[str, object]]]:
+    """Each micro-expression's clip: its first and last frame in the video (``CLIP_CONTEXT_S`` of context
+    either side) and its row of ``recognition/annotations.csv`` (frame numbers within the clip)."""
+    ctx = int(round(CLIP_CONTEXT_S * fps))
+    windows = []
+    for k, row in enumerate(r for r in rows if r["kind"] == "micro"):
+        on, ap, off = (int(str(row[c])) for c in ("onset", "apex", "offset"))
+        first, last = max(on - ctx, 0), min(off + ctx, n_frames - 1)
+        clip = f"{subject}/{name}_{k + 1:04d}"
+        windows.append((first, last, {
+            "subject": subject, "clip": clip, "onset": on - first, "apex": ap - first, "offset": off - first,
+            "label": row["label"], "aus": row["aus"], "fps": row["fps"], "n_frames": last - first + 1}))
+    return windows
+
+
+def _save_clips(windows: Sequence[tuple[int, int, dict[str, object]]], crop: Callable[[int, int], np.ndarray | None],
+                root: Path, *, source: str) -> list[dict[str, object]]:
+    """Write each clip's crops (``crop(window number, frame)``; None: no face there, and the clip is skipped) as
+    ``root/<clip>/000000.png ...``; the rows of the clips written."""
+    rows = []
+    for i, (first, last, row) in enumerate(windows):
+        found = [crop(i, f) for f in range(first, last + 1)]
+        frames = [f for f in found if f is not None]
+        if len(frames) != len(found):
+            log.info("%s: clip %s skipped (no face on some of its frames)", source, row["clip"])
+            continue
+        folder = root / str(row["clip"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, image in enumerate(frames):
+            if not cv2.imwrite(str(folder / f"{n:06d}.png"), image):
+                raise SynthError(f"cannot write {folder / f'{n:06d}.png'}")
+        rows.append(row)
+    return rows
+
+
 def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracker: FaceTrackerOptions,
                 progress: Progress | None = None) -> list[dict[str, object]]:
     """Recognition clips of a rendered video's micro-expressions, as live use sees them: the rendered video is
@@ -438,20 +478,14 @@ def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracke
     is written as aligned BGR crops (``root/<subject>/<clip>/000000.png``), the layout of the synthetic
     recognition set, so ``mer-train --dataset synth`` reads it. Rows for ``recognition/annotations.csv``;
     a window with a frame where no face was found is skipped (logged)."""
+    # the seed in the name: several renderings merge
+    windows = _clip_windows(plan.rows(), fps=plan.fps, n_frames=plan.n_frames, subject=subject,
+                            name=f"{plan.video}_s{plan.seed[0]}")
     wanted: dict[int, list[int]] = {}
-    ctx = int(round(CLIP_CONTEXT_S * plan.fps))
-    windows = []
-    for k, row in enumerate(r for r in plan.rows() if r["kind"] == "micro"):
-        on, ap, off = (int(str(row[c])) for c in ("onset", "apex", "offset"))
-        first, last = max(on - ctx, 0), min(off + ctx, plan.n_frames - 1)
-        clip = f"{subject}/{plan.video}_s{plan.seed[0]}_{k + 1:04d}"  # the seed: several renderings merge
-        windows.append((first, last, clip, {
-            "subject": subject, "clip": clip, "onset": on - first, "apex": ap - first, "offset": off - first,
-            "label": row["label"], "aus": row["aus"], "fps": row["fps"], "n_frames": last - first + 1}))
+    for i, (first, last, _) in enumerate(windows):
         for f in range(first, last + 1):
-            wanted.setdefault(f, []).append(len(windows) - 1)
+            wanted.setdefault(f, []).append(i)
     crops: dict[int, dict[int, np.ndarray]] = {i: {} for i in range(len(windows))}
-    missing: set[int] = set()
     options = replace(tracker, color=True)
     source = open_source(video)
     if progress:
@@ -460,30 +494,30 @@ def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracke
         k = 0
         # every frame: the tracker follows the face
         for face in track_frames(face_tracker, source.frames(), plan.fps):
-            for i in wanted.get(k, []):
-                if face is None or face.crop_bgr is None:
-                    missing.add(i)
-                else:
+            if face is not None and face.crop_bgr is not None:
+                for i in wanted.get(k, []):
                     crops[i][k] = face.crop_bgr
             k += 1
             if progress and k % 25 == 0:
                 progress("clips", 25, plan.n_frames)
-    rows = []
-    for i, (first, last, clip, row) in enumerate(windows):
-        if i in missing or len(crops[i]) != last - first + 1:
-            log.info("%s: clip %s skipped (no face on some of its frames)", video.name, clip)
-            continue
-        folder = root / clip
-        folder.mkdir(parents=True, exist_ok=True)
-        for n, f in enumerate(range(first, last + 1)):
-            if not cv2.imwrite(str(folder / f"{n:06d}.png"), crops[i][f]):
-                raise SynthError(f"cannot write {folder / f'{n:06d}.png'}")
-        rows.append(row)
-    return rows
+    return _save_clips(windows, lambda i, f: crops[i].get(f), root, source=video.name)
+
+
+def track_clips(track: FaceTrack, rows: Sequence[dict[str, object]], root: Path, *, subject: str,
+                name: str) -> list[dict[str, object]]:
+    """:func:`write_clips` from a rendered video's cached live track (:class:`training.replay.FaceTrack`: the
+    grayscale crops ``mer-live --video X --fast`` analyses) instead of tracking it again: how the real-footage
+    benchmark's renders become recognition sets (``mer-bench real --clips``)."""
+    windows = _clip_windows(rows, fps=track.fps, n_frames=track.frames, subject=subject, name=name)
+
+    def crop(_: int, f: int) -> np.ndarray | None:
+        return track.crops[f] if track.present[f] else None
+
+    return _save_clips(windows, crop, root, source=track.name)
 
 
 # Spotting settings that find far more than micro-expressions: for harvesting windows that are not one.
-_PERMISSIVE = {"min_score": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
+PERMISSIVE_SPOTTER = {"min_score": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
                "max_lid_change": 1e6, "max_lid_change_widened": 1e6, "max_return": 100.0}
 
 
@@ -498,7 +532,7 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
     n = 0
     with source, FaceTracker(tracker) as face_tracker:
         # the live chain (realtime.analysis.Analyzer), its spotter made permissive
-        analyzer = Analyzer(face_tracker, AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**_PERMISSIVE)))
+        analyzer = Analyzer(face_tracker, AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**PERMISSIVE_SPOTTER)))
         if progress:
             progress("none windows", 0, source.frame_count or 0)
         for face in track_frames(face_tracker, source.frames(), fps):
