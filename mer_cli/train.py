@@ -113,6 +113,11 @@ def _train_parser() -> argparse.ArgumentParser:
                          "the final model all of them; no training subject is then held out. Real-footage "
                          "renders (mer-synth onto --clips with another --seed) teach the model how unsure to be "
                          "on real faces; still-photo subjects it nearly always gets right do not")
+    cv.add_argument("--calibrate-out-of-fold", action="store_true",
+                    help="fit each fold's temperature on the other folds' predictions for their test subjects "
+                         "(people none of those models trained on), and the final model's on all of them, "
+                         "instead of holding training subjects out; the temperature may then sharpen as well as "
+                         "soften. Needs every fold (merge split runs first)")
     cv.add_argument("--no-calibration", action="store_true",
                     help="no temperature fitting: train on every training subject, temperature 1 "
                          "(same as --calibration-subjects 0)")
@@ -342,7 +347,8 @@ def _run_train(args: argparse.Namespace) -> int:
         augment_phases=args.augment_phases, spatial_augment=args.spatial_augment, class_balanced=args.class_balance,
         val_fraction=args.val_fraction, patience=args.patience, average_epochs=_average_epochs(args),
         pretrain_epochs=_pretrain_epochs(args), label_smoothing=args.label_smoothing,
-        calibration_subjects=0 if args.no_calibration else args.calibration_subjects,
+        calibration_subjects=0 if args.no_calibration or args.calibrate_out_of_fold else args.calibration_subjects,
+        out_of_fold_calibration=args.calibrate_out_of_fold and not args.no_calibration,
         calibration_data=",".join(str(d) for d in calibration_dirs),
         device=args.device, threads=args.threads,
         model_settings=_model_settings(args.model_settings, flip_average=args.flip_average),

@@ -499,3 +499,42 @@ def test_calibration_data_fits_the_temperature_outside_the_test_fold_and_is_neve
     assert training["calibration"]["calibration_set"]["n"] == 9
     assert "never trained on" in training["calibration"]["source"]
     assert load_checkpoint(run / "final" / "model.pt").temperature == training["calibration"]["temperature"]
+
+
+@needs_torch
+def test_out_of_fold_calibration_fits_each_fold_on_the_other_folds_and_the_final_model_on_all(
+        synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
+    from engines.checkpoint import load_checkpoint
+    from mer_cli.train import main
+    from training.calibration import OUT_OF_FOLD_BOUNDS, fit_temperature
+
+    run = tmp_path / "oof"
+    argv = ["--data", str(synth_root), "--dataset", "synth", "--model", "single", "--epochs", "1",
+            "--batch-size", "8", "--threads", "1", "--cache", str(cache_dir), "--out", str(run),
+            "--calibrate-out-of-fold", "--final"]
+    assert main(argv) == 0
+    folds = [json.loads(p.read_text()) for p in sorted((run / "folds").glob("*.json"))]
+    assert len(folds) == 3
+
+    def arrays(fs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        labels = fs[0]["labels"]
+        preds = [p for f in fs for p in f["predictions"]]
+        return (np.asarray([p["logits"] for p in preds]), np.asarray([labels.index(p["true"]) for p in preds]))
+
+    for i, fold in enumerate(folds):
+        cal = fold["calibration"]
+        others = [f for j, f in enumerate(folds) if j != i]
+        assert cal["fitted"] and "out of fold" in cal["source"]
+        subjects = {f_["test_subjects"][0] for f_ in folds}
+        assert fold["train_subjects"] == sorted(subjects - set(fold["test_subjects"]))  # nobody held out of training
+        assert fold["calibration_subjects"] == [] and not set(cal["subjects"]) & set(fold["test_subjects"])
+        assert cal["temperature"] == fit_temperature(*arrays(others), bounds=OUT_OF_FOLD_BOUNDS).temperature
+        model = load_checkpoint(run / fold["checkpoint"])
+        assert model.card.temperature == cal["temperature"]
+        logits = np.asarray([p["logits"] for p in fold["predictions"]])
+        probs = np.asarray([p["probs"] for p in fold["predictions"]])
+        assert np.abs(softmax(logits, cal["temperature"]) - probs).max() < 1e-5
+    final = ModelCard.load(run / "final" / "model.card.json")
+    assert final.temperature == fit_temperature(*arrays(folds), bounds=OUT_OF_FOLD_BOUNDS).temperature
+    assert main(["--data", str(synth_root), "--dataset", "synth", "--out", str(tmp_path / "x"),
+                 "--calibrate-out-of-fold", "--calibration-data", str(synth_root)]) == 2

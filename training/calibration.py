@@ -25,6 +25,7 @@ import numpy as np
 from mer_core.metrics import expected_calibration_error, wrong_confidence
 
 __all__ = [
+    "OUT_OF_FOLD_BOUNDS",
     "TEMPERATURE_BOUNDS",
     "TemperatureFit",
     "calibration_figures",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 TEMPERATURE_BOUNDS = (1.0, 20.0)
+# Out of fold, the calibration set is what T is for: predictions on people the model never saw, by models of
+# the same recipe. There T may sharpen as well as soften (a label-smoothed model is too unsure of itself).
+OUT_OF_FOLD_BOUNDS = (0.05, 20.0)
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 

@@ -50,7 +50,13 @@ from training.augment import (
     select_streams,
 )
 from training.cache import DICache
-from training.calibration import calibration_figures, fit_temperature, softmax, split_calibration
+from training.calibration import (
+    OUT_OF_FOLD_BOUNDS,
+    calibration_figures,
+    fit_temperature,
+    softmax,
+    split_calibration,
+)
 from training.datasets.base import DatasetIndex
 from training.datasets.frames import FrameOptions
 from training.folds import make_folds, select_folds
@@ -59,7 +65,7 @@ from training.train_data import PreparedData, prepare_data
 from training.train_types import Fold, NullProgress, TrainError, TrainOptions
 from training.trainer import Trainer, label_scores, raw_logits
 
-__all__ = ["RunOutcome", "final_temperature", "run_training", "train_final", "train_fold"]
+__all__ = ["RunOutcome", "calibrate_out_of_fold", "final_temperature", "run_training", "train_final", "train_fold"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +160,46 @@ def final_temperature(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return {"temperature": 1.0, "folds": 0, "source": "no fold was calibrated: T = 1"}
     return {"temperature": round(float(np.median(list(fitted.values()))), 4), "folds": len(fitted),
             "source": f"median of {len(fitted)} folds' fitted temperatures", "fold_temperatures": fitted}
+
+
+def calibrate_out_of_fold(run_dir: Path, results: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]],
+                                                                                      dict[str, Any]]:
+    """Temperatures from held-out predictions: each fold's T is fitted on the logits that the *other* folds'
+    models gave for their test subjects (people none of them trained on; never this fold's test subjects), and
+    set in the fold's JSON (calibrated probabilities, figures) and checkpoint; the final model's T on every
+    fold's. T may sharpen as well as soften here (:data:`training.calibration.OUT_OF_FOLD_BOUNDS`). Returns the
+    updated fold results and the final temperature (as :func:`final_temperature`)."""
+    from engines.calibration import recalibrate_checkpoint
+
+    def arrays(rs: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        labels = list(rs[0]["labels"])
+        preds = [p for r in rs for p in r["predictions"]]
+        logits = np.array([p["logits"] for p in preds], dtype=np.float64).reshape(-1, len(labels))
+        return logits, np.array([labels.index(p["true"]) for p in preds], dtype=np.int64)
+
+    updated = []
+    for i, result in enumerate(results):
+        others = [r for j, r in enumerate(results) if j != i]
+        fit = fit_temperature(*arrays(others), bounds=OUT_OF_FOLD_BOUNDS)
+        logits, y = arrays([result])
+        probs = softmax(logits, fit.temperature)
+        result = copy.deepcopy(result)
+        for pred, pr in zip(result["predictions"], probs, strict=True):
+            pred["probs"] = [round(float(v), 6) for v in pr]
+        result["calibration"] = {
+            "fitted": True, "temperature": fit.temperature,
+            "subjects": sorted({s for r in others for s in r["test_subjects"]}),
+            "source": "the other folds' predictions for their test subjects (out of fold)",
+            "calibration_set": fit.to_dict(), "test": calibration_figures(softmax(logits), probs, y)}
+        if result.get("checkpoint"):
+            recalibrate_checkpoint(run_dir / result["checkpoint"], fit.temperature)
+        _atomic_json(run_dir / "folds" / f"{result['fold']}.json", result)
+        updated.append(result)
+    fit = fit_temperature(*arrays(results), bounds=OUT_OF_FOLD_BOUNDS)
+    final = {"temperature": fit.temperature, "folds": len(results),
+             "source": f"fitted on all {len(results)} folds' predictions for their test subjects (out of fold)",
+             "calibration_set": fit.to_dict()}
+    return updated, final
 
 
 def _trained_on(data: PreparedData, subjects: Sequence[str]) -> str:
@@ -363,6 +409,14 @@ def run_training(
         outcome.folds_run.append(fold.name)
     progress.stage("writing the report")
     results = read_fold_results([run_dir])
+    temperature = final_temperature(results)
+    if settings.out_of_fold_calibration:
+        if len(results) < len(all_folds) or len(results) < 2:
+            log.warning("out-of-fold calibration needs every fold's predictions (%d of %d here): not calibrated; "
+                        "run the remaining folds into this run folder with --resume", len(results), len(all_folds))
+        else:  # from the logits before any temperature: running it again gives the same temperatures
+            progress.stage("calibrating out of fold")
+            results, temperature = calibrate_out_of_fold(run_dir, results)
     report, paths = write_report(run_dir, results, dataset=dataset_summary, total_folds=len(all_folds))
     outcome.report, outcome.report_paths = report, paths
     if final:
@@ -372,6 +426,6 @@ def run_training(
         else:
             progress.stage("training the final model on all subjects")
             outcome.final_model = train_final(data, settings, run_dir, evaluation=report.get("evaluation", {}),
-                                              temperature=final_temperature(results), progress=progress,
+                                              temperature=temperature, progress=progress,
                                               calibration=cal_data)
     return outcome

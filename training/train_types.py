@@ -39,6 +39,8 @@ class TrainOptions:
     label_smoothing: float = 0.0  # cross-entropy against targets smoothed by this much (0 = off)
     calibration_data: str = ""  # folders of a dataset never trained on that the temperature is fitted on
     #                             (replaces calibration_subjects); "" = none
+    out_of_fold_calibration: bool = False  # fit each fold's temperature on the other folds' held-out predictions
+    #                                        (and the final model's on all of them) instead; needs every fold
     device: str = "cpu"
     threads: int | None = None  # torch.set_num_threads; None = os.cpu_count()
     model_settings: tuple[tuple[str, Any], ...] = ()  # extra build_model settings, e.g. (("dropout", 0.3),)
@@ -64,6 +66,8 @@ class TrainOptions:
             raise TrainError(f"calibration-subjects must be 0 (off) or more, got {self.calibration_subjects!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TrainError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.out_of_fold_calibration and (self.calibration_subjects or self.calibration_data):
+            raise TrainError("out-of-fold calibration replaces --calibration-subjects and --calibration-data; use one")
         if self.average_epochs and self.val_fraction:
             raise TrainError("--average-epochs and --val-fraction are two ways to pick the final weights; use one")
 
@@ -73,7 +77,7 @@ class TrainOptions:
         for speed_only in ("device", "threads"):
             data.pop(speed_only)
         for added in ("model_settings", "average_epochs", "pretrain_epochs", "calibration_subjects", "label_smoothing",
-                      "calibration_data"):
+                      "calibration_data", "out_of_fold_calibration"):
             if not data[added]:
                 data.pop(added)  # runs from before the option existed keep their identity
         if self.protocol == "loso":
