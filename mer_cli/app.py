@@ -19,20 +19,21 @@ from engines.backends import load_engine
 from engines.backends.base import EngineError, ModelFileError
 from engines.card import CardError
 from engines.spotting_model import SpottingModel, default_spotting_model, load_spotting_model
+from mer_analysis.chain import AnalyzerOptions
+from mer_analysis.spotting import SpotterOptions
+from mer_cli.exit_codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from mer_cli.options import SPOTTING_OPTIONS
 from mer_cli.progress import FramesProgress
+from mer_core.errors import UserError
 from mer_core.events import SCHEMA, Record, SummaryRecord
 from mer_core.options import OptionsError, replace_options
-from realtime.analysis import AnalyzerOptions
 from realtime.dashboard import PlainLog, make_display
-from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
 from realtime.native_stderr import native_stderr_silenced
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
 from realtime.sources import SourceError, open_source
-from realtime.spotting import SpotterOptions
 from realtime.windows import read_windows
 from training.demo import demo_video
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from mer_cli.app import run_live
+from mer_cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from mer_cli.options import (
     add_log_arguments,
     add_model_arguments,
@@ -24,8 +25,8 @@ from mer_cli.options import (
     configure_logging,
     positive_number,
 )
+from mer_core.errors import UserError
 from realtime.curve import CurveError, create_keys
-from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.native_stderr import native_logs_hidden
 from realtime.pipeline import Pipeline
 from realtime.publisher import PublisherError, check_exposure

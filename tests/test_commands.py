@@ -185,7 +185,7 @@ def _fake_measurements(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ONNX Runtime, no annotations' spotting score."""
     import mer_cli.bench
     from mer_core.events import StatusRecord
-    from realtime.bench import RunFigures
+    from mer_offline.bench import RunFigures
 
     class Engine:
         name, reason = "fake", "test stand-in"
@@ -288,9 +288,9 @@ def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFi
 
 
 def test_every_spotting_option_reaches_the_spotter() -> None:
+    from mer_analysis.spotting import SpotterOptions
     from mer_cli.app import spotter_options
     from mer_cli.live import build_parser
-    from realtime.spotting import SpotterOptions
 
     args = build_parser().parse_args(["--demo", "--micro-max", "0.4", "--min-duration", "0.1", "--threshold", "3",
                                       "--min-peak", "0.01", "--max-context", "0.8"])
@@ -351,7 +351,7 @@ def test_spotting_values_refused_together_name_the_option() -> None:
     """--min-peak above the largest movement the spotter takes: one line naming the option, not a traceback."""
     from mer_cli.app import spotter_options
     from mer_cli.live import build_parser
-    from realtime.errors import UserError
+    from mer_core.errors import UserError
 
     with pytest.raises(UserError) as info:
         spotter_options(build_parser().parse_args(["--demo", "--min-peak", "0.1"]))
@@ -360,8 +360,8 @@ def test_spotting_values_refused_together_name_the_option() -> None:
 
 
 def test_an_unknown_setting_is_refused_by_name() -> None:
+    from mer_analysis.spotting import SpotterOptions
     from mer_core.options import OptionsError, replace_options
-    from realtime.spotting import SpotterOptions
 
     assert replace_options(SpotterOptions(), min_score=3.0).min_score == 3.0
     with pytest.raises(OptionsError) as info:
@@ -386,7 +386,7 @@ def test_every_console_script_points_at_a_function() -> None:
 def test_record_never_replaces_an_input_or_a_file_that_is_not_a_recording(tmp_path: Path) -> None:
     """--record replaces its file: `--record clip.mp4` for `--video clip.mp4` used to destroy the video."""
     from mer_cli.app import check_record_path
-    from realtime.errors import UserError
+    from mer_core.errors import UserError
 
     video, notes, earlier = tmp_path / "clip.mp4", tmp_path / "notes.txt", tmp_path / "run.jsonl"
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42")

@@ -204,7 +204,7 @@ def test_a_checkpoint_with_a_pickled_object_is_refused_and_its_code_never_runs(c
 
 def test_every_torch_load_in_the_project_uses_weights_only() -> None:
     calls = 0
-    for package in ("realtime", "engines", "training"):
+    for package in ("mer_core", "engines", "mer_analysis", "realtime", "mer_offline", "training", "mer_cli"):
         for path in (REPO / package).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
             for match in re.finditer(r"torch\.load\(", text):
@@ -448,7 +448,7 @@ def test_frames_that_change_size_mid_stream(
 
 def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_model_path: Path) -> None:
     """The same frame over and over (a frozen camera, a paused stream): zero motion, never NaN."""
-    from realtime.analysis import Analyzer
+    from mer_analysis.chain import Analyzer
     from realtime.face import FaceTracker, FaceTrackerOptions
 
     still = cv2.imread(str(corpus["still_face"]))

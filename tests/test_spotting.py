@@ -1,4 +1,4 @@
-"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with mer_core.metrics."""
+"""mer_analysis.spotting: the streaming spotter on synthetic region-motion streams, scored with mer_core.metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_events, run_spotter
 
+from mer_analysis.motion import REGION_NAMES
+from mer_analysis.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 from mer_core.metrics import spotting_scores
-from realtime.motion import REGION_NAMES
-from realtime.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 
 
 def _micro_f1(windows: list[SpottedWindow], stream: Stream) -> float:

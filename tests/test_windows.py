@@ -16,9 +16,9 @@ import pytest
 from fakes import fake_card, tracked_face
 from ports import free_port, subscribed
 
+from mer_analysis.chain import AnalyzerOptions
 from mer_core.dynamic_image import build_streams
 from mer_core.events import EventRecord, Record, SummaryRecord, parse_record
-from realtime.analysis import AnalyzerOptions
 from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource

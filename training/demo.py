@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mer_core.errors import UserError
 from mer_core.paths import user_cache_dir
-from realtime.errors import UserError
 from realtime.face_model import FaceModelError, resolve_face_model
 from training.synth import SynthGenerator
 from training.synth_faces import load_identities
@@ -111,7 +111,7 @@ def demo_dashboard(*, seconds: float = 17.0, width: int = 110, face_model: str |
     import time
 
     from engines.backends import load_engine
-    from realtime.analysis import AnalyzerOptions
+    from mer_analysis.chain import AnalyzerOptions
     from realtime.dashboard import render_text
     from realtime.face import FaceTracker, FaceTrackerOptions
     from realtime.pipeline import Pipeline, PipelineOptions

@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 
 from engines.card import NONE_LABEL
-from realtime.analysis import Analyzer, AnalyzerOptions
+from mer_analysis.chain import Analyzer, AnalyzerOptions
+from mer_analysis.spotting import SpotterOptions
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_workers import track_frames
 from realtime.sources import open_source
-from realtime.spotting import SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
 from training.synth_mesh import Camera, MeshExpression, MeshOptions, draw_mesh_expression, render_mesh
 from training.synth_options import MAX_AMPLITUDE, SynthError, SynthOptions
@@ -497,7 +497,7 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
     found = []
     n = 0
     with source, FaceTracker(tracker) as face_tracker:
-        # the live chain (realtime.analysis.Analyzer), its spotter made permissive
+        # the live chain (mer_analysis.chain.Analyzer), its spotter made permissive
         analyzer = Analyzer(face_tracker, AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**_PERMISSIVE)))
         if progress:
             progress("none windows", 0, source.frame_count or 0)

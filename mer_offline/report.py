@@ -23,10 +23,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mer_analysis.spotting import REJECT_REASONS, Rejection
 from mer_core.events import KINDS, EventRecord
 from mer_core.paths import atomic_write, user_cache_dir
-from realtime.analyze_types import AnalyzeOptions, VideoResult, WindowImages
-from realtime.spotting import REJECT_REASONS, Rejection
+from mer_offline.analyze_types import AnalyzeOptions, VideoResult, WindowImages
 
 __all__ = ["REJECT_STYLES", "ReportInputs", "flow_colours", "render_report", "write_report"]
 

@@ -2,7 +2,7 @@
 
 A micro-expression moves a patch of skin and brings it back within half a second. For each region the
 spotter therefore asks, for every frame ``s``, how far the skin at ``s`` stands out from *both* the frame a lag
-before and the frame a lag after (:class:`realtime.motion.MotionSample` gives displacements over the lag)::
+before and the frame a lag after (:class:`mer_analysis.motion.MotionSample` gives displacements over the lag)::
 
     contrast_r(s) = min(F_r(s) · u, −F_r(s + lag) · u),   u = the direction of F_r(s) − F_r(s + lag)
 
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mer_analysis.motion import REGION_NAMES, MotionSample
 from mer_core.events import TimePoint
-from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)
 

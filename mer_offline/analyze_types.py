@@ -1,5 +1,5 @@
 """What mer-analyze's pieces hand each other: its settings, a video's result and a window's images. Apart from
-:mod:`realtime.analyze` so that the report (:mod:`realtime.report`), which the analysis writes, reads them
+:mod:`mer_offline.analyze` so that the report (:mod:`mer_offline.report`), which the analysis writes, reads them
 without importing the analysis back."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from realtime.spotting import SpotterOptions
+from mer_analysis.spotting import SpotterOptions
 
 __all__ = ["DONE_STATUSES", "FAILED", "INTERRUPTED", "NO_FACE", "OK", "PARTIAL", "RESULT_FORMAT", "AnalyzeOptions",
            "VideoResult", "WindowImages"]
