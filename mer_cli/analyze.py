@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
-from mer_cli.app import spotter_options, spotting_choice
 from mer_cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from mer_cli.options import add_log_arguments, add_model_arguments, add_spotting_arguments, configure_logging
+from mer_cli.spotting import spotter_options, spotting_choice
 from mer_core.errors import UserError
 from mer_core.events import KINDS
 from mer_offline.analyze import AnalyzeOptions

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from mer_cli.app import run_live
 from mer_cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from mer_cli.live_run import run_live
 from mer_cli.options import (
     add_log_arguments,
     add_model_arguments,
@@ -29,9 +29,7 @@ from mer_core.errors import UserError
 from realtime.curve import CurveError, create_keys
 from realtime.native_stderr import native_logs_hidden
 from realtime.pipeline import Pipeline
-from realtime.publisher import PublisherError, check_exposure
-
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+from realtime.publisher import DEFAULT_ENDPOINT, PublisherError, check_exposure
 
 EPILOG = """\
 exit codes:

@@ -41,8 +41,11 @@ class AnalyzeOptions:
 
     def identity(self) -> dict[str, Any]:
         """The settings that change results, as plain JSON data (the model is keyed by its hashes)."""
+        spotter = asdict(self.spotter)
+        # keyed under its name before SpotterOptions.threshold was called so: earlier results are still found
+        spotter["min_score"] = spotter.pop("threshold")
         ident: dict[str, Any] = {"engine": self.engine, "landmark_every": self.landmark_every, "blendshapes": self.blendshapes,
-                 "spotter": asdict(self.spotter)}
+                 "spotter": spotter}
         if self.spotting == "learned" and self.spotting_model is not None:  # keyed by the model's bytes
             ident["spotting_model"] = hashlib.sha256(Path(self.spotting_model).read_bytes()).hexdigest()
         return ident

@@ -356,7 +356,7 @@ def _summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("analysis speed", f"{_fmt(r.analysis_fps, '.1f', ' fps')} ({_fmt(r.wall_s, '.1f', ' s')} for this video)"),
         ("engine", f"{r.engine} ({inputs.engine_reason})"),
         ("model", r.model + (f" ({s.model})" if s.model else " (bundled)")),
-        ("spotting", f"threshold (min_score) {spotter.min_score}, min_peak "
+        ("spotting", f"threshold {spotter.threshold}, min_peak "
                      f"{spotter.min_peak}, max_peak {spotter.max_peak}, max_context {spotter.max_context} (quiet "
                      f"before and after: below this × the peak), micro up to {spotter.micro_max_s} s"),
         ("face landmarks", f"every {s.landmark_every} frame(s)" + (", blendshapes" if s.blendshapes else "")),

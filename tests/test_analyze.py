@@ -127,6 +127,13 @@ def test_shards_partition_the_batch() -> None:
             parse_shard(bad)
 
 
+def test_the_rerun_key_keeps_the_spotter_gate_under_its_stored_name() -> None:
+    """Results stored before SpotterOptions.min_score became .threshold carry the old name in their key; a
+    re-run with the same settings must still find them."""
+    spotter = AnalyzeOptions().identity()["spotter"]
+    assert spotter["min_score"] == AnalyzeOptions().spotter.threshold and "threshold" not in spotter
+
+
 def _result(path: str, status: str = "ok", finished: str = "2026-01-01T00:00:00.000Z", micro: int = 1) -> VideoResult:
     return VideoResult(path=path, name=Path(path).stem, status=status, frames=10, face_frames=10, duration_s=1.0,
                        events={"micro": micro, "macro": 0}, model="m", engine="e", key="k", finished=finished)

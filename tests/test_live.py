@@ -19,7 +19,7 @@ import pytest
 from fakes import fake_card
 from ports import free_port, subscribed
 
-import mer_cli.app
+import mer_cli.live_run
 from mer_cli.live import main as mer_live_main
 from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
 from mer_core.metrics import spotting_scores
@@ -174,10 +174,10 @@ def _mer_live_in_process(monkeypatch: pytest.MonkeyPatch, tracker: _FakeTracker,
     """``mer-live --video clip.mp4 --no-dashboard --zmq none --record RECORD`` in this process, on a long
     array source played at its frame rate, with the engine and the face tracker faked."""
     frames = [np.zeros((32, 32, 3), np.uint8)] * 3000  # 100 s at 30 fps: ended by a signal, not by the source
-    monkeypatch.setattr(mer_cli.app, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
-    monkeypatch.setattr(mer_cli.app, "load_engine", lambda model, backend: _FakeEngine())
-    monkeypatch.setattr(mer_cli.app, "FaceTracker", lambda options: tracker)
-    monkeypatch.setattr(mer_cli.app, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
+    monkeypatch.setattr(mer_cli.live_run, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
+    monkeypatch.setattr(mer_cli.live_run, "load_engine", lambda model, backend: _FakeEngine())
+    monkeypatch.setattr(mer_cli.live_run, "FaceTracker", lambda options: tracker)
+    monkeypatch.setattr(mer_cli.live_run, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
     for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
         monkeypatch.setenv(name, os.environ.get(name, "8"))
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -235,20 +235,20 @@ def test_the_face_tracker_is_not_closed_under_a_call_that_outlived_the_stop(
 
 def test_the_end_line_counts_the_windows_published_unlabelled(capsys: pytest.CaptureFixture[str]) -> None:
     summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90, overflow=3, failed=2)
-    mer_cli.app._print_summary(summary, None)
+    mer_cli.live_run._print_summary(summary, None)
     line = capsys.readouterr().err
     assert "3 window(s) published unlabelled: the classifier fell behind" in line
     assert "2 window(s) published unlabelled: the model failed on them" in line
-    mer_cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
+    mer_cli.live_run._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
     assert "unlabelled" not in capsys.readouterr().err
 
 
 def test_the_end_line_counts_the_candidates_the_spotter_dropped(capsys: pytest.CaptureFixture[str]) -> None:
     summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
                             rejected={"too_small": 4, "context": 2, "blink": 0})
-    mer_cli.app._print_summary(summary, None)
+    mer_cli.live_run._print_summary(summary, None)
     assert "6 spotter candidate(s) dropped (4 too_small, 2 context)" in capsys.readouterr().err
-    mer_cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
+    mer_cli.live_run._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
                                          rejected={"context": 0}), None)
     assert "dropped (" not in capsys.readouterr().err
 

@@ -123,8 +123,8 @@ def test_a_small_network_learns_an_easy_pattern_and_its_export_spots_live(tmp_pa
 
 def test_the_command_line_chooses_the_spotter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from engines import spotting_model
-    from mer_cli.app import spotting_choice
     from mer_cli.live import build_parser
+    from mer_cli.spotting import spotting_choice
     from mer_core.errors import UserError
 
     options = SpotTrainOptions(steps=1, width=4, batch=2, chunk=48, threads=1, seed=0)

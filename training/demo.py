@@ -18,6 +18,7 @@ from pathlib import Path
 from mer_core.errors import UserError
 from mer_core.paths import user_cache_dir
 from realtime.face_model import FaceModelError, resolve_face_model
+from realtime.publisher import DEFAULT_ENDPOINT
 from training.synth import SynthGenerator
 from training.synth_faces import load_identities
 from training.synth_options import SynthOptions
@@ -104,7 +105,7 @@ def _ensure(path: Path) -> Path:
 
 
 def demo_dashboard(*, seconds: float = 17.0, width: int = 110, face_model: str | Path | None = None,
-                   model: str | Path | None = None, endpoint: str = "tcp://127.0.0.1:5556") -> str:
+                   model: str | Path | None = None, endpoint: str = DEFAULT_ENDPOINT) -> str:
     """The dashboard ``mer-live --demo`` draws ``seconds`` into the demo clip, as plain text: the clip runs through
     the real pipeline in process (``--fast``) and the snapshot is rendered as the live dashboard renders it. The
     docs' capture is this text (``tests/test_dashboard_capture.py`` fails when they drift apart)."""

@@ -483,7 +483,7 @@ def write_clips(video: Path, plan: OntoPlan, root: Path, *, subject: str, tracke
 
 
 # Spotting settings that find far more than micro-expressions: for harvesting windows that are not one.
-_PERMISSIVE = {"min_score": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
+_PERMISSIVE = {"threshold": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
                "max_lid_change": 1e6, "max_lid_change_widened": 1e6, "max_return": 100.0}
 
 
