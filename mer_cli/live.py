@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "any other existing file is refused)")
     out.add_argument("--no-dashboard", action="store_true",
                      help="no live terminal dashboard; print one plain line per event instead")
+    out.add_argument("--status-period", type=positive_number, default=1.0, metavar="S",
+                     help="seconds between status records (default: %(default)g)")
     add_log_arguments(out)
 
     spot = p.add_argument_group("spotting (all in seconds, so any frame rate behaves the same)")

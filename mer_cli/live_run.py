@@ -132,6 +132,7 @@ def run_live(args: argparse.Namespace, *, on_pipeline: Callable[[Pipeline], None
         options = PipelineOptions(
             fast=args.fast,
             duration_s=args.duration,
+            status_period_s=args.status_period,
             face_workers=args.face_workers,
             windows=windows,
             analyzer=AnalyzerOptions.for_card(card, spotter=spotter, spotting=spotting),

@@ -85,7 +85,7 @@ class PipelineOptions:
     fast: bool = False  # file read as fast as possible, every frame analysed (BLOCK ring)
     ring_capacity: int = 32  # frames between capture and analysis (live: ~1 s of slack before drops)
     fast_ring_capacity: int = 4  # --fast: a short read-ahead keeps decode parallel without queueing latency
-    status_period_s: float = 1.0
+    status_period_s: float = 1.0  # seconds between status records (mer-live --status-period)
     duration_s: float | None = None  # stop after this much source time
     reconnect_s: float = 5.0  # a live source that stops is reopened with back-off for at most this long
     sparkline_len: int = 120  # intensity samples kept for the dashboard
@@ -340,8 +340,8 @@ class Pipeline:
         return self
 
     def run(self) -> SummaryRecord:
-        """Start (if needed), publish status once a second until the source ends or :meth:`interrupt`, then
-        the summary."""
+        """Start (if needed), publish status every ``status_period_s`` (once a second) until the source ends or
+        :meth:`interrupt`, then the summary."""
         if self._started_at is None:
             self.start()
         reason = "end"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from in_process import run_main
 
 from engines.backends.base import TRAIN_EXTRA
 
@@ -264,13 +265,13 @@ def test_mer_bench_says_what_it_is_measuring(
 
 
 def test_mer_live_usage_shows_the_keys_form() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mer_cli.live", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    from mer_cli.live import main
+
+    proc = run_main(main, ["--help"])
     assert proc.returncode == 0
     usage = proc.stdout.split("\n\n")[0]
     assert usage.startswith("usage: mer-live [-h]") and "mer-live keys KEYDIR" in usage
-    keys = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(Path(os.devnull) / "x")],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    keys = run_main(main, ["keys", str(Path(os.devnull) / "x")])
     assert keys.returncode == 2 and "Traceback" not in keys.stderr  # the form itself still parses
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from fakes import fake_card
+from in_process import Ran, run_main
 from ports import free_port, subscribed
 
 import mer_cli.live_run
@@ -51,9 +52,9 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
 
 
 
-def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+def _mer_live(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """``mer-live ARGS`` in this process (:func:`in_process.run_main`), with ``env`` as its environment."""
+    return run_main(mer_live_main, args, env=env)
 
 
 def _records(path: Path) -> list[Record]:
@@ -100,18 +101,18 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
     record = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mer_cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
-         str(record), "--model", str(model_dir), "--zmq", "none"],
+         str(record), "--model", str(model_dir), "--zmq", "none", "--status-period", "0.05"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         # a shell without job control starts background jobs with SIGINT ignored, and Python then keeps it
         # ignored: give mer-live the disposition a terminal would, whatever launched the tests
         preexec_fn=_default_sigint,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # the handshake: two status records, so the run is under way
+        while time.monotonic() < deadline and proc.poll() is None:
             if record.exists() and record.read_text().count('"type":"status"') >= 2:
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -253,7 +254,7 @@ def test_the_end_line_counts_the_candidates_the_spotter_dropped(capsys: pytest.C
     assert "dropped (" not in capsys.readouterr().err
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def _one_line_error(proc: Ran, *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("mer-live: error:")]
@@ -393,8 +394,7 @@ def test_a_video_cut_before_its_index_is_a_one_line_error(
 
 
 def test_help_documents_exit_codes_and_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mer_cli.live", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    proc = _mer_live("--help")
     assert proc.returncode == 0
     for needle in ("--camera", "--video", "--demo", "--fast", "--engine", "--model", "--zmq", "--record",
                    "--no-dashboard", "exit codes", "130"):
@@ -402,16 +402,13 @@ def test_help_documents_exit_codes_and_options() -> None:
 
 
 def test_no_source_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mer_cli.live"], capture_output=True, text=True, cwd=REPO,
-                          timeout=60)
+    proc = _mer_live()
     assert proc.returncode == 2 and "pick a source" in proc.stderr
 
 
 def test_keys_are_created_once_and_never_overwritten(tmp_path: Path) -> None:
-    first = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(tmp_path / "keys")],
-                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    first = _mer_live("keys", str(tmp_path / "keys"))
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "keys" / "server.key").is_file() and (tmp_path / "keys" / "server.key_secret").is_file()
-    again = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(tmp_path / "keys")],
-                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    again = _mer_live("keys", str(tmp_path / "keys"))
     _one_line_error(again, "already holds")
