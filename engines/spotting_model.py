@@ -1,7 +1,7 @@
 """The learned spotter's model: an ONNX graph over per-region feature windows, with its card inside.
 
 The graph takes ``features`` (B, R, C, T) float32 — R face regions, C feature channels
-(:data:`realtime.spot_features.FEATURES`), T grid steps — and returns ``logits`` (B, R, T - context -
+(:data:`mer_analysis.spot_features.FEATURES`), T grid steps — and returns ``logits`` (B, R, T - context -
 lookahead): for each step that has ``context`` steps before it and ``lookahead`` after it, each region's
 log-odds that the step lies inside a micro-expression. The card (:class:`SpottingCard`, JSON in the graph's
 metadata under ``mer_spot_card`` and beside it as ``<name>.card.json``) says which features, at which grid

@@ -4,7 +4,7 @@
     mer-analyze merge DIR... [--out FILE]
 
 This module is the edge where user mistakes become one line and an exit code; the work is done by
-:mod:`realtime.batch` (which videos, where, skipping, workers, summary) and :mod:`realtime.analyze` (one video).
+:mod:`mer_offline.batch` (which videos, where, skipping, workers, summary) and :mod:`mer_offline.analyze` (one video).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 from engines.backends import load_engine
 from engines.backends.base import EngineError
 from engines.card import CardError
-from mer_cli.app import spotter_options, spotting_choice
+from mer_cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from mer_cli.options import add_log_arguments, add_model_arguments, add_spotting_arguments, configure_logging
+from mer_cli.spotting import spotter_options, spotting_choice
+from mer_core.errors import UserError
 from mer_core.events import KINDS
-from realtime.analyze import AnalyzeOptions
-from realtime.batch import (
+from mer_offline.analyze import AnalyzeOptions
+from mer_offline.batch import (
     BatchError,
     ModelIdentity,
     already_done,
@@ -39,13 +41,12 @@ from realtime.batch import (
     select_shard,
     write_summary,
 )
-from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 
 if TYPE_CHECKING:
-    from realtime.analyze import AnalyzeOptions, VideoJob, VideoResult
-    from realtime.batch import ModelIdentity
+    from mer_offline.analyze import AnalyzeOptions, VideoJob, VideoResult
+    from mer_offline.batch import ModelIdentity
 
 PROG = "mer-analyze"
 

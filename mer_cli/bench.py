@@ -37,6 +37,7 @@ from typing import Any
 
 from engines.backends import EngineError, load_engine
 from engines.card import CardError
+from mer_cli.exit_codes import EXIT_OK, EXIT_USAGE
 from mer_cli.options import (
     add_log_arguments,
     check_face_workers,
@@ -48,7 +49,8 @@ from mer_cli.options import (
 )
 from mer_cli.progress import Steps
 from mer_cli.realbench import main as real_main
-from realtime.bench import (
+from mer_core.errors import UserError
+from mer_offline.bench import (
     STAGES,
     RunFigures,
     engine_latency,
@@ -56,7 +58,6 @@ from realtime.bench import (
     run_pipeline,
     throughput_ratio,
 )
-from realtime.errors import EXIT_OK, EXIT_USAGE, UserError
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
 from realtime.native_stderr import native_logs_hidden

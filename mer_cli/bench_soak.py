@@ -110,8 +110,8 @@ def _engine(model: str | None, backend: str, tmp: Path) -> tuple[Any, str]:
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
+    from mer_analysis.chain import AnalyzerOptions
     from mer_core.events import EventRecord, Record
-    from realtime.analysis import AnalyzerOptions
     from realtime.face import FaceTracker, FaceTrackerOptions
     from realtime.pipeline import Pipeline, PipelineOptions
     from realtime.publisher import Publisher, PublisherOptions
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from engines.backends import EngineError
     from engines.card import CardError
-    from realtime.errors import UserError
+    from mer_core.errors import UserError
     from realtime.face_model import FaceModelError
     from realtime.publisher import PublisherError
 

@@ -18,7 +18,7 @@ from engines.backends import load_engine
 from mer_cli.options import add_log_arguments, configure_logging
 from mer_core.events import EventRecord
 from mer_core.metrics import Interval, spotting_scores
-from realtime.bench import run_pipeline
+from mer_offline.bench import run_pipeline
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.native_stderr import native_stderr_silenced
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from mer_cli.app import run_live
+from mer_cli.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from mer_cli.live_run import run_live
 from mer_cli.options import (
     add_log_arguments,
     add_model_arguments,
@@ -24,13 +25,11 @@ from mer_cli.options import (
     configure_logging,
     positive_number,
 )
+from mer_core.errors import UserError
 from realtime.curve import CurveError, create_keys
-from realtime.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.native_stderr import native_logs_hidden
 from realtime.pipeline import Pipeline
-from realtime.publisher import PublisherError, check_exposure
-
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+from realtime.publisher import DEFAULT_ENDPOINT, PublisherError, check_exposure
 
 EPILOG = """\
 exit codes:
@@ -90,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "any other existing file is refused)")
     out.add_argument("--no-dashboard", action="store_true",
                      help="no live terminal dashboard; print one plain line per event instead")
+    out.add_argument("--status-period", type=positive_number, default=1.0, metavar="S",
+                     help="seconds between status records (default: %(default)g)")
     add_log_arguments(out)
 
     spot = p.add_argument_group("spotting (all in seconds, so any frame rate behaves the same)")

@@ -115,7 +115,7 @@ def _number(text: str) -> float:
 
 
 # command-line option (argparse dest) → the SpotterOptions field it sets
-SPOTTING_OPTIONS = {"micro_max": "micro_max_s", "min_duration": "min_duration_s", "threshold": "min_score",
+SPOTTING_OPTIONS = {"micro_max": "micro_max_s", "min_duration": "min_duration_s", "threshold": "threshold",
                     "min_peak": "min_peak", "max_context": "max_context"}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.backends.base import TorchMissingError, require_torch
+from mer_analysis.chain import AnalyzerOptions
 from mer_cli.options import (
     add_log_arguments,
     configure_logging,
@@ -20,7 +21,6 @@ from mer_cli.options import (
 )
 from mer_cli.progress import StageBars
 from mer_core.paths import user_cache_dir
-from realtime.analysis import AnalyzerOptions
 from realtime.face_model import FaceModelError, resolve_face_model
 from realtime.native_stderr import native_stderr_silenced
 from realtime.sources import SourceError

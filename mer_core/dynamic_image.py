@@ -182,7 +182,7 @@ def apex_flow(
     onset and from the offset to the apex. A micro-expression leaves the face and comes back, so both ends see
     the same movement at the apex; a movement that goes on through the window (a brow raise that stays, the
     jaw of a talking face, a slow turn) points the other way from the offset and largely cancels. This is the
-    spotter's two-sided contrast (``realtime.spotting``) applied to the classifier's input.
+    spotter's two-sided contrast (``mer_analysis.spotting``) applied to the classifier's input.
 
     Where a DI sums brightness changes (which depend on the face's texture and lighting), the flow says how far
     and which way the skin moved: the same Action Unit gives the same field on any face, which is what carries

@@ -299,7 +299,7 @@ class SummaryRecord(Record):
     overflow: int | None = None
     failed: int | None = None
     # the rule spotter's candidates (threshold crossings) that gave no window, by why they were dropped
-    # (realtime.spotting.REJECT_REASONS, every name, zeros included); left out for a spotter that does not say
+    # (mer_analysis.spotting.REJECT_REASONS, every name, zeros included); left out for a spotter that does not say
     rejected: dict[str, int] | None = None
 
     @classmethod

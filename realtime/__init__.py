@@ -1,5 +1,6 @@
-"""mer-live real-time side: sources, capture, ring buffer, face tracking, motion, spotting, the live pipeline,
-publisher, subscriber, dashboard, offline analysis. Above :mod:`engines` and :mod:`mer_core`, below :mod:`training`.
+"""mer-live's live runtime: sources, capture, ring buffer, face tracking, the threaded pipeline and classifier
+worker, publisher, subscriber, dashboard. Above :mod:`mer_analysis` (motion, spotting, the analysis chain it
+drives), below :mod:`mer_offline` (mer-analyze, mer-bench's measurements).
 
 Nothing heavy is imported here: ``import realtime`` must stay cheap (no torch, no mediapipe).
 """

@@ -20,8 +20,8 @@ import numpy as np
 
 from engines.backends.base import Predictor
 from engines.card import NONE_LABEL
+from mer_analysis.chain import WindowJob
 from mer_core.events import EventRecord
-from realtime.analysis import WindowJob
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ class DashboardSnapshot:
     events: Sequence[EventRecord] = ()
     event_counts: Mapping[str, int] = field(default_factory=dict)  # totals by kind, e.g. {"micro": 2}
     unlabelled: int = 0  # windows published without a label: the classifier fell behind or the model failed
-    # the rule spotter's candidates dropped so far, by reason (realtime.spotting.REJECT_REASONS); None: a
+    # the rule spotter's candidates dropped so far, by reason (mer_analysis.spotting.REJECT_REASONS); None: a
     # spotter that does not say (the row is left out)
     rejected: Mapping[str, int] | None = None
     stage_ms: Mapping[str, Mapping[str, float]] = field(default_factory=dict)

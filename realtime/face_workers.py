@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from realtime.analysis import FaceTracking
+from mer_analysis.chain import AlignedFace, FaceTracking
 from realtime.face import FaceFinder, FaceTracker, FoundFaces, TrackedFace
 
 __all__ = ["MAX_FACE_WORKERS", "FaceStage", "FaceWorkers", "FaceWorkersOptions", "default_face_workers",
@@ -59,9 +59,15 @@ def track_frames(tracker: FaceTracker, frames: Iterable[np.ndarray], fps: float,
     with FaceStage[int](tracker, default_face_workers() if workers is None else workers) as stage:
         for k, frame in enumerate(frames):
             for _, face in stage.put(frame, k / fps, k):
-                yield face
+                yield _tracked(face)
         for _, face in stage.finish():
-            yield face
+            yield _tracked(face)
+
+
+def _tracked(face: AlignedFace | None) -> TrackedFace | None:
+    """A :class:`FaceTracker`'s face, as its type (the stage hands on what the analysis chain reads of it)."""
+    assert face is None or isinstance(face, TrackedFace), type(face)
+    return face
 
 
 @dataclass(frozen=True)
@@ -178,7 +184,7 @@ class FaceStage(Generic[Meta]):
     either way; :meth:`put` and :meth:`finish` as for :class:`FaceWorkers`."""
 
     def __init__(self, tracker: FaceTracking, workers: int, *,
-                 track: Callable[[np.ndarray, float], TrackedFace | None] | None = None,
+                 track: Callable[[np.ndarray, float], AlignedFace | None] | None = None,
                  record_stage: Callable[[str, float], None] | None = None) -> None:
         self._tracker = tracker
         self._track = track if track is not None else tracker.process
@@ -186,18 +192,18 @@ class FaceStage(Generic[Meta]):
         self._record = record_stage
         self._pool: FaceWorkers[Meta] | None = None
 
-    def put(self, frame: np.ndarray, t: float, meta: Meta) -> list[tuple[Meta, TrackedFace | None]]:
+    def put(self, frame: np.ndarray, t: float, meta: Meta) -> list[tuple[Meta, AlignedFace | None]]:
         tracker = self._tracker
         if (self._pool is None and self._workers > 1 and isinstance(tracker, FaceTracker)
                 and tracker.frames_independent):
             self._pool = FaceWorkers(tracker, FaceWorkersOptions(workers=self._workers), record_stage=self._record)
             log.info("face landmarks: %d MediaPipe landmarkers on consecutive frames", self._workers)
         if self._pool is not None:
-            return self._pool.put(frame, t, meta)
+            return list(self._pool.put(frame, t, meta))
         return [(meta, self._track(frame, t))]
 
-    def finish(self) -> list[tuple[Meta, TrackedFace | None]]:
-        return self._pool.finish() if self._pool is not None else []
+    def finish(self) -> list[tuple[Meta, AlignedFace | None]]:
+        return list(self._pool.finish()) if self._pool is not None else []
 
     def close(self) -> None:
         """Stop the workers, if they started; safe to call twice. The tracker stays open (the caller's)."""

@@ -12,9 +12,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mer_analysis.motion import (
+    NUM_LANDMARKS,  # the face mesh's size, defined where the motion regions index it
+)
 from mer_core.paths import user_cache_dir
-
-NUM_LANDMARKS = 478
 
 # MediaPipe face-mesh indices. "Right eye" is the subject's right eye, which is on the image left of an
 # upright, unmirrored face; the landmark model names eyes by appearance, so this holds for mirrored

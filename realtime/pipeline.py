@@ -6,7 +6,7 @@ one landmarker, in order, nearly twice as fast on two cores.
 
 :class:`Pipeline` wires components that were built and checked beforehand (source, face tracker,
 engine, publisher), so each can be faked in tests and ``mer-bench``; every join is typed
-(:class:`~realtime.sources.FrameSource`, :class:`~realtime.analysis.FaceTracking`,
+(:class:`~realtime.sources.FrameSource`, :class:`~mer_analysis.chain.FaceTracking`,
 :class:`~engines.backends.base.Predictor`, :class:`FrameAnalyzing`). The caller's thread supervises:
 :meth:`Pipeline.run` publishes a ``status`` record about once a second, and a ``summary`` record at the
 end of the source, on ``stop()``, on :meth:`Pipeline.interrupt` (what ``mer-live`` does on SIGTERM and
@@ -27,17 +27,17 @@ from typing import Protocol, cast
 import numpy as np
 
 from engines.backends.base import Predictor
+from mer_analysis.chain import AlignedFace, Analyzer, AnalyzerOptions, FaceTracking, FrameResult, WindowJob
+from mer_analysis.learned_spotting import SpotModel
+from mer_analysis.spotting import SpottedWindow, Spotter
 from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord
-from realtime.analysis import Analyzer, AnalyzerOptions, FaceTracking, FrameResult, WindowJob
 from realtime.capture import CaptureOptions, CaptureThread
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.dashboard import DashboardSnapshot
-from realtime.face import FaceTracker, TrackedFace
+from realtime.face import FaceTracker
 from realtime.face_workers import FaceStage, default_face_workers
-from realtime.learned_spotting import SpotModel
 from realtime.ringbuffer import FramePacket, Policy, RingBuffer, RingBufferOptions
 from realtime.sources import FrameSource
-from realtime.spotting import SpottedWindow, Spotter
 from realtime.stats import RateMeter, RateMeterOptions, StageStats, StageStatsOptions
 from realtime.windows import WindowPlan, WindowsFile
 
@@ -50,7 +50,7 @@ _FrameMeta = tuple[int, float, float | None]  # a frame's index, time and captur
 
 
 class SpotterView(Protocol):
-    """What the dashboard shows of the spotter (:class:`realtime.spotting.Spotter`)."""
+    """What the dashboard shows of the spotter (:class:`mer_analysis.spotting.Spotter`)."""
 
     @property
     def state(self) -> str: ...
@@ -60,7 +60,7 @@ class SpotterView(Protocol):
 
 
 class FrameAnalyzing(Protocol):
-    """The analysis chain as the analyser thread drives it: :class:`realtime.analysis.Analyzer`, or a stand-in
+    """The analysis chain as the analyser thread drives it: :class:`mer_analysis.chain.Analyzer`, or a stand-in
     handed to :class:`Pipeline` as ``analyzer`` (tests script windows so). The counters are read by other
     threads."""
 
@@ -85,7 +85,7 @@ class PipelineOptions:
     fast: bool = False  # file read as fast as possible, every frame analysed (BLOCK ring)
     ring_capacity: int = 32  # frames between capture and analysis (live: ~1 s of slack before drops)
     fast_ring_capacity: int = 4  # --fast: a short read-ahead keeps decode parallel without queueing latency
-    status_period_s: float = 1.0
+    status_period_s: float = 1.0  # seconds between status records (mer-live --status-period)
     duration_s: float | None = None  # stop after this much source time
     reconnect_s: float = 5.0  # a live source that stops is reopened with back-off for at most this long
     sparkline_len: int = 120  # intensity samples kept for the dashboard
@@ -238,7 +238,7 @@ class Pipeline:
         stage = FaceStage[_FrameMeta](chain.tracker, self.face_workers, track=chain.track,
                                       record_stage=self._record_stage)
 
-        def hand_over(ready: list[tuple[_FrameMeta, TrackedFace | None]]) -> bool:
+        def hand_over(ready: list[tuple[_FrameMeta, AlignedFace | None]]) -> bool:
             return all(self._hand_over((*meta, face)) for meta, face in ready)
 
         try:
@@ -270,7 +270,7 @@ class Pipeline:
                 continue
         return False
 
-    def _tracked(self) -> Iterator[tuple[int, float, float | None, TrackedFace | None]]:
+    def _tracked(self) -> Iterator[tuple[int, float, float | None, AlignedFace | None]]:
         """(index, t, captured_at, face) from the face thread until it ends; its failure is raised here."""
         while True:
             try:
@@ -283,7 +283,7 @@ class Pipeline:
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield cast(tuple[int, float, float | None, TrackedFace | None], item)
+            yield cast(tuple[int, float, float | None, AlignedFace | None], item)
 
     def _analyze(self) -> None:
         last_index: int | None = None  # the last frame analysed
@@ -340,8 +340,8 @@ class Pipeline:
         return self
 
     def run(self) -> SummaryRecord:
-        """Start (if needed), publish status once a second until the source ends or :meth:`interrupt`, then
-        the summary."""
+        """Start (if needed), publish status every ``status_period_s`` (once a second) until the source ends or
+        :meth:`interrupt`, then the summary."""
         if self._started_at is None:
             self.start()
         reason = "end"
@@ -440,7 +440,7 @@ class Pipeline:
                 worker.failed or None)
 
     def _rejected_counts(self) -> dict[str, int] | None:
-        """The rule spotter's dropped candidates by reason (:data:`realtime.spotting.REJECT_REASONS`), as the
+        """The rule spotter's dropped candidates by reason (:data:`mer_analysis.spotting.REJECT_REASONS`), as the
         summary record and the dashboard carry them; None for a spotter that has no such rules (the learned
         spotter, the feature recorder, a stand-in)."""
         spotter = self.analyzer.spotter

@@ -24,13 +24,12 @@ from typing import Any
 
 from mer_core.events import Record, RecordError, parse_record
 from realtime.curve import CurveError, client_keypair, load_public_key
-from realtime.publisher import PublisherError, check_endpoint
+from realtime.publisher import DEFAULT_ENDPOINT, PublisherError, check_endpoint
 
 __all__ = ["DEFAULT_ENDPOINT", "TOPICS", "Message", "RunFollower", "Subscriber", "SubscriberError", "subscribe"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 TOPICS = ("event", "status", "summary")
 _POLL_SLICE_MS = 200  # poll in slices so Ctrl-C is handled promptly
 

@@ -4,7 +4,7 @@ A lab with annotated clips (CASME-style onset / apex / offset frames) asks what 
 annotated movement. :func:`read_windows` reads and checks the file before anything slow is loaded; every
 mistake is one :class:`WindowsFileError` naming the file and the line. :class:`WindowPlan` runs on the
 pipeline's analyser thread: when a window's last frame has been analysed, its network input is built from
-the held crops by the analyser's own builder (:meth:`realtime.analysis.Analyzer.build_inputs`, the one used
+the held crops by the analyser's own builder (:meth:`mer_analysis.chain.Analyzer.build_inputs`, the one used
 for spotted windows), and the windows go to the classifier in the order of the file.
 """
 
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mer_analysis.chain import FrameResult, WindowJob
+from mer_analysis.spotting import SpottedWindow
+from mer_core.errors import UserError
 from mer_core.events import EventRecord, TimePoint
 from mer_core.metrics import recognition_scores
-from realtime.analysis import FrameResult, WindowJob
-from realtime.errors import UserError
-from realtime.spotting import SpottedWindow
 
 log = logging.getLogger(__name__)
 

@@ -64,9 +64,10 @@ def shared_faces() -> Path:
     return faces
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised dual-phase model: model.pt, model.card.json, model.onnx (plumbing, not accuracy)."""
+    """A randomly initialised dual-phase model: model.pt, model.card.json, model.onnx (plumbing, not accuracy).
+    Made once per session (an ONNX export costs a second or two); tests read it and never write into it."""
     from engines.checkpoint import save_checkpoint
     from engines.onnx_io import export_onnx
     from engines.registry import build_model

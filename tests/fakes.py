@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from engines.card import ModelCard
+from mer_analysis.chain import FrameResult, WindowJob
+from mer_analysis.spotting import SpottedWindow
 from mer_core.events import TimePoint
-from realtime.analysis import FrameResult, WindowJob
 from realtime.face import TrackedFace
-from realtime.spotting import SpottedWindow
 
 
 def fake_card(labels: Sequence[str], name: str) -> ModelCard:

@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
+from mer_analysis.spotting import REJECT_REASONS, Rejection
 from mer_cli.analyze import build_parser, main
 from mer_core.events import EventRecord, SummaryRecord, TimePoint, parse_record
-from realtime.analyze import (
+from mer_offline.analyze import (
     BLENDSHAPE_NAMES,
     OUTPUT_FILES,
     REJECTED_COLUMNS,
@@ -35,7 +36,7 @@ from realtime.analyze import (
     event_columns,
     save_result,
 )
-from realtime.batch import (
+from mer_offline.batch import (
     SUMMARY_COLUMNS,
     BatchError,
     assign_names,
@@ -45,8 +46,7 @@ from realtime.batch import (
     read_summary,
     select_shard,
 )
-from realtime.report import REJECT_STYLES, ReportInputs, flow_key, render_report
-from realtime.spotting import REJECT_REASONS, Rejection
+from mer_offline.report import REJECT_STYLES, ReportInputs, flow_key, render_report
 
 PNG_URI = re.compile(r'data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -125,6 +125,13 @@ def test_shards_partition_the_batch() -> None:
     for bad in ("0/3", "4/3", "1/0", "x", "1-3"):
         with pytest.raises(BatchError):
             parse_shard(bad)
+
+
+def test_the_rerun_key_keeps_the_spotter_gate_under_its_stored_name() -> None:
+    """Results stored before SpotterOptions.min_score became .threshold carry the old name in their key; a
+    re-run with the same settings must still find them."""
+    spotter = AnalyzeOptions().identity()["spotter"]
+    assert spotter["min_score"] == AnalyzeOptions().spotter.threshold and "threshold" not in spotter
 
 
 def _result(path: str, status: str = "ok", finished: str = "2026-01-01T00:00:00.000Z", micro: int = 1) -> VideoResult:
@@ -491,12 +498,12 @@ def test_shards_merge_into_the_summary_of_one_run(corpus: dict[str, Path], first
 
 def test_interrupted_batch_exits_130_and_keeps_no_half_result(corpus: dict[str, Path],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import realtime.batch
+    import mer_offline.batch
 
     def interrupted(*args: object, **kwargs: object) -> VideoResult:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(realtime.batch, "analyze_video", interrupted)
+    monkeypatch.setattr(mer_offline.batch, "analyze_video", interrupted)
     out = corpus["root"] / "interrupted"
     code, err = _run(corpus["clips"], "--out", out)
     assert code == 130 and "interrupted" in err and "Traceback" not in err

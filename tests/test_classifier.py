@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from fakes import ScriptedAnalysis, fake_card
 
+from mer_analysis.chain import WindowJob
+from mer_analysis.spotting import SpottedWindow
 from mer_core.events import EventRecord, Record, SummaryRecord, TimePoint
-from realtime.analysis import WindowJob
 from realtime.classifier import ClassifierOptions, ClassifierWorker
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
-from realtime.spotting import SpottedWindow
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from in_process import run_main
 
 from engines.backends.base import TRAIN_EXTRA
 
@@ -185,7 +186,7 @@ def _fake_measurements(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ONNX Runtime, no annotations' spotting score."""
     import mer_cli.bench
     from mer_core.events import StatusRecord
-    from realtime.bench import RunFigures
+    from mer_offline.bench import RunFigures
 
     class Engine:
         name, reason = "fake", "test stand-in"
@@ -264,13 +265,13 @@ def test_mer_bench_says_what_it_is_measuring(
 
 
 def test_mer_live_usage_shows_the_keys_form() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mer_cli.live", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    from mer_cli.live import main
+
+    proc = run_main(main, ["--help"])
     assert proc.returncode == 0
     usage = proc.stdout.split("\n\n")[0]
     assert usage.startswith("usage: mer-live [-h]") and "mer-live keys KEYDIR" in usage
-    keys = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(Path(os.devnull) / "x")],
-                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    keys = run_main(main, ["keys", str(Path(os.devnull) / "x")])
     assert keys.returncode == 2 and "Traceback" not in keys.stderr  # the form itself still parses
 
 
@@ -288,14 +289,14 @@ def test_mer_live_landmark_every_takes_a_number_or_auto(capsys: pytest.CaptureFi
 
 
 def test_every_spotting_option_reaches_the_spotter() -> None:
-    from mer_cli.app import spotter_options
+    from mer_analysis.spotting import SpotterOptions
     from mer_cli.live import build_parser
-    from realtime.spotting import SpotterOptions
+    from mer_cli.spotting import spotter_options
 
     args = build_parser().parse_args(["--demo", "--micro-max", "0.4", "--min-duration", "0.1", "--threshold", "3",
                                       "--min-peak", "0.01", "--max-context", "0.8"])
     s = spotter_options(args)
-    assert (s.micro_max_s, s.min_duration_s, s.min_score, s.min_peak, s.max_context) == (0.4, 0.1, 3.0, 0.01, 0.8)
+    assert (s.micro_max_s, s.min_duration_s, s.threshold, s.min_peak, s.max_context) == (0.4, 0.1, 3.0, 0.01, 0.8)
     assert spotter_options(build_parser().parse_args(["--demo"])) == SpotterOptions()  # not given: defaults
 
 
@@ -349,9 +350,9 @@ def test_a_number_out_of_range_is_a_usage_error(module: str, argv: list[str], sa
 
 def test_spotting_values_refused_together_name_the_option() -> None:
     """--min-peak above the largest movement the spotter takes: one line naming the option, not a traceback."""
-    from mer_cli.app import spotter_options
     from mer_cli.live import build_parser
-    from realtime.errors import UserError
+    from mer_cli.spotting import spotter_options
+    from mer_core.errors import UserError
 
     with pytest.raises(UserError) as info:
         spotter_options(build_parser().parse_args(["--demo", "--min-peak", "0.1"]))
@@ -360,14 +361,14 @@ def test_spotting_values_refused_together_name_the_option() -> None:
 
 
 def test_an_unknown_setting_is_refused_by_name() -> None:
+    from mer_analysis.spotting import SpotterOptions
     from mer_core.options import OptionsError, replace_options
-    from realtime.spotting import SpotterOptions
 
-    assert replace_options(SpotterOptions(), min_score=3.0).min_score == 3.0
+    assert replace_options(SpotterOptions(), threshold=3.0).threshold == 3.0
     with pytest.raises(OptionsError) as info:
-        replace_options(SpotterOptions(), min_scor=3.0)
-    assert str(info.value).startswith("SpotterOptions has no setting 'min_scor'; known: ")
-    assert "min_score" in str(info.value) and "\n" not in str(info.value)
+        replace_options(SpotterOptions(), thresold=3.0)
+    assert str(info.value).startswith("SpotterOptions has no setting 'thresold'; known: ")
+    assert "threshold" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_every_console_script_points_at_a_function() -> None:
@@ -385,8 +386,8 @@ def test_every_console_script_points_at_a_function() -> None:
 
 def test_record_never_replaces_an_input_or_a_file_that_is_not_a_recording(tmp_path: Path) -> None:
     """--record replaces its file: `--record clip.mp4` for `--video clip.mp4` used to destroy the video."""
-    from mer_cli.app import check_record_path
-    from realtime.errors import UserError
+    from mer_cli.live_run import check_record_path
+    from mer_core.errors import UserError
 
     video, notes, earlier = tmp_path / "clip.mp4", tmp_path / "notes.txt", tmp_path / "run.jsonl"
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
@@ -414,14 +415,14 @@ def test_mer_live_says_an_address_cannot_work_before_asking_for_keys(
 ) -> None:
     """`--zmq tcp://999.1.1.1:5556` first said "reachable from other machines" (so, make keys), and only with
     --insecure that the address is not this machine's; one line either way, before anything loads."""
-    import mer_cli.app
+    import mer_cli.live_run
     from mer_cli.live import main
 
     def must_not_run(args: object, **kwargs: object) -> int:
         raise AssertionError("mer-live went on to open the source")
 
     monkeypatch.setattr("mer_cli.live.run_live", must_not_run)
-    monkeypatch.setattr(mer_cli.app, "demo_video", must_not_run)
+    monkeypatch.setattr(mer_cli.live_run, "demo_video", must_not_run)
     for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
         monkeypatch.setenv(name, os.environ.get(name, "8"))
     assert main(["--demo", "--zmq", f"tcp://{address}:5556", *insecure]) == 2
@@ -436,7 +437,7 @@ def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """The first `mer-live --demo` made its clip for 5-11 s with nothing on screen (the dashboard starts after):
     a progress line says what is happening (plain lines when stderr is not a terminal)."""
-    import mer_cli.app
+    import mer_cli.live_run
     from mer_cli.live import build_parser
 
     def fake_demo(face_model: object = None, progress: Any = None) -> Path:
@@ -445,8 +446,8 @@ def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
             progress(done, 900)
         return Path("demo.mp4")
 
-    monkeypatch.setattr(mer_cli.app, "demo_video", fake_demo)
-    assert mer_cli.app._source_spec(build_parser().parse_args(["--demo"])) == "demo.mp4"
+    monkeypatch.setattr(mer_cli.live_run, "demo_video", fake_demo)
+    assert mer_cli.live_run._source_spec(build_parser().parse_args(["--demo"])) == "demo.mp4"
     err = capsys.readouterr().err
     assert "making the demo clip" in err and "900/900 frames" in err, err
     assert err.count("\n") <= 5  # a few lines, not one per frame
@@ -454,11 +455,11 @@ def test_making_the_demo_clip_shows_progress(monkeypatch: pytest.MonkeyPatch,
 
 def test_an_existing_demo_clip_shows_no_progress(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    import mer_cli.app
+    import mer_cli.live_run
     from mer_cli.live import build_parser
 
-    monkeypatch.setattr(mer_cli.app, "demo_video", lambda face_model=None, progress=None: Path("demo.mp4"))  # cached
-    mer_cli.app._source_spec(build_parser().parse_args(["--demo"]))
+    monkeypatch.setattr(mer_cli.live_run, "demo_video", lambda face_model=None, progress=None: Path("demo.mp4"))  # cached
+    mer_cli.live_run._source_spec(build_parser().parse_args(["--demo"]))
     assert capsys.readouterr().err == ""
 
 

@@ -11,9 +11,8 @@ import pytest
 
 from engines.card import CardError
 from engines.spotting_model import SpottingCard, SpottingModel, load_spotting_model, pool_regions
-from mer_core.events import TimePoint
-from realtime.analysis import Analyzer, AnalyzerOptions
-from realtime.learned_spotting import (
+from mer_analysis.chain import Analyzer, AnalyzerOptions
+from mer_analysis.learned_spotting import (
     FeatureRecorder,
     LearnedSpotter,
     LearnedSpotterOptions,
@@ -21,9 +20,10 @@ from realtime.learned_spotting import (
     decode_rows,
     judged_step,
 )
-from realtime.motion import REGION_NAMES, MotionSample
-from realtime.spot_features import FEATURE_VERSION, FEATURES, GridRow, SpotFeatureOptions, SpotFeatures
-from realtime.spotting import Spotter
+from mer_analysis.motion import REGION_NAMES, MotionSample
+from mer_analysis.spot_features import FEATURE_VERSION, FEATURES, GridRow, SpotFeatureOptions, SpotFeatures
+from mer_analysis.spotting import Spotter
+from mer_core.events import TimePoint
 
 R, C = len(REGION_NAMES), len(FEATURES)
 

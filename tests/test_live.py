@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 import pytest
 from fakes import fake_card
+from in_process import Ran, run_main
 from ports import free_port, subscribed
 
-import mer_cli.app
+import mer_cli.live_run
 from mer_cli.live import main as mer_live_main
 from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
 from mer_core.metrics import spotting_scores
@@ -51,9 +52,9 @@ def video(env: dict[str, str]) -> tuple[Path, Path]:
 
 
 
-def _mer_live(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+def _mer_live(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """``mer-live ARGS`` in this process (:func:`in_process.run_main`), with ``env`` as its environment."""
+    return run_main(mer_live_main, args, env=env)
 
 
 def _records(path: Path) -> list[Record]:
@@ -100,18 +101,18 @@ def test_a_signal_mid_run_leaves_a_complete_recording_with_summary(
     record = tmp_path / "out.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mer_cli.live", "--video", str(video[0]), "--no-dashboard", "--record",
-         str(record), "--model", str(model_dir), "--zmq", "none"],
+         str(record), "--model", str(model_dir), "--zmq", "none", "--status-period", "0.05"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         # a shell without job control starts background jobs with SIGINT ignored, and Python then keeps it
         # ignored: give mer-live the disposition a terminal would, whatever launched the tests
         preexec_fn=_default_sigint,
     )
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60  # the handshake: two status records, so the run is under way
+        while time.monotonic() < deadline and proc.poll() is None:
             if record.exists() and record.read_text().count('"type":"status"') >= 2:
                 break
-            time.sleep(0.1)
+            time.sleep(0.02)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -174,10 +175,10 @@ def _mer_live_in_process(monkeypatch: pytest.MonkeyPatch, tracker: _FakeTracker,
     """``mer-live --video clip.mp4 --no-dashboard --zmq none --record RECORD`` in this process, on a long
     array source played at its frame rate, with the engine and the face tracker faked."""
     frames = [np.zeros((32, 32, 3), np.uint8)] * 3000  # 100 s at 30 fps: ended by a signal, not by the source
-    monkeypatch.setattr(mer_cli.app, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
-    monkeypatch.setattr(mer_cli.app, "load_engine", lambda model, backend: _FakeEngine())
-    monkeypatch.setattr(mer_cli.app, "FaceTracker", lambda options: tracker)
-    monkeypatch.setattr(mer_cli.app, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
+    monkeypatch.setattr(mer_cli.live_run, "open_source", lambda spec: ArraySource(frames, fps=30.0, name="array:clip"))
+    monkeypatch.setattr(mer_cli.live_run, "load_engine", lambda model, backend: _FakeEngine())
+    monkeypatch.setattr(mer_cli.live_run, "FaceTracker", lambda options: tracker)
+    monkeypatch.setattr(mer_cli.live_run, "PipelineOptions", functools.partial(PipelineOptions, join_timeout_s=0.2))
     for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):  # main() sets them for OpenCV
         monkeypatch.setenv(name, os.environ.get(name, "8"))
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
@@ -235,25 +236,25 @@ def test_the_face_tracker_is_not_closed_under_a_call_that_outlived_the_stop(
 
 def test_the_end_line_counts_the_windows_published_unlabelled(capsys: pytest.CaptureFixture[str]) -> None:
     summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90, overflow=3, failed=2)
-    mer_cli.app._print_summary(summary, None)
+    mer_cli.live_run._print_summary(summary, None)
     line = capsys.readouterr().err
     assert "3 window(s) published unlabelled: the classifier fell behind" in line
     assert "2 window(s) published unlabelled: the model failed on them" in line
-    mer_cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
+    mer_cli.live_run._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90), None)
     assert "unlabelled" not in capsys.readouterr().err
 
 
 def test_the_end_line_counts_the_candidates_the_spotter_dropped(capsys: pytest.CaptureFixture[str]) -> None:
     summary = SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
                             rejected={"too_small": 4, "context": 2, "blink": 0})
-    mer_cli.app._print_summary(summary, None)
+    mer_cli.live_run._print_summary(summary, None)
     assert "6 spotter candidate(s) dropped (4 too_small, 2 context)" in capsys.readouterr().err
-    mer_cli.app._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
+    mer_cli.live_run._print_summary(SummaryRecord(source="array:clip", frames=90, dropped=0, face_frames=90,
                                          rejected={"context": 0}), None)
     assert "dropped (" not in capsys.readouterr().err
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def _one_line_error(proc: Ran, *needles: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("mer-live: error:")]
@@ -393,8 +394,7 @@ def test_a_video_cut_before_its_index_is_a_one_line_error(
 
 
 def test_help_documents_exit_codes_and_options() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mer_cli.live", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=60)
+    proc = _mer_live("--help")
     assert proc.returncode == 0
     for needle in ("--camera", "--video", "--demo", "--fast", "--engine", "--model", "--zmq", "--record",
                    "--no-dashboard", "exit codes", "130"):
@@ -402,16 +402,13 @@ def test_help_documents_exit_codes_and_options() -> None:
 
 
 def test_no_source_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mer_cli.live"], capture_output=True, text=True, cwd=REPO,
-                          timeout=60)
+    proc = _mer_live()
     assert proc.returncode == 2 and "pick a source" in proc.stderr
 
 
 def test_keys_are_created_once_and_never_overwritten(tmp_path: Path) -> None:
-    first = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(tmp_path / "keys")],
-                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    first = _mer_live("keys", str(tmp_path / "keys"))
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "keys" / "server.key").is_file() and (tmp_path / "keys" / "server.key_secret").is_file()
-    again = subprocess.run([sys.executable, "-m", "mer_cli.live", "keys", str(tmp_path / "keys")],
-                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    again = _mer_live("keys", str(tmp_path / "keys"))
     _one_line_error(again, "already holds")

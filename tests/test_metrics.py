@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from mer_analysis.spotting import SpottedWindow
 from mer_core.events import TimePoint
 from mer_core.metrics import (
     Interval,
@@ -18,7 +19,6 @@ from mer_core.metrics import (
     spotting_scores,
     to_interval,
 )
-from realtime.spotting import SpottedWindow
 
 # --- IoU ------------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""realtime.motion: region displacement on a real face (skimage astronaut) with synthetic, known movements."""
+"""mer_analysis.motion: region displacement on a real face (skimage astronaut) with synthetic, known movements."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import skimage.data
 
+from mer_analysis.motion import REGION_NAMES, REGIONS, MotionError, MotionMeter, MotionOptions, eye_opening
 from mer_core.alignment import align_face
 from realtime.landmarks import anchors_from_landmarks
-from realtime.motion import REGION_NAMES, REGIONS, MotionError, MotionMeter, MotionOptions, eye_opening
 from training.still_faces import detect_faces
 
 FPS = 30.0

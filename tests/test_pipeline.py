@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from fakes import ScriptedAnalysis, fake_card, tracked_face
 
+from mer_analysis.chain import FrameResult, WindowJob
+from mer_analysis.spotting import REJECT_REASONS, SpottedWindow
 from mer_core.events import EventRecord, Record, SummaryRecord, TimePoint
-from realtime.analysis import FrameResult, WindowJob
 from realtime.dashboard import render_text
 from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
-from realtime.spotting import REJECT_REASONS, SpottedWindow
 
 pytestmark = pytest.mark.usefixtures("no_thread_left_behind")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.card import NONE_LABEL
+from mer_analysis.spotting import SpottedWindow
 from mer_core.events import TimePoint
-from realtime.spotting import SpottedWindow
 from training.datasets.synth_reader import read_synth
 from training.realbench import _none_rows, clip_set_name, write_clip_sets
 from training.realdata import RenderSpec, Variant, VideoSet
@@ -86,7 +86,7 @@ def test_none_rows_label_micro_windows_none_and_keep_at_most_the_number_asked() 
 def test_the_report_marks_an_uncertain_label_as_the_dashboard_does() -> None:
     label = "positive"
     from mer_core.events import EventRecord
-    from realtime.report import _card
+    from mer_offline.report import _card
 
     def event(confidence: float) -> EventRecord:
         return EventRecord(onset=TimePoint(10, 0.33), apex=TimePoint(13, 0.43), offset=TimePoint(18, 0.6),

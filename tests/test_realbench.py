@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mer_analysis.spotting import SpottedWindow
 from mer_core.events import TimePoint
-from realtime.spotting import SpottedWindow
 from training.realbench import BenchOptions, Tally, bench_only, evaluate, person_folds, score_windows
 from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet, people_of
 from training.replay import FaceTrack

@@ -1,7 +1,8 @@
 """Reliability: the bad-input corpus (``tests/bad_inputs.py``), sources that fail or vanish mid-run,
 a subscriber that never reads, and the security defaults. Every case ends with one clear line, never a
 traceback, and — once anything was published — a JSONL record whose every line parses and whose last line
-is the summary. ``mer-live`` runs as a subprocess where its command-line behaviour is the point."""
+is the summary. ``mer-live`` runs through its ``main()`` in this process (``tests/in_process.py``: its environment,
+its file descriptors), and as a process of its own where the process is the point."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 from bad_inputs import make_bad_inputs
 from fakes import tracked_face
+from in_process import Ran, run_main
 from ports import free_port
 
 from mer_core.events import EventRecord, Record, StatusRecord, SummaryRecord, parse_record
@@ -74,8 +76,16 @@ def quiet_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def _mer_live(*args: str, env: dict[str, str], cwd: Path = REPO, timeout: float = 120
-              ) -> subprocess.CompletedProcess[str]:
+def _mer_live(*args: str, env: dict[str, str]) -> Ran:
+    """``mer-live ARGS`` in this process (:func:`in_process.run_main`), with ``env`` as its environment."""
+    from mer_cli.live import main
+
+    return run_main(main, args, env=env)
+
+
+def _mer_live_process(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+                      ) -> subprocess.CompletedProcess[str]:
+    """``mer-live ARGS`` as a process of its own, where the process is the point (what it writes where)."""
     return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=cwd)
 
@@ -204,7 +214,7 @@ def test_a_checkpoint_with_a_pickled_object_is_refused_and_its_code_never_runs(c
 
 def test_every_torch_load_in_the_project_uses_weights_only() -> None:
     calls = 0
-    for package in ("realtime", "engines", "training"):
+    for package in ("mer_core", "engines", "mer_analysis", "realtime", "mer_offline", "training", "mer_cli"):
         for path in (REPO / package).rglob("*.py"):
             text = path.read_text(encoding="utf-8")
             for match in re.finditer(r"torch\.load\(", text):
@@ -243,8 +253,9 @@ def test_nothing_is_written_outside_the_record_and_the_user_cache(
            "MER_FACE_MODEL": str(face_model_path), "PYTHONDONTWRITEBYTECODE": "1"}
     before = _tree(tmp_path)
     record = out / "run.jsonl"
-    proc = _mer_live("--video", str(video[0]), "--fast", "--no-dashboard", "--record", str(record), "--model",
-                     str(model / "model.pt"), "--zmq", f"tcp://127.0.0.1:{free_port()}", env=env, cwd=cwd)
+    proc = _mer_live_process("--video", str(video[0]), "--fast", "--no-dashboard", "--record", str(record),
+                             "--model", str(model / "model.pt"), "--zmq", f"tcp://127.0.0.1:{free_port()}", env=env,
+                             cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     _complete_record(record)
     cache = xdg / "mer-live"
@@ -448,7 +459,7 @@ def test_frames_that_change_size_mid_stream(
 
 def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_model_path: Path) -> None:
     """The same frame over and over (a frozen camera, a paused stream): zero motion, never NaN."""
-    from realtime.analysis import Analyzer
+    from mer_analysis.chain import Analyzer
     from realtime.face import FaceTracker, FaceTrackerOptions
 
     still = cv2.imread(str(corpus["still_face"]))

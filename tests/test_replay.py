@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import pytest
 
+from mer_analysis.chain import AnalyzerOptions
 from mer_cli.live import main as live_main
 from mer_core.events import EventRecord, parse_record
-from realtime.analysis import AnalyzerOptions
 from training.replay import live_tracker_options, replay, track_faces
 from training.synth_onto import OntoOptions, write_onto
 

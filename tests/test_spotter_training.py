@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("torch")
 
 from engines.spotting_model import SpottingModel  # noqa: E402
-from realtime.learned_spotting import LearnedSpotter  # noqa: E402
-from realtime.motion import REGION_NAMES, MotionSample  # noqa: E402
-from realtime.spot_features import FEATURES  # noqa: E402
+from mer_analysis.learned_spotting import LearnedSpotter  # noqa: E402
+from mer_analysis.motion import REGION_NAMES, MotionSample  # noqa: E402
+from mer_analysis.spot_features import FEATURES  # noqa: E402
 from training.spotter_data import RawMotion, SpotSequence, _sequence, rows_from_raw, visibility  # noqa: E402
 from training.spotter_train import (  # noqa: E402
     SpotTrainOptions,
@@ -123,9 +123,9 @@ def test_a_small_network_learns_an_easy_pattern_and_its_export_spots_live(tmp_pa
 
 def test_the_command_line_chooses_the_spotter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from engines import spotting_model
-    from mer_cli.app import spotting_choice
     from mer_cli.live import build_parser
-    from realtime.errors import UserError
+    from mer_cli.spotting import spotting_choice
+    from mer_core.errors import UserError
 
     options = SpotTrainOptions(steps=1, width=4, batch=2, chunk=48, threads=1, seed=0)
     net = train_spotter([_seq(_raw(300, np.random.default_rng(1)), [], "warp/calm@0.04#7")], options)

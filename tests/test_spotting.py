@@ -1,4 +1,4 @@
-"""realtime.spotting: the streaming spotter on synthetic region-motion streams, scored with mer_core.metrics."""
+"""mer_analysis.spotting: the streaming spotter on synthetic region-motion streams, scored with mer_core.metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_events, run_spotter
 
+from mer_analysis.motion import REGION_NAMES
+from mer_analysis.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 from mer_core.metrics import spotting_scores
-from realtime.motion import REGION_NAMES
-from realtime.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
 
 
 def _micro_f1(windows: list[SpottedWindow], stream: Stream) -> float:
@@ -118,7 +118,7 @@ def test_a_movement_too_soon_after_another_is_dropped_for_its_context_counted_an
     context = [r for r in drained if r.reason == "context"]
     assert len(context) == 1 and context[0].region == "brow_inner_l"
     assert abs(context[0].t - second.apex_s) <= 0.1 and context[0].frame == round(context[0].t * 30)
-    assert context[0].score > SpotterOptions().min_score
+    assert context[0].score > SpotterOptions().threshold
     shown = stream.frame(context[0].shown_t)  # where the score curve shows it: a lag after the apex
     assert context[0].shown_t == pytest.approx(context[0].t + stream.frame(LAG_S) / stream.fps)  # whole frames
     assert scores[shown] == pytest.approx(context[0].score)
@@ -134,7 +134,7 @@ def test_a_crossing_below_the_smallest_movement_counts_as_too_small() -> None:
     assert run_spotter(stream, spotter) == []
     near = [r for r in spotter.drain_rejected() if abs(r.t - small.apex_s) <= 0.1]
     assert [(r.region, r.reason) for r in near] == [("brow_inner_l", "too_small")]
-    assert near[0].score >= SpotterOptions().min_score
+    assert near[0].score >= SpotterOptions().threshold
     assert spotter.rejected["too_small"] >= 1
 
 
@@ -227,7 +227,7 @@ def test_threshold_score_and_states() -> None:
         scores.append(spotter.score)
         assert spotter.state in STATES
     threshold = spotter.threshold
-    assert threshold is not None and threshold == SpotterOptions().min_score
+    assert threshold is not None and threshold == SpotterOptions().threshold
     assert max(scores) > 4 * threshold
     assert np.isfinite(scores).all()
 
@@ -244,8 +244,8 @@ def test_memory_stays_bounded_on_a_long_stream() -> None:
 
 
 def test_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="min_score"):
-        SpotterOptions(min_score=0)
+    with pytest.raises(ValueError, match="threshold"):
+        SpotterOptions(threshold=0)
     with pytest.raises(ValueError, match="max_peak"):
         SpotterOptions(min_peak=0.1, max_peak=0.05)
     with pytest.raises(ValueError, match="edge_fraction"):

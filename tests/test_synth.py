@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
+from mer_analysis.motion import MotionMeter
+from mer_analysis.spotting import Spotter
 from mer_cli.synth import main
 from mer_core.alignment import align_face
 from mer_core.dynamic_image import motion_intensity
 from realtime.landmarks import anchors_from_landmarks
-from realtime.motion import MotionMeter
-from realtime.spotting import Spotter
 from training.aus import ACTION_UNITS, SCHEMES, au_field, au_landmark_shift, get_scheme
 from training.synth import SynthGenerator
 from training.synth_faces import FaceSourceError, load_identities

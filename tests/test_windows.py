@@ -6,19 +6,18 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from fakes import fake_card, tracked_face
+from in_process import Ran, run_main
 from ports import free_port, subscribed
 
+from mer_analysis.chain import AnalyzerOptions
 from mer_core.dynamic_image import build_streams
 from mer_core.events import EventRecord, Record, SummaryRecord, parse_record
-from realtime.analysis import AnalyzerOptions
 from realtime.face import TrackedFace
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sources import ArraySource
@@ -255,12 +254,14 @@ def test_duration_leaves_later_windows_missing(tmp_path: Path) -> None:
 # --- mer-live --windows ------------------------------------------------------------------------------------
 
 
-def _mer_live(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mer_cli.live", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+def _mer_live(*args: str, env: dict[str, str]) -> Ran:
+    """``mer-live ARGS`` in this process (:func:`in_process.run_main`), with ``env`` as its environment."""
+    from mer_cli.live import main
+
+    return run_main(main, args, env=env)
 
 
-def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+def _one_line_error(proc: Ran, *needles: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("mer-live: error:")]

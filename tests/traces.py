@@ -4,7 +4,7 @@ A stream is sampled from one continuous-time process, so the same movements at 3
 same movements. Each face region has a position (IOD units) made of temporally correlated noise
 (Ornstein-Uhlenbeck) plus events (raised-cosine rise onset→apex and fall apex→offset; or a step that stays),
 talking (a sinusoid on mouth regions), blinks (the eye opening drops) and head moves (the head's residual
-motion rises). A :class:`realtime.motion.MotionSample` per frame then carries each region's displacement over
+motion rises). A :class:`mer_analysis.motion.MotionSample` per frame then carries each region's displacement over
 the lag, as the motion meter would measure it.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.motion import REGION_NAMES, MotionSample
-from realtime.spotting import SpottedWindow, Spotter
+from mer_analysis.motion import REGION_NAMES, MotionSample
+from mer_analysis.spotting import SpottedWindow, Spotter
 
 MICRO_MAX_S = 0.5
 LAG_S = 0.25

@@ -36,7 +36,7 @@ CACHE_VERSION = "mer-di-cache/1"
 _CODE_MODULES = (
     "mer_core.dynamic_image",
     "mer_core.alignment",
-    "realtime.motion",
+    "mer_analysis.motion",
     "realtime.landmarks",
     "training.still_faces",
     "training.datasets.frames",

@@ -15,9 +15,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mer_core.errors import UserError
 from mer_core.paths import user_cache_dir
-from realtime.errors import UserError
 from realtime.face_model import FaceModelError, resolve_face_model
+from realtime.publisher import DEFAULT_ENDPOINT
 from training.synth import SynthGenerator
 from training.synth_faces import load_identities
 from training.synth_options import SynthOptions
@@ -104,14 +105,14 @@ def _ensure(path: Path) -> Path:
 
 
 def demo_dashboard(*, seconds: float = 17.0, width: int = 110, face_model: str | Path | None = None,
-                   model: str | Path | None = None, endpoint: str = "tcp://127.0.0.1:5556") -> str:
+                   model: str | Path | None = None, endpoint: str = DEFAULT_ENDPOINT) -> str:
     """The dashboard ``mer-live --demo`` draws ``seconds`` into the demo clip, as plain text: the clip runs through
     the real pipeline in process (``--fast``) and the snapshot is rendered as the live dashboard renders it. The
     docs' capture is this text (``tests/test_dashboard_capture.py`` fails when they drift apart)."""
     import time
 
     from engines.backends import load_engine
-    from realtime.analysis import AnalyzerOptions
+    from mer_analysis.chain import AnalyzerOptions
     from realtime.dashboard import render_text
     from realtime.face import FaceTracker, FaceTrackerOptions
     from realtime.pipeline import Pipeline, PipelineOptions

@@ -6,7 +6,7 @@ family (``warp``: the Action-Unit RBF warps; ``mesh``: face-mesh deformations wi
 at fixed amplitudes (0.02-0.06 IOD), placed where the face is calm or anywhere (talking included); for the
 learned spotter also training renderings (other seeds, amplitudes drawn from 0.015-0.06).
 
-Spotting runs through :func:`training.replay.replay`, the :class:`realtime.analysis.Analyzer` that
+Spotting runs through :func:`training.replay.replay`, the :class:`mer_analysis.chain.Analyzer` that
 ``mer-live`` drives, over the videos' tracked faces. The rule spotter is scored as shipped. The learned
 spotter is trained per fold of people (:func:`person_folds`: leave-one-person-out, or person-grouped folds)
 on the other people's renderings and un-injected videos, its thresholds chosen on a quarter of those training
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from mer_analysis.chain import AnalyzerOptions
+from mer_analysis.spotting import SpottedWindow
 from mer_core.metrics import Interval, SpottingScores, frame_iou, match_windows
-from realtime.analysis import AnalyzerOptions
-from realtime.spotting import SpottedWindow
 from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet
 from training.replay import replay
 
@@ -248,7 +248,7 @@ def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderS
     windows the shipped rule spotter finds there (its false events). Returns the clips written per set."""
     import csv
 
-    from realtime.spotting import SpotterOptions
+    from mer_analysis.spotting import SpotterOptions
     from training.synth_onto import PERMISSIVE_SPOTTER, track_clips
     from training.synth_writer import RECOGNITION_COLUMNS
 

@@ -5,7 +5,7 @@ MediaPipe is most of a frame's cost, and a benchmark runs the spotter over the s
 it (:func:`realtime.face_workers.track_frames`: the live tracker with the live options, the same landmark
 workers, frame ``k`` at ``k / fps`` s), and every tracked face's aligned crop and crop landmarks are kept
 (:class:`FaceTrack`, cached as plain arrays). :func:`replay` then feeds them, frame by frame, to a
-:class:`realtime.analysis.Analyzer` — the object the live pipeline drives — so motion, spotting and the
+:class:`mer_analysis.chain.Analyzer` — the object the live pipeline drives — so motion, spotting and the
 learned spotter's features are computed by the one implementation. ``tests/test_replay.py`` checks that a
 replay's windows equal ``mer-live --video X --fast``'s events.
 """
@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from mer_analysis.chain import Analyzer, AnalyzerOptions
+from mer_analysis.learned_spotting import SpotModel
+from mer_analysis.motion import MotionSample
+from mer_analysis.spot_features import GridRow
+from mer_analysis.spotting import SpottedWindow
 from mer_core.paths import cache_key
-from realtime.analysis import Analyzer, AnalyzerOptions
 from realtime.face import FaceTracker, FaceTrackerOptions, TrackedFace
 from realtime.face_workers import track_frames
-from realtime.learned_spotting import SpotModel
-from realtime.motion import MotionSample
 from realtime.sources import open_source
-from realtime.spot_features import GridRow
-from realtime.spotting import SpottedWindow
 
 __all__ = ["FaceTrack", "Replay", "cached_track", "live_tracker_options", "replay", "track_faces"]
 

@@ -1,7 +1,7 @@
 """The learned spotter's training data: grid features of tracked videos, with per-step labels.
 
 A video's features come from the live chain itself (:func:`training.replay.replay` in ``features`` mode: the
-motion meter and :class:`realtime.spot_features.SpotFeatures` as ``mer-live`` runs them), cached beside the
+motion meter and :class:`mer_analysis.spot_features.SpotFeatures` as ``mer-live`` runs them), cached beside the
 tracked faces. A step is labelled 1 when it lies inside an annotated micro-expression (its onset frame to its
 offset frame, both inclusive: half a frame either side) and 0 everywhere else — the face's own talking,
 blinks, head turns and expressions, and any macro-expression, are what the model learns to ignore.
@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from realtime.analysis import AnalyzerOptions
-from realtime.motion import REGION_NAMES, MotionSample
-from realtime.spot_features import FEATURE_VERSION, FEATURES, GridRow, SpotFeatureOptions, SpotFeatures
+from mer_analysis.chain import AnalyzerOptions
+from mer_analysis.motion import REGION_NAMES, MotionSample
+from mer_analysis.spot_features import FEATURE_VERSION, FEATURES, GridRow, SpotFeatureOptions, SpotFeatures
 from training.replay import FaceTrack, replay
 
 __all__ = ["RawMotion", "SpotSequence", "features_of", "label_steps", "rows_from_raw", "segments"]

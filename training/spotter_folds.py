@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from engines.spotting_model import SpottingModel
-from realtime.analysis import AnalyzerOptions
-from realtime.spotting import SpottedWindow
+from mer_analysis.chain import AnalyzerOptions
+from mer_analysis.spotting import SpottedWindow
 from training.realdata import ORIGINAL, Variant, VideoSet
 from training.replay import replay
 from training.spotter_data import (

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 
 from engines.spotting_model import SpottingCard, pool_regions, write_card_metadata
+from mer_analysis.learned_spotting import decode_rows
+from mer_analysis.motion import REGION_NAMES
+from mer_analysis.spot_features import FEATURE_VERSION, FEATURES
+from mer_analysis.spotting import SpottedWindow
 from mer_core.metrics import Interval, match_windows
-from realtime.learned_spotting import decode_rows
-from realtime.motion import REGION_NAMES
-from realtime.spot_features import FEATURE_VERSION, FEATURES
-from realtime.spotting import SpottedWindow
 from training.spotter_data import SpotSequence, segments
 
 __all__ = ["SpotTrainOptions", "choose_decoding", "export_spotter", "predict_logits", "train_spotter",

@@ -32,11 +32,11 @@ import cv2
 import numpy as np
 
 from engines.card import NONE_LABEL
-from realtime.analysis import Analyzer, AnalyzerOptions
+from mer_analysis.chain import Analyzer, AnalyzerOptions
+from mer_analysis.spotting import SpotterOptions
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_workers import track_frames
 from realtime.sources import open_source
-from realtime.spotting import SpotterOptions
 from training.aus import SIDES, format_aus, get_scheme
 from training.replay import FaceTrack
 from training.synth_mesh import Camera, MeshExpression, MeshOptions, draw_mesh_expression, render_mesh
@@ -517,7 +517,7 @@ def track_clips(track: FaceTrack, rows: Sequence[dict[str, object]], root: Path,
 
 
 # Spotting settings that find far more than micro-expressions: for harvesting windows that are not one.
-PERMISSIVE_SPOTTER = {"min_score": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
+PERMISSIVE_SPOTTER = {"threshold": 1.0, "min_peak": 0.005, "max_context": 100.0, "max_blink": 0.99, "max_head": 100.0,
                "max_lid_change": 1e6, "max_lid_change_widened": 1e6, "max_return": 100.0}
 
 
@@ -531,8 +531,9 @@ def write_none_clips(video: Path, root: Path, *, subject: str, tracker: FaceTrac
     found = []
     n = 0
     with source, FaceTracker(tracker) as face_tracker:
-        # the live chain (realtime.analysis.Analyzer), its spotter made permissive
-        analyzer = Analyzer(face_tracker, AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**PERMISSIVE_SPOTTER)))
+        # the live chain (mer_analysis.chain.Analyzer), its spotter made permissive
+        analyzer = Analyzer(face_tracker, AnalyzerOptions(spotting="rules",
+                                                          spotter=SpotterOptions(**PERMISSIVE_SPOTTER)))
         if progress:
             progress("none windows", 0, source.frame_count or 0)
         for face in track_frames(face_tracker, source.frames(), fps):

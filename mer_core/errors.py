@@ -1,15 +1,12 @@
-"""Exit codes and the base of every error a user can fix (bad input, missing files, busy ports).
+"""The base of every error a user can fix (bad input, missing files, busy ports).
 
 Library code raises subclasses with a message that says what is wrong and what to do; the command-line
-edges print that one line and exit with :data:`EXIT_USAGE`, never a traceback.
+edges (:mod:`mer_cli`) print that one line and exit with their usage exit code, never a traceback.
 """
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+__all__ = ["UserError"]
 
 
 class UserError(Exception):

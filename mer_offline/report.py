@@ -23,11 +23,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mer_analysis.spotting import REJECT_REASONS, Rejection
 from mer_core.events import KINDS, EventRecord
 from mer_core.paths import atomic_write, user_cache_dir
-from realtime.analyze_types import AnalyzeOptions, VideoResult, WindowImages
+from mer_offline.analyze_types import AnalyzeOptions, VideoResult, WindowImages
 from realtime.recordtext import label_text
-from realtime.spotting import REJECT_REASONS, Rejection
 
 __all__ = ["REJECT_STYLES", "ReportInputs", "flow_colours", "render_report", "write_report"]
 
@@ -358,7 +358,7 @@ def _summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
         ("analysis speed", f"{_fmt(r.analysis_fps, '.1f', ' fps')} ({_fmt(r.wall_s, '.1f', ' s')} for this video)"),
         ("engine", f"{r.engine} ({inputs.engine_reason})"),
         ("model", r.model + (f" ({s.model})" if s.model else " (bundled)")),
-        ("spotting", f"threshold (min_score) {spotter.min_score}, min_peak "
+        ("spotting", f"threshold {spotter.threshold}, min_peak "
                      f"{spotter.min_peak}, max_peak {spotter.max_peak}, max_context {spotter.max_context} (quiet "
                      f"before and after: below this × the peak), micro up to {spotter.micro_max_s} s"),
         ("face landmarks", f"every {s.landmark_every} frame(s)" + (", blendshapes" if s.blendshapes else "")),

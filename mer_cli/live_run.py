@@ -1,4 +1,5 @@
-"""``mer-live`` run: build and check every component, then run the pipeline with a display.
+"""``mer-live``'s run (:func:`run_live`, called by :mod:`mer_cli.live` once the options are checked): build and
+check every component, then run the pipeline with a display.
 
 Components are opened in the order that fails fastest on user mistakes (source, face model, engine,
 publisher), each error becoming one line; nothing is published before all of them are ready, and once
@@ -16,64 +17,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engines.backends import load_engine
-from engines.backends.base import EngineError, ModelFileError
+from engines.backends.base import EngineError
 from engines.card import CardError
-from engines.spotting_model import SpottingModel, default_spotting_model, load_spotting_model
-from mer_cli.options import SPOTTING_OPTIONS
+from mer_analysis.chain import AnalyzerOptions
+from mer_cli.exit_codes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from mer_cli.progress import FramesProgress
+from mer_cli.spotting import spotter_options, spotting_choice
+from mer_core.errors import UserError
 from mer_core.events import SCHEMA, Record, SummaryRecord
-from mer_core.options import OptionsError, replace_options
-from realtime.analysis import AnalyzerOptions
 from realtime.dashboard import PlainLog, make_display
-from realtime.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UserError
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
 from realtime.native_stderr import native_stderr_silenced
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
 from realtime.sources import SourceError, open_source
-from realtime.spotting import SpotterOptions
 from realtime.windows import read_windows
 from training.demo import demo_video
 
 log = logging.getLogger(__name__)
-
-
-def spotter_options(args: argparse.Namespace) -> SpotterOptions:
-    """SpotterOptions from the command line's spotting options (seconds); an option not given keeps the
-    default. A name SpotterOptions lacks is an OptionsError (a renamed field cannot be dropped quietly); values
-    the spotter refuses together (``--min-peak`` above the largest movement) are a UserError naming the option."""
-    overrides = {field: getattr(args, dest) for dest, field in SPOTTING_OPTIONS.items()
-                 if getattr(args, dest, None) is not None}
-    try:
-        return replace_options(SpotterOptions(), **overrides)
-    except OptionsError:
-        raise
-    except ValueError as exc:
-        message = str(exc)
-        for dest, field in SPOTTING_OPTIONS.items():
-            message = message.replace(field, "--" + dest.replace("_", "-"))
-        raise UserError(f"bad spotting option: {message}") from None
-
-
-def spotting_choice(args: argparse.Namespace) -> tuple[str, SpottingModel | None]:
-    """Which spotter the run uses ("learned" or "rules") and the learned one's model (None: rules). A given
-    model that cannot be loaded, or ``--spotter learned`` with no model anywhere, is a UserError."""
-    choice, path = getattr(args, "spotter", "auto"), getattr(args, "spotting_model", None)
-    if choice == "rules":
-        if path is not None:
-            log.warning("--spotting-model is not used with --spotter rules")
-        return "rules", None
-    if path is None and choice == "auto":
-        model = default_spotting_model()
-        return ("learned", model) if model is not None else ("rules", None)
-    try:
-        return "learned", load_spotting_model(path)
-    except (ModelFileError, CardError) as exc:
-        if path is None:
-            raise UserError("--spotter learned needs a spotting model and none is bundled: train one with "
-                            "mer-train spot and give it with --spotting-model PATH") from None
-        raise UserError(str(exc)) from None
 
 
 def _source_spec(args: argparse.Namespace) -> str:
@@ -170,6 +132,7 @@ def run_live(args: argparse.Namespace, *, on_pipeline: Callable[[Pipeline], None
         options = PipelineOptions(
             fast=args.fast,
             duration_s=args.duration,
+            status_period_s=args.status_period,
             face_workers=args.face_workers,
             windows=windows,
             analyzer=AnalyzerOptions.for_card(card, spotter=spotter, spotting=spotting),

@@ -2,7 +2,7 @@
 
 A micro-expression moves a patch of skin and brings it back within half a second. For each region the
 spotter therefore asks, for every frame ``s``, how far the skin at ``s`` stands out from *both* the frame a lag
-before and the frame a lag after (:class:`realtime.motion.MotionSample` gives displacements over the lag)::
+before and the frame a lag after (:class:`mer_analysis.motion.MotionSample` gives displacements over the lag)::
 
     contrast_r(s) = min(F_r(s) · u, −F_r(s + lag) · u),   u = the direction of F_r(s) − F_r(s + lag)
 
@@ -12,7 +12,7 @@ two sides did not move. Real faces move all the time at micro-expression size (t
 conversational brow raises), so each region's contrast is compared with that region's own recent level (its
 ``level_quantile`` over the last ``level_window_s``): a talking mouth needs a larger bump than a still brow.
 
-A peak of one region's contrast above both an absolute floor and ``min_score`` × its level is a candidate.
+A peak of one region's contrast above both an absolute floor and ``threshold`` × its level is a candidate.
 Its window runs from where the contrast falls below ``edge_fraction`` of the peak before it to where it does
 after it. A candidate is kept only when it is isolated (the same region is quiet just before and after), the
 eyes did not blink, the head did not move, and — when a ``displacement`` probe is given — the region rose
@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mer_analysis.motion import REGION_NAMES, MotionSample
 from mer_core.events import TimePoint
-from realtime.motion import REGION_NAMES, MotionSample
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SpotterOptions:
 
     min_peak: float = 0.008  # a region's contrast must reach this (0.8 % of the IOD, about 0.4 px at 128 px)
     max_peak: float = 0.08  # ... and stay below this: larger, faster movements are not micro-expressions
-    min_score: float = 2.0  # ... and be this many times the region's recent level
+    threshold: float = 2.0  # ... and be this many times the region's recent level
     level_window_s: float = 10.0  # a region's level: the level_quantile of its contrast over this long
     level_quantile: float = 0.9
     level_floor: float = 0.001  # the level never goes below this (a perfectly still face is not infinitely strict)
@@ -118,7 +118,7 @@ class SpotterOptions:
     jaw_coupling_ridge: float = 0.02  # its ridge, × the jaw's mean squared movement in that memory
 
     def __post_init__(self) -> None:
-        for name in ("min_peak", "min_score", "level_window_s", "level_floor", "level_period_s",
+        for name in ("min_peak", "threshold", "level_window_s", "level_floor", "level_period_s",
                      "peak_half_width_s", "max_rise_s", "micro_max_s", "max_gap_s", "max_peak"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -262,8 +262,8 @@ class _Candidate:
     offset: int
     offset_t: float
     region: int
-    peak: float  # contrast at the apex
-    score: float
+    contrast: float  # the region's contrast at the apex, IOD units (SpottedWindow.displacement)
+    score: float  # contrast over the region's level (SpottedWindow.peak)
     ready_t: float  # when it may be emitted (hold_s after it was kept)
 
 
@@ -318,13 +318,13 @@ class Spotter:
 
     @property
     def score(self) -> float:
-        """The latest frame's score: the largest region contrast over its level (what ``min_score`` gates)."""
+        """The latest frame's score: the largest region contrast over its level (what ``threshold`` gates)."""
         return self._score
 
     @property
     def threshold(self) -> float | None:
         """The score a region must reach (None until ready), for display."""
-        return self.settings.min_score if self.ready else None
+        return self.settings.threshold if self.ready else None
 
     @property
     def rejected(self) -> dict[str, int]:
@@ -400,7 +400,7 @@ class Spotter:
         if not self.ready:
             self._state = "warming-up"
         else:
-            self._state = "moving" if self._score >= s.min_score else "idle"
+            self._state = "moving" if self._score >= s.threshold else "idle"
         return out
 
     def flush(self) -> list[SpottedWindow]:
@@ -505,7 +505,7 @@ class Spotter:
         if f.t + s.peak_half_width_s > newest:
             return False
         c = f.contrast
-        for r in map(int, np.nonzero(c >= s.min_score * f.level)[0]):
+        for r in map(int, np.nonzero(c >= s.threshold * f.level)[0]):
             peak = float(c[r])
             if not s.min_peak <= peak <= s.max_peak:
                 continue
@@ -540,7 +540,7 @@ class Spotter:
         c = f.contrast
         # every region whose score crosses the threshold here (what the score curve shows), sizes checked after
         # the peak test, so that a crossing too small or too large to be a candidate is counted once too
-        crossed = np.nonzero(c >= s.min_score * f.level)[0]
+        crossed = np.nonzero(c >= s.threshold * f.level)[0]
         for r in map(int, crossed):
             peak = float(c[r])
             if not self._is_peak(pos, r, peak):
@@ -677,7 +677,7 @@ class Spotter:
             out.append(SpottedWindow(
                 onset=TimePoint(p.onset, p.onset_t), apex=TimePoint(p.apex, p.apex_t),
                 offset=TimePoint(p.offset, p.offset_t), kind="micro" if duration <= s.micro_max_s else "macro",
-                peak=p.score, decided_at=now, region=REGION_NAMES[p.region], displacement=p.peak,
+                peak=p.score, decided_at=now, region=REGION_NAMES[p.region], displacement=p.contrast,
             ))
         self._pending = keep
         return out

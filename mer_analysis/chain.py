@@ -1,8 +1,10 @@
 """The per-frame analysis chain: face → aligned crop → motion intensity → spotter → window DIs.
 
-A plain class with no threads, sockets or clocks of its own, so it runs the same in tests, in
-``mer-live`` and in ``mer-bench``. The pipeline's analyser thread owns one :class:`Analyzer` and feeds it
-frames in order; spotted windows come back with their network inputs already built by the shared DI code.
+A plain class with no threads, sockets or clocks of its own, so it runs the same in tests, in ``mer-live``,
+``mer-analyze`` and ``mer-bench``. The live pipeline's analyser thread owns one :class:`Analyzer` and feeds it
+frames in order; spotted windows come back with their network inputs already built by the shared DI code. The
+face stage is handed in (:class:`FaceTracking`): the MediaPipe tracker lives with the live runtime
+(:class:`realtime.face.FaceTracker`), above this package.
 """
 
 from __future__ import annotations
@@ -16,24 +18,33 @@ from typing import Protocol
 import numpy as np
 
 from engines.card import ModelCard
+from mer_analysis.learned_spotting import FeatureRecorder, LearnedSpotter, LearnedSpotterOptions, SpotModel
+from mer_analysis.motion import NUM_LANDMARKS, REGION_NAMES, MotionMeter, MotionOptions, MotionSample
+from mer_analysis.spot_features import SpotFeatureOptions
+from mer_analysis.spotting import SpottedWindow, Spotter, SpotterOptions
 from mer_core.dynamic_image import build_streams
-from realtime.face import TrackedFace
-from realtime.landmarks import NUM_LANDMARKS
-from realtime.learned_spotting import FeatureRecorder, LearnedSpotter, LearnedSpotterOptions, SpotModel
-from realtime.motion import REGION_NAMES, MotionMeter, MotionOptions, MotionSample
-from realtime.spot_features import SpotFeatureOptions
-from realtime.spotting import SpottedWindow, Spotter, SpotterOptions
 
 log = logging.getLogger(__name__)
 
 StageRecorder = Callable[[str, float], None]
 
 
+class AlignedFace(Protocol):
+    """What the chain reads of a tracked face (:class:`realtime.face.TrackedFace`): the aligned grey crop and
+    the face-mesh landmarks in crop pixels. The face belongs to the chain once handed over: never reused."""
+
+    @property
+    def crop(self) -> np.ndarray: ...  # (crop_size, crop_size) uint8
+
+    @property
+    def crop_landmarks(self) -> np.ndarray: ...  # (478, 2) crop pixels
+
+
 class FaceTracking(Protocol):
     """The face stage as the analysis chain calls it (:class:`realtime.face.FaceTracker`, mer-analyze's
     blendshape tap, fakes in tests): one BGR frame and its source time in, the aligned face or None out."""
 
-    def process(self, frame_bgr: np.ndarray, t: float) -> TrackedFace | None: ...
+    def process(self, frame_bgr: np.ndarray, t: float) -> AlignedFace | None: ...
 
 
 def _ignore_stage(stage: str, ms: float) -> None:
@@ -41,8 +52,8 @@ def _ignore_stage(stage: str, ms: float) -> None:
 
 
 class SpottingStage(Protocol):
-    """A spotter as the chain drives it: the rule :class:`realtime.spotting.Spotter`, the
-    :class:`realtime.learned_spotting.LearnedSpotter`, or the training :class:`FeatureRecorder`."""
+    """A spotter as the chain drives it: the rule :class:`mer_analysis.spotting.Spotter`, the
+    :class:`mer_analysis.learned_spotting.LearnedSpotter`, or the training :class:`FeatureRecorder`."""
 
     @property
     def state(self) -> str: ...
@@ -73,7 +84,7 @@ class AnalyzerOptions:
     history_frames: int = 0  # ... and at least this many crops are held (mer-live --windows: the longest window)
     motion: MotionOptions = field(default_factory=MotionOptions)
     # which spotter runs: "learned" (the spotting model handed to the Analyzer; the rule spotter when none is),
-    # "rules" (realtime.spotting.Spotter), or "features" (no spotting: the learned spotter's inputs are kept,
+    # "rules" (mer_analysis.spotting.Spotter), or "features" (no spotting: the learned spotter's inputs are kept,
     # for training)
     spotting: str = "learned"
     spotter: SpotterOptions = field(default_factory=SpotterOptions)  # the rule spotter's settings
@@ -215,7 +226,7 @@ class Analyzer:
         at its grab (:attr:`realtime.ringbuffer.FramePacket.captured_at`), carried on to its windows."""
         return self.analyze(self.track(frame, t), index, t, captured_at=captured_at)
 
-    def track(self, frame: np.ndarray, t: float) -> TrackedFace | None:
+    def track(self, frame: np.ndarray, t: float) -> AlignedFace | None:
         """The face stage alone. It may run on another thread than :meth:`analyze`, a few frames ahead (the
         pipeline overlaps MediaPipe with motion and spotting that way): the result owns its arrays."""
         t0 = time.perf_counter()
@@ -223,7 +234,7 @@ class Analyzer:
         self._record("face", (time.perf_counter() - t0) * 1e3)
         return face
 
-    def analyze(self, face: TrackedFace | None, index: int, t: float, *,
+    def analyze(self, face: AlignedFace | None, index: int, t: float, *,
                 captured_at: float | None = None) -> FrameResult:
         """Everything after the face stage, for the face :meth:`track` found in frame ``index``."""
         perf = time.perf_counter

@@ -39,7 +39,7 @@ from typing import Any
 from engines.backends import load_engine
 from mer_core.events import KINDS, utc_now_iso
 from mer_core.paths import atomic_write
-from realtime.analyze import (
+from mer_offline.analyze import (
     AnalyzeOptions,
     ProgressSink,
     VideoJob,
@@ -48,7 +48,7 @@ from realtime.analyze import (
     load_result,
     save_result,
 )
-from realtime.analyze_types import DONE_STATUSES, FAILED, INTERRUPTED
+from mer_offline.analyze_types import DONE_STATUSES, FAILED, INTERRUPTED
 from realtime.native_stderr import StderrHandler, native_stderr_silenced
 
 log = logging.getLogger(__name__)

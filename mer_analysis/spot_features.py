@@ -1,6 +1,6 @@
 """The learned spotter's input: per-region motion features on a fixed time grid.
 
-:class:`realtime.motion.MotionMeter` measures, per frame, how far each face region's skin moved over the last
+:class:`mer_analysis.motion.MotionMeter` measures, per frame, how far each face region's skin moved over the last
 ``lag_s`` (relative to the skull), the change no movement explains, the head's residual motion, the eye
 opening and how far the region's mesh landmarks moved. :class:`SpotFeatures` turns that into one row per region
 and per step of a fixed grid (``rate_hz``, 30 steps a second), so a 25 fps webcam and a 200 fps lab camera
@@ -10,7 +10,7 @@ A row holds the region's own channels (its displacement, its size absolute and r
 usual level, its unexplained change, its landmarks' movement) and the face's (head motion, eye opening against
 its usual, how much the whole face and the jaw move). Sizes are in units of :data:`SCALE` IOD, so a rendered
 or real movement of 0.02-0.06 IOD reads 1-3. Training (:mod:`training.spotter_data`) and live use
-(:class:`realtime.learned_spotting.LearnedSpotter`) both build rows here, so the model sees live what it
+(:class:`mer_analysis.learned_spotting.LearnedSpotter`) both build rows here, so the model sees live what it
 saw in training.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.motion import REGION_NAMES, MotionSample
+from mer_analysis.motion import REGION_NAMES, MotionSample
 
 __all__ = ["FEATURES", "FEATURE_VERSION", "GridRow", "SpotFeatureOptions", "SpotFeatures"]
 

@@ -16,9 +16,9 @@ import numpy as np
 from engines.backends import BACKEND_NAMES, EngineError, load_engine
 from engines.benchmark import time_predict
 from engines.card import CardError
+from mer_analysis.chain import AnalyzerOptions
 from mer_core.events import EventRecord, StatusRecord
 from mer_core.metrics import spotting_scores
-from realtime.analysis import AnalyzerOptions
 from realtime.face_model import resolve_face_model
 from realtime.landmarks import mediapipe_module
 from realtime.pipeline import Pipeline, PipelineOptions

@@ -16,7 +16,7 @@ resolution (the affordable setting) measured a quarter to a half of the movement
 regions together; at full resolution it cost 3-5 ms a frame. The boxes are summed from integral images, so the
 cost does not depend on the box size.
 
-The meter measures; it does not decide. :class:`realtime.spotting.Spotter` turns the displacements into
+The meter measures; it does not decide. :class:`mer_analysis.spotting.Spotter` turns the displacements into
 windows. :meth:`MotionMeter.displacement` measures any two held crops the same way, so the spotter can check
 a candidate's rise and return directly. Cost: two passes of blur, gradients and integral images over a
 128-px crop, about 1 ms per frame on one CPU core; no allocation grows with the stream.
@@ -37,6 +37,7 @@ from mer_core.alignment import CANONICAL_LEFT_EYE, CANONICAL_RIGHT_EYE
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "NUM_LANDMARKS",
     "REGIONS",
     "REGION_NAMES",
     "RIGID_POINTS",
@@ -75,7 +76,7 @@ RIGID_POINTS: tuple[int, ...] = (6, 197, 195, 5, 4, 1, 133, 362, 33, 263, 10, 15
 # Eyelid pairs (upper, lower) and eye corners (outer, inner), for the eye opening.
 _LIDS = (((159, 158, 160), (145, 153, 144), (33, 133)), ((386, 385, 387), (374, 380, 373), (263, 362)))
 _CROP_IOD = CANONICAL_RIGHT_EYE[0] - CANONICAL_LEFT_EYE[0]  # eye distance as a fraction of the crop side
-_NUM_LANDMARKS = 478
+NUM_LANDMARKS = 478  # points of the MediaPipe face mesh, which the regions above index (realtime.landmarks too)
 
 
 class MotionError(ValueError):
@@ -173,7 +174,7 @@ class MotionMeter:
         self._products[2][..., 1] = 1.0
         self._sums = [np.zeros((n + 1, n + 1, c), np.float64) for c in (4, 4, 2)]
         # region centre = mean of its landmarks: one (R, 478) averaging matrix
-        self._members = np.zeros((len(REGIONS), _NUM_LANDMARKS), np.float32)
+        self._members = np.zeros((len(REGIONS), NUM_LANDMARKS), np.float32)
         for k, ids in enumerate(REGIONS.values()):
             self._members[k, list(ids)] = 1.0 / len(ids)
         self._rigid = list(RIGID_POINTS)
@@ -210,8 +211,8 @@ class MotionMeter:
         held = self._take()
         scale = self._prepare(crop, held.crop)
         pts = np.asarray(landmarks, dtype=np.float32)
-        if pts.shape != (_NUM_LANDMARKS, 2):
-            raise MotionError(f"expected ({_NUM_LANDMARKS}, 2) face-mesh landmarks, got shape {pts.shape}")
+        if pts.shape != (NUM_LANDMARKS, 2):
+            raise MotionError(f"expected ({NUM_LANDMARKS}, 2) face-mesh landmarks, got shape {pts.shape}")
         np.multiply(pts, np.float32(scale), out=held.landmarks)
         held.index, held.t = int(index), float(t)
         opening = eye_opening(held.landmarks)
@@ -248,7 +249,7 @@ class MotionMeter:
         if self._spare:
             return self._spare.pop()
         n = self.options.work_size
-        return _Held(0, 0.0, np.zeros((n, n), np.uint8), np.zeros((_NUM_LANDMARKS, 2), np.float32))
+        return _Held(0, 0.0, np.zeros((n, n), np.uint8), np.zeros((NUM_LANDMARKS, 2), np.float32))
 
     def _reference(self, t: float) -> _Held | None:
         """The latest held crop at least lag_s before ``t`` (a tenth of a frame of slack for jittery clocks)."""

@@ -1,5 +1,5 @@
 """What mer-analyze's pieces hand each other: its settings, a video's result and a window's images. Apart from
-:mod:`realtime.analyze` so that the report (:mod:`realtime.report`), which the analysis writes, reads them
+:mod:`mer_offline.analyze` so that the report (:mod:`mer_offline.report`), which the analysis writes, reads them
 without importing the analysis back."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from realtime.spotting import SpotterOptions
+from mer_analysis.spotting import SpotterOptions
 
 __all__ = ["DONE_STATUSES", "FAILED", "INTERRUPTED", "NO_FACE", "OK", "PARTIAL", "RESULT_FORMAT", "AnalyzeOptions",
            "VideoResult", "WindowImages"]
@@ -41,8 +41,11 @@ class AnalyzeOptions:
 
     def identity(self) -> dict[str, Any]:
         """The settings that change results, as plain JSON data (the model is keyed by its hashes)."""
+        spotter = asdict(self.spotter)
+        # keyed under its name before SpotterOptions.threshold was called so: earlier results are still found
+        spotter["min_score"] = spotter.pop("threshold")
         ident: dict[str, Any] = {"engine": self.engine, "landmark_every": self.landmark_every, "blendshapes": self.blendshapes,
-                 "spotter": asdict(self.spotter)}
+                 "spotter": spotter}
         if self.spotting == "learned" and self.spotting_model is not None:  # keyed by the model's bytes
             ident["spotting_model"] = hashlib.sha256(Path(self.spotting_model).read_bytes()).hexdigest()
         return ident

@@ -27,11 +27,13 @@ import numpy as np
 from engines.backends.base import ModelFileError
 from engines.card import CardError
 from engines.spotting_model import load_spotting_model
+from mer_analysis.chain import Analyzer, AnalyzerOptions, FrameResult
+from mer_analysis.motion import REGION_NAMES
+from mer_analysis.spotting import Rejection, Spotter
 from mer_core.dynamic_image import apex_flow, normalize_di, phase_dynamic_images
 from mer_core.events import KINDS, EventRecord, SummaryRecord, parse_record, utc_now_iso
 from mer_core.paths import atomic_write
-from realtime.analysis import Analyzer, AnalyzerOptions, FrameResult
-from realtime.analyze_types import (
+from mer_offline.analyze_types import (
     FAILED,
     NO_FACE,
     OK,
@@ -41,14 +43,12 @@ from realtime.analyze_types import (
     VideoResult,
     WindowImages,
 )
+from mer_offline.report import ReportInputs, flow_colours, write_report
 from realtime.face import FaceTracker, FaceTrackerOptions
 from realtime.face_model import FaceModelError
-from realtime.motion import REGION_NAMES
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.publisher import Publisher, PublisherError, PublisherOptions
-from realtime.report import ReportInputs, flow_colours, write_report
 from realtime.sources import SourceError, open_source
-from realtime.spotting import Rejection, Spotter
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ EVENT_COLUMNS: tuple[str, ...] = (
 )
 EVENT_TAIL: tuple[str, ...] = ("model", "engine")
 
-# rejected.csv: one row per candidate the rule spotter dropped (realtime.spotting.Rejection): its apex frame and
-# time, region, score and why (a realtime.spotting.REJECT_REASONS name); only the header for the learned spotter
+# rejected.csv: one row per candidate the rule spotter dropped (mer_analysis.spotting.Rejection): its apex frame and
+# time, region, score and why (a mer_analysis.spotting.REJECT_REASONS name); only the header for the learned spotter
 REJECTED_COLUMNS: tuple[str, ...] = ("frame", "t_s", "region", "score", "reason")
 
 

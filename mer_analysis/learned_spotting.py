@@ -1,6 +1,6 @@
 """The learned spotter: a small temporal model over per-region motion features, decoded into windows.
 
-:class:`realtime.spot_features.SpotFeatures` puts each frame's motion on a fixed grid (30 steps a second).
+:class:`mer_analysis.spot_features.SpotFeatures` puts each frame's motion on a fixed grid (30 steps a second).
 Once ``context + 1 + lookahead`` steps are held, every new step lets the model (:class:`engines.spotting_model.
 SpottingModel`) judge the step ``lookahead`` behind it: each region's log-odds that it lies inside a
 micro-expression, pooled over regions into one probability. A run of steps whose probability rises above the
@@ -24,10 +24,17 @@ from typing import Protocol
 import numpy as np
 
 from engines.spotting_model import SpottingCard, pool_regions
+from mer_analysis.motion import REGION_NAMES, MotionSample
+from mer_analysis.spot_features import (
+    FEATURE_VERSION,
+    FEATURES,
+    SCALE,
+    GridRow,
+    SpotFeatureOptions,
+    SpotFeatures,
+)
+from mer_analysis.spotting import SpottedWindow
 from mer_core.events import TimePoint
-from realtime.motion import REGION_NAMES, MotionSample
-from realtime.spot_features import FEATURE_VERSION, FEATURES, SCALE, GridRow, SpotFeatureOptions, SpotFeatures
-from realtime.spotting import SpottedWindow
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ def _check_card(card: SpottingCard) -> None:
 
 class LearnedSpotter:
     """Streaming: ``update(sample, index=, t=)`` per frame (None = no face), ``flush()`` at the end; the same
-    interface and window type as the rule :class:`realtime.spotting.Spotter`."""
+    interface and window type as the rule :class:`mer_analysis.spotting.Spotter`."""
 
     def __init__(self, model: SpotModel, options: LearnedSpotterOptions | None = None) -> None:
         _check_card(model.card)
