@@ -117,7 +117,8 @@ def _train_parser() -> argparse.ArgumentParser:
                     help="fit each fold's temperature on the other folds' predictions for their test subjects "
                          "(people none of those models trained on), and the final model's on all of them, "
                          "instead of holding training subjects out; the temperature may then sharpen as well as "
-                         "soften. Needs every fold (merge split runs first)")
+                         "soften. With --calibration-data, on those clips of the test subjects instead (real "
+                         "footage, say, when stills are mixed into training). Needs every fold in one run folder")
     cv.add_argument("--no-calibration", action="store_true",
                     help="no temperature fitting: train on every training subject, temperature 1 "
                          "(same as --calibration-subjects 0)")

@@ -536,5 +536,16 @@ def test_out_of_fold_calibration_fits_each_fold_on_the_other_folds_and_the_final
         assert np.abs(softmax(logits, cal["temperature"]) - probs).max() < 1e-5
     final = ModelCard.load(run / "final" / "model.card.json")
     assert final.temperature == fit_temperature(*arrays(folds), bounds=OUT_OF_FOLD_BOUNDS).temperature
-    assert main(["--data", str(synth_root), "--dataset", "synth", "--out", str(tmp_path / "x"),
-                 "--calibrate-out-of-fold", "--calibration-data", str(synth_root)]) == 2
+    # with calibration data: each fold predicts its test subjects' calibration clips, and the others fit on them
+    run2 = tmp_path / "oof-data"
+    assert main([*argv[:-1], "--out", str(run2), "--calibration-data", str(synth_root)]) == 0
+    folds2 = [json.loads(p.read_text()) for p in sorted((run2 / "folds").glob("*.json"))]
+    for i, fold in enumerate(folds2):
+        held = fold["held_out_calibration"]
+        assert held and {h["subject"] for h in held} == set(fold["test_subjects"])
+        others = [f for j, f in enumerate(folds2) if j != i]
+        labels = fold["labels"]
+        logits = np.asarray([h["logits"] for f in others for h in f["held_out_calibration"]])
+        y = np.asarray([labels.index(h["true"]) for f in others for h in f["held_out_calibration"]])
+        assert fold["calibration"]["temperature"] == fit_temperature(logits, y, bounds=OUT_OF_FOLD_BOUNDS).temperature
+        assert "calibration clips" in fold["calibration"]["source"]

@@ -165,15 +165,19 @@ def final_temperature(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def calibrate_out_of_fold(run_dir: Path, results: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                                                                                       dict[str, Any]]:
     """Temperatures from held-out predictions: each fold's T is fitted on the logits that the *other* folds'
-    models gave for their test subjects (people none of them trained on; never this fold's test subjects), and
+    models gave for their test subjects (people none of them trained on; never this fold's test subjects; with
+    calibration data, for those subjects' calibration clips, e.g. real footage when training mixes in stills), and
     set in the fold's JSON (calibrated probabilities, figures) and checkpoint; the final model's T on every
     fold's. T may sharpen as well as soften here (:data:`training.calibration.OUT_OF_FOLD_BOUNDS`). Returns the
     updated fold results and the final temperature (as :func:`final_temperature`)."""
     from engines.calibration import recalibrate_checkpoint
 
-    def arrays(rs: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    # with calibration data, each fold's predictions for its test subjects' calibration clips; else for its test set
+    key = "held_out_calibration" if all("held_out_calibration" in r for r in results) else "predictions"
+
+    def arrays(rs: Sequence[dict[str, Any]], key: str = key) -> tuple[np.ndarray, np.ndarray]:
         labels = list(rs[0]["labels"])
-        preds = [p for r in rs for p in r["predictions"]]
+        preds = [p for r in rs for p in r[key]]
         logits = np.array([p["logits"] for p in preds], dtype=np.float64).reshape(-1, len(labels))
         return logits, np.array([labels.index(p["true"]) for p in preds], dtype=np.int64)
 
@@ -181,7 +185,7 @@ def calibrate_out_of_fold(run_dir: Path, results: Sequence[dict[str, Any]]) -> t
     for i, result in enumerate(results):
         others = [r for j, r in enumerate(results) if j != i]
         fit = fit_temperature(*arrays(others), bounds=OUT_OF_FOLD_BOUNDS)
-        logits, y = arrays([result])
+        logits, y = arrays([result], "predictions")
         probs = softmax(logits, fit.temperature)
         result = copy.deepcopy(result)
         for pred, pr in zip(result["predictions"], probs, strict=True):
@@ -189,7 +193,8 @@ def calibrate_out_of_fold(run_dir: Path, results: Sequence[dict[str, Any]]) -> t
         result["calibration"] = {
             "fitted": True, "temperature": fit.temperature,
             "subjects": sorted({s for r in others for s in r["test_subjects"]}),
-            "source": "the other folds' predictions for their test subjects (out of fold)",
+            "source": "the other folds' predictions for their test subjects (out of fold"
+                      + (", their calibration clips)" if key == "held_out_calibration" else ")"),
             "calibration_set": fit.to_dict(), "test": calibration_figures(softmax(logits), probs, y)}
         if result.get("checkpoint"):
             recalibrate_checkpoint(run_dir / result["checkpoint"], fit.temperature)
@@ -239,6 +244,18 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
     x_test = select_streams(torch.from_numpy(data.x[test_idx]), data.batch.streams, data.card.streams)
     logits = raw_logits(model, x_test.to(trainer.device))
+    held_out_calibration = None
+    if settings.out_of_fold_calibration and calibration is not None:
+        # the calibration clips of this fold's test subjects, whom the model never saw: the other folds'
+        # temperatures are fitted on them (calibrate_out_of_fold)
+        idx = np.flatnonzero(np.isin(calibration.subjects, fold.test_subjects))
+        x_cal = select_streams(torch.from_numpy(calibration.x[idx]), calibration.batch.streams, data.card.streams)
+        cal_logits = raw_logits(model, x_cal.to(trainer.device)) if len(idx) else np.zeros((0, len(data.labels)))
+        held_out_calibration = [
+            {"clip": calibration.batch.samples[i].clip, "subject": calibration.batch.samples[i].subject,
+             "true": calibration.labels[calibration.y[i]], "logits": [round(float(v), 6) for v in lg]}
+            for i, lg in zip(idx, cal_logits, strict=True)]
+        calibration = None  # nothing is fitted inside the fold
     fitted = _calibrate(model, data, settings, cal_subjects, val_subjects, trainer.device, calibration=calibration,
                         test_subjects=fold.test_subjects)
     probs = softmax(logits, fitted["temperature"])  # what the saved model (T inside) answers
@@ -271,6 +288,7 @@ def train_fold(data: PreparedData, fold: Fold, settings: TrainOptions, run_dir: 
         ],
         "scores": scores,
         "calibration": fitted,
+        **({"held_out_calibration": held_out_calibration} if held_out_calibration is not None else {}),
         "seconds": round(time.monotonic() - t0, 3),
         **info,
     }
@@ -308,7 +326,7 @@ def train_final(data: PreparedData, settings: TrainOptions, run_dir: Path, *, ev
     final_dir = run_dir / "final"
     trainer = Trainer(data, settings, seed=seed, state_path=final_dir / "state.pt")
     model, info = trainer.fit(train_idx, val_idx, fold, progress)
-    if calibration is not None:  # every calibration clip: the final model has no test subject
+    if calibration is not None and not settings.out_of_fold_calibration:  # every calibration clip: no test subject
         fit = _calibrate(model, data, settings, (), set(), trainer.device, calibration=calibration)
         temperature = {k: fit[k] for k in ("temperature", "source", "calibration_set")} | {"folds": 0}
     temperature = dict(temperature or final_temperature(()))

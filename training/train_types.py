@@ -66,8 +66,8 @@ class TrainOptions:
             raise TrainError(f"calibration-subjects must be 0 (off) or more, got {self.calibration_subjects!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise TrainError(f"label-smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.out_of_fold_calibration and (self.calibration_subjects or self.calibration_data):
-            raise TrainError("out-of-fold calibration replaces --calibration-subjects and --calibration-data; use one")
+        if self.out_of_fold_calibration and self.calibration_subjects:
+            raise TrainError("out-of-fold calibration replaces --calibration-subjects; use one")
         if self.average_epochs and self.val_fraction:
             raise TrainError("--average-epochs and --val-fraction are two ways to pick the final weights; use one")
 
