@@ -80,8 +80,8 @@ def _train_parser() -> argparse.ArgumentParser:
 
     model = p.add_argument_group("model")
     model.add_argument("--model", default="dual-phase", metavar="NAME",
-                       help="registered model: apex-flow (what the bundled model is), flow, single, dual-phase, afn, "
-                            "dual-phase-concat, afn-concat")
+                       help="registered model: apex-flow (what the bundled model is), phase-flow, flow, single, dual-phase, "
+                            "afn, dual-phase-concat, afn-concat")
     model.add_argument("--backbone", default="fast", metavar="NAME", help="CNN backbone: fast or resnet18")
     model.add_argument("--flip-average", action=argparse.BooleanOptionalAction, default=True,
                        help="the model averages its answer for the DIs and their mirror image (default on; "
