@@ -1,4 +1,4 @@
-"""The per-frame analysis chain: face → aligned crop → motion intensity → spotter → window DIs.
+"""The per-frame analysis chain: face → aligned crop → motion → spotter → window DIs.
 
 A plain class with no threads, sockets or clocks of its own, so it runs the same in tests, in ``mer-live``,
 ``mer-analyze`` and ``mer-bench``. The live pipeline's analyser thread owns one :class:`Analyzer` and feeds it
@@ -122,7 +122,7 @@ class FrameResult:
     index: int
     t: float
     face: bool
-    intensity: float | None  # the spotter's score (see Spotter.score); None without a face
+    score: float | None  # the spotter's score (see Spotter.score; the records' intensity); None without a face
     regions: dict[str, float]  # each region's displacement over the motion lag, IOD units
     jobs: tuple[WindowJob, ...]
     captured_at: float | None = None  # capture clock at this frame's grab (None: not from a capture thread)
@@ -241,7 +241,7 @@ class Analyzer:
         t1 = perf()
         self.frames += 1
         self.capture_times.put(index, captured_at)
-        intensity: float | None = None
+        score: float | None = None
         regions: dict[str, float] = {}
         sample: MotionSample | None = None
         if face is None:
@@ -261,13 +261,13 @@ class Analyzer:
         self._record("motion", (t2 - t1) * 1e3)
         windows = self.spotter.update(sample, index=index, t=t)
         if sample is not None:
-            intensity = self.spotter.score
+            score = self.spotter.score
         t3 = perf()
         self._record("spotting", (t3 - t2) * 1e3)
         jobs = self._jobs(windows)
         if jobs:
             self._record("di", (perf() - t3) * 1e3)
-        return FrameResult(index, t, face is not None, intensity, regions, jobs, captured_at)
+        return FrameResult(index, t, face is not None, score, regions, jobs, captured_at)
 
     def flush(self) -> tuple[WindowJob, ...]:
         """End of stream: windows still open or awaiting look-ahead are decided now."""

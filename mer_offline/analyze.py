@@ -221,7 +221,7 @@ class FrameLog:
 
     def add(self, result: FrameResult) -> None:
         threshold = self._analyzer.spotter.threshold if self._analyzer is not None else None
-        score = result.intensity
+        score = result.score
         row = [str(result.index), f"{result.t:.6f}", "1" if result.face else "0", _num(score), _num(threshold)]
         row += [_num(result.regions.get(r)) for r in self.regions]
         if self._tap is not None:

@@ -318,7 +318,7 @@ class Pipeline:
         if self.options.on_frame is not None:
             self.options.on_frame(result)
         with self._intensity_lock:
-            self._intensity.append(result.intensity if result.intensity is not None else float("nan"))
+            self._intensity.append(result.score if result.score is not None else float("nan"))
         for job in result.jobs:
             self.classifier.submit(job)
 

@@ -269,8 +269,8 @@ class WindowPlan:
             if index <= w.offset:
                 item.seen += 1
                 item.faces += int(result.face)
-                if result.intensity is not None:
-                    item.peak = max(item.peak, float(result.intensity))
+                if result.score is not None:
+                    item.peak = max(item.peak, float(result.score))
             if index < w.offset:
                 still.append(item)
                 continue

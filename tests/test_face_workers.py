@@ -179,7 +179,7 @@ def test_landmark_every_auto_that_settles_on_every_frame_goes_on_with_workers(
     def run(workers: int) -> list[tuple[int, bool, float | None]]:
         seen: list[tuple[int, bool, float | None]] = []
         options = PipelineOptions(fast=True, face_workers=workers,
-                                  on_frame=lambda r: seen.append((r.index, r.face, r.intensity)))
+                                  on_frame=lambda r: seen.append((r.index, r.face, r.score)))
         with FaceTracker(FaceTrackerOptions(model_path=face_model_path, landmark_every="auto")) as tracker:
             Pipeline(ArraySource(clip, fps=fps, name="array:auto"), tracker, None, lambda r: None, options).run()
         return seen

@@ -120,7 +120,7 @@ def test_the_face_thread_changes_nothing_but_speed(face_model_path: Path, shared
     def results(face_thread: bool) -> list[tuple[int, bool, float | None]]:
         seen: list[tuple[int, bool, float | None]] = []
         options = PipelineOptions(fast=True, face_thread=face_thread,
-                                  on_frame=lambda r: seen.append((r.index, r.face, r.intensity)))
+                                  on_frame=lambda r: seen.append((r.index, r.face, r.score)))
         with FaceTracker(FaceTrackerOptions(model_path=face_model_path)) as tracker:
             Pipeline(ArraySource(frames, fps=FPS, name="array:face"), tracker, None, lambda r: None, options).run()
         return seen

@@ -62,6 +62,8 @@ def test_write_clip_sets_makes_one_readable_set_per_cell_with_people_as_subjects
     assert clip_set_name(test_spec, split="test") == "test/mesh_calm_0.04"
     assert counts == {"test/mesh_calm_0.04": 2, "train/mesh": 1}
     index = read_synth(tmp_path / "test" / "mesh_calm_0.04", scheme="megc3")
+    # clip names carry the amplitude: the cells of one rendering seed merge into one training set
+    assert all("_0.04_s7_" in s.clip for s in index.samples)
     assert sorted(str(s.subject) for s in index.samples) == ["p01", "p02"]
     assert sorted(str(s.label) for s in index.samples) == ["negative", "positive"]
 

@@ -468,7 +468,7 @@ def test_a_still_face_gives_finite_intensities(corpus: dict[str, Path], face_mod
         analyzer = Analyzer(tracker)
         results = [analyzer.process(still, i, i / 30.0) for i in range(60)]
     assert all(r.face for r in results)
-    values = [r.intensity for r in results]
+    values = [r.score for r in results]
     assert all(v is not None and np.isfinite(v) for v in values), values
     assert all(np.isfinite(s) for r in results for s in r.regions.values())
     assert max(v for v in values if v is not None) < 1.0 and not any(r.jobs for r in results)

@@ -219,7 +219,7 @@ def clip_set_name(spec: RenderSpec, *, split: str) -> str:
     """Where a rendering's recognition clips go: ``test/<family>_<placement>_<amplitude>`` for a benchmark
     cell (one set per cell, so each is scored on its own), ``train/<family>`` for a training rendering."""
     if split == "test":
-        return f"test/{spec.family}_{spec.placement}_{spec.amplitude[0]:g}"
+        return f"test/{spec.family}_{spec.placement}_{_amplitude(spec)}"
     return f"train/{spec.family}"
 
 
@@ -235,6 +235,11 @@ def _none_rows(windows: Sequence[SpottedWindow], fps: float, *, keep: int | None
         micro = [micro[i] for i in sorted(rng.choice(len(micro), size=keep, replace=False).tolist())]
     return [{"kind": "micro", "onset": w.onset.frame, "apex": w.apex.frame, "offset": w.offset.frame,
              "label": NONE_LABEL, "aus": "", "fps": f"{fps:g}"} for w in micro]
+
+
+def _amplitude(spec: RenderSpec) -> str:
+    lo, hi = spec.amplitude
+    return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
 
 
 def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderSpec]], out: Path, *,
@@ -266,7 +271,7 @@ def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderS
             if variant is not None:
                 rows.setdefault(name, []).extend(track_clips(
                     variant.track, variant.truth, root, subject=videos.person,
-                    name=f"{stem}_{spec.family}_{spec.placement}_s{spec.seed}"))
+                    name=f"{stem}_{spec.family}_{spec.placement}_{_amplitude(spec)}_s{spec.seed}"))
             if progress:
                 progress("clips", 1, total)
     permissive = AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**PERMISSIVE_SPOTTER))
