@@ -287,8 +287,10 @@ def _calibration_markdown(report: dict[str, Any]) -> list[str]:
     median = cal.get("temperature_median")
     lines = [
         "", "## Calibration", "",
-        "Each fold's softmax temperature T is fitted on clips of training subjects held out of its training "
-        "(never its test subjects); *before* = T 1, *after* = the fold's T. ECE: expected calibration error "
+        "Each fold's softmax temperature T is fitted on clips its model did not train on and never on its own "
+        "test clips: training subjects held out of training (the default), calibration data, or, out of fold, "
+        "the other folds' answers for their test subjects (each fold's JSON says which, `calibration.source`); "
+        "*before* = T 1, *after* = the fold's T. ECE: expected calibration error "
         f"over {cal.get('bins', 15)} equal-width confidence bins (0 = confidence matches accuracy).",
         "",
         f"Folds calibrated: {cal.get('folds_calibrated', 0)} of {report['folds_done']}"
