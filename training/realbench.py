@@ -26,10 +26,12 @@ from typing import Any
 import numpy as np
 
 from mer_analysis.chain import AnalyzerOptions
-from mer_analysis.spotting import SpottedWindow
+from mer_analysis.spotting import SpottedWindow, SpotterOptions
 from mer_core.metrics import Interval, SpottingScores, frame_iou, match_windows
 from training.realdata import ORIGINAL, RenderSpec, Variant, VideoSet
 from training.replay import replay
+from training.synth_onto import PERMISSIVE_SPOTTER, track_clips
+from training.synth_writer import RECOGNITION_COLUMNS, write_csv
 
 __all__ = ["AMPLITUDES", "FAMILIES", "PLACEMENTS", "BenchOptions", "Tally", "clip_set_name", "evaluate",
            "person_folds", "score_windows", "write_clip_sets"]
@@ -219,7 +221,7 @@ def clip_set_name(spec: RenderSpec, *, split: str) -> str:
     """Where a rendering's recognition clips go: ``test/<family>_<placement>_<amplitude>`` for a benchmark
     cell (one set per cell, so each is scored on its own), ``train/<family>`` for a training rendering."""
     if split == "test":
-        return f"test/{spec.family}_{spec.placement}_{_amplitude(spec)}"
+        return f"test/{spec.family}_{spec.placement}_{spec.amplitude_text}"
     return f"train/{spec.family}"
 
 
@@ -237,11 +239,6 @@ def _none_rows(windows: Sequence[SpottedWindow], fps: float, *, keep: int | None
              "label": NONE_LABEL, "aus": "", "fps": f"{fps:g}"} for w in micro]
 
 
-def _amplitude(spec: RenderSpec) -> str:
-    lo, hi = spec.amplitude
-    return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
-
-
 def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderSpec]], out: Path, *,
                     none_per_minute: float = 20.0, progress: Progress | None = None) -> dict[str, int]:
     """The true windows of every rendering as recognition sets (``mer-synth``'s layout, one subject per
@@ -251,12 +248,6 @@ def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderS
     scheme ``megc3n``), for a veto: ``train/none``, up to ``none_per_minute`` windows a minute that a
     permissive spotter finds there (talking, blinks, head turns, expressions), and ``test/false``, the micro
     windows the shipped rule spotter finds there (its false events). Returns the clips written per set."""
-    import csv
-
-    from mer_analysis.spotting import SpotterOptions
-    from training.synth_onto import PERMISSIVE_SPOTTER, track_clips
-    from training.synth_writer import RECOGNITION_COLUMNS
-
     rows: dict[str, list[dict[str, object]]] = {}
     todo = [(split, spec) for split, group in specs.items() for spec in group]
     originals = [(stem, v) for stem, v in data.items() if ORIGINAL in v.variants]
@@ -271,7 +262,7 @@ def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderS
             if variant is not None:
                 rows.setdefault(name, []).extend(track_clips(
                     variant.track, variant.truth, root, subject=videos.person,
-                    name=f"{stem}_{spec.family}_{spec.placement}_{_amplitude(spec)}_s{spec.seed}"))
+                    name=f"{stem}_{spec.family}_{spec.placement}_{spec.amplitude_text}_s{spec.seed}"))
             if progress:
                 progress("clips", 1, total)
     permissive = AnalyzerOptions(spotting="rules", spotter=SpotterOptions(**PERMISSIVE_SPOTTER))
@@ -288,8 +279,5 @@ def write_clip_sets(data: dict[str, VideoSet], specs: dict[str, Sequence[RenderS
     for name, written in rows.items():
         folder = out / name / "recognition"
         folder.mkdir(parents=True, exist_ok=True)
-        with (folder / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(written)
+        write_csv(folder / "annotations.csv", RECOGNITION_COLUMNS, written)
     return {name: len(written) for name, written in sorted(rows.items())}

@@ -50,10 +50,14 @@ class RenderSpec:
     calm_quantile: float = 0.25  # "calm": the face's activity around the expression is in the video's calmest quarter
 
     @property
-    def tag(self) -> str:
+    def amplitude_text(self) -> str:
+        """The amplitude as written in tags and folder names: ``0.04``, or ``0.015-0.06`` for a range."""
         lo, hi = self.amplitude
-        amp = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
-        return f"{self.family}/{self.placement}@{amp}#{self.seed}"
+        return f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.family}/{self.placement}@{self.amplitude_text}#{self.seed}"
 
     def onto(self) -> OntoOptions:
         base = OntoOptions(seed=self.seed, amplitude=self.amplitude, micro_per_minute=self.micro_per_minute,

@@ -20,7 +20,6 @@ README.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -44,7 +43,7 @@ from training.synth_options import MAX_AMPLITUDE, SynthError, SynthOptions
 from training.synth_plans import _frames
 from training.synth_render import FaceRig
 from training.synth_timing import Expression, draw_expression
-from training.synth_writer import RECOGNITION_COLUMNS, SPOTTING_COLUMNS
+from training.synth_writer import RECOGNITION_COLUMNS, SPOTTING_COLUMNS, write_csv
 
 __all__ = [
     "CLIP_CONTEXT_S",
@@ -634,15 +633,9 @@ def write_onto(videos: Sequence[str | Path], out: str | Path, settings: OntoOpti
         summary.minutes += track.n_frames / track.fps / 60.0
         summary.micro += sum(e.kind == "micro" for e in plan.expressions)
         summary.macro += sum(e.kind == "macro" for e in plan.expressions)
-    with (root / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(ONTO_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(root / "annotations.csv", ONTO_COLUMNS, rows)
     if clips:
-        with (root / "recognition" / "annotations.csv").open("w", newline="", encoding="utf-8") as fh:
-            clip_writer = csv.DictWriter(fh, fieldnames=list(RECOGNITION_COLUMNS), lineterminator="\n")
-            clip_writer.writeheader()
-            clip_writer.writerows(clip_rows)
+        write_csv(root / "recognition" / "annotations.csv", RECOGNITION_COLUMNS, clip_rows)
         summary.clips = len(clip_rows)
     manifest = {"generator": "mer-synth onto", "format": 1, "settings": asdict(settings), "variants": variants,
                 "sources": [str(p) for p in paths], "videos": summary.videos,

@@ -121,7 +121,8 @@ def _video_job(args: tuple[VideoPlan, Path]) -> tuple[list[dict[str, object]], l
     return _write_video(_WORKER, *args)
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, object]]) -> None:
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, object]]) -> None:
+    """One annotations table (UTF-8, ``\\n`` line ends), the format every reader of these sets expects."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
@@ -202,7 +203,7 @@ def write_dataset(
 
         rows = _run(gen, [(p, rec) for p in plans], _clip_job, one, workers,
                     (lambda n: progress("recognition", n, total)) if progress else None, lambda j: 1)
-        _write_csv(rec / "annotations.csv", RECOGNITION_COLUMNS, rows)
+        write_csv(rec / "annotations.csv", RECOGNITION_COLUMNS, rows)
         summary.recognition_clips = len(rows)
         summary.recognition_frames = sum(p.n_frames for p in plans)
     if "spotting" in sets:
@@ -217,8 +218,8 @@ def write_dataset(
                        lambda p, folder: _write_video(gen, p, folder, cb), workers, cb, lambda j: j[0].n_frames)
         rows = [r for res in results for r in res[0]]
         drows = [r for res in results for r in res[1]]
-        _write_csv(spot / "annotations.csv", SPOTTING_COLUMNS, rows)
-        _write_csv(spot / "distractors.csv", DISTRACTOR_COLUMNS, drows)
+        write_csv(spot / "annotations.csv", SPOTTING_COLUMNS, rows)
+        write_csv(spot / "distractors.csv", DISTRACTOR_COLUMNS, drows)
         summary.videos = len(vplans)
         summary.video_frames = total
         summary.micro = sum(1 for r in rows if r["kind"] == "micro")
