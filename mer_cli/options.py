@@ -135,16 +135,15 @@ def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
                        help="shortest window reported (default 0.08)")
     group.add_argument("--threshold", type=positive_number, metavar="X",
                        help="how far a region's movement must stand out: multiples of that region's own recent "
-                       "level (default 2; lower finds fainter expressions and more false ones)")
+                       "level (default 2.5; lower finds fainter expressions and more false ones)")
     group.add_argument("--min-peak", type=positive_number, metavar="F",
                        help="smallest movement spotted, as a fraction of the distance between the eyes "
                        "(default 0.008, below the largest, 0.08)")
     group.add_argument("--max-context", type=positive_number, metavar="F",
                        help="how much the same face region may move in the second before a movement and just "
-                       "after it, as a fraction of that movement (default 0.5). Higher finds expressions on a "
-                       "face that talks or moves, with many more false ones: on real footage 1.0 found 0.69 of "
-                       "the expressions instead of 0.48, with 3.4 false events a minute on a webcam and 6.6 on a "
-                       "talking face instead of 0 and 0.6 (docs/spotting.md)")
+                       "after it, as a fraction of that movement (default 0.6). Higher finds more expressions on a "
+                       "face that talks or moves, with more false ones; docs/spotting.md has the trade-off "
+                       "measured on real footage of 20 people")
 
 
 # --- logging: one set-up for every command -----------------------------------------------------------------

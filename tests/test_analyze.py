@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from engines.backends.artefacts import DEFAULT_MODEL_DIR
-from mer_analysis.spotting import REJECT_REASONS, Rejection
+from mer_analysis.spotting import REJECT_REASONS, Rejection, SpotterOptions
 from mer_cli.analyze import build_parser, main
 from mer_core.events import EventRecord, SummaryRecord, TimePoint, parse_record
 from mer_offline.analyze import (
@@ -286,7 +286,7 @@ def test_report_is_one_self_contained_page_with_a_card_per_event() -> None:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
     assert page.count("not held") == 2 * 5
     assert "not been validated on real, spontaneous micro-expressions" in page  # the bundled model
-    assert "max_context 0.5" in page  # the settings table
+    assert f"max_context {SpotterOptions().max_context}" in page  # the settings table
 
 
 def test_report_marks_the_dropped_candidates_by_reason() -> None:
@@ -304,7 +304,8 @@ def test_report_marks_the_dropped_candidates_by_reason() -> None:
         result=result, labels=("negative", "positive"), engine_reason="test", settings=AnalyzeOptions(model="m.onnx"),
         t=t, score=score, threshold=np.full(n, 2.0), face=np.ones(n, dtype=bool), events=[], windows={},
         rejected=rejected, rejected_counts=counts))
-    assert "only a candidate" in page and "max_context = 0.5" in page and "4 candidates were dropped" in page
+    assert "only a candidate" in page and f"max_context = {SpotterOptions().max_context}" in page
+    assert "4 candidates were dropped" in page
     hover = re.findall(r'<span class="rej" style="left:([\d.]+)%;top:([\d.]+)%" title="([^"]*)"', page)
     assert len(hover) == len(rejected)
     assert all(0 < float(x) < 100 and 0 < float(y) < 100 for x, y, _ in hover)

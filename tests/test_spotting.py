@@ -7,7 +7,7 @@ import pytest
 from traces import LAG_S, Interval, Stream, TraceEvent, make_stream, random_events, run_spotter
 
 from mer_analysis.motion import REGION_NAMES
-from mer_analysis.spotting import REJECT_REASONS, STATES, JawCoupling, SpottedWindow, Spotter, SpotterOptions
+from mer_analysis.spotting import REJECT_REASONS, STATES, FaceCoupling, SpottedWindow, Spotter, SpotterOptions
 from mer_core.metrics import spotting_scores
 
 
@@ -45,7 +45,7 @@ def test_a_talking_mouth_gives_nothing_and_a_brow_raise_while_talking_is_found()
         assert [w.region for w in windows] == ["brow_outer_l"], (hz, windows)
 
 
-def test_a_lip_corner_pull_while_talking_is_found_once_the_jaw_is_taken_out() -> None:
+def test_a_lip_corner_pull_while_talking_is_found_once_the_rest_of_the_face_is_taken_out() -> None:
     """Talking moves the lip corners with the jaw; what the jaw does not explain (a smile's pull) stands out."""
     smile = TraceEvent(9.0, 9.15, 9.4, 0.02, region="lip_corner_l", direction=(0.8, -0.6))
     talk = [Interval(2.0, 16.0, 0.05)]
@@ -54,29 +54,31 @@ def test_a_lip_corner_pull_while_talking_is_found_once_the_jaw_is_taken_out() ->
         windows = run_spotter(stream, Spotter())
         assert [w.region for w in windows] == ["lip_corner_l"], (hz, windows)
         assert abs(windows[0].apex.t - smile.apex_s) <= 0.1
-        assert run_spotter(stream, Spotter(SpotterOptions(jaw_coupling_s=0))) == [], hz  # hidden without it
+        assert run_spotter(stream, Spotter(SpotterOptions(coupling_s=0))) == [], hz  # hidden without it
 
 
-def test_jaw_coupling_removes_only_what_the_jaw_predicts() -> None:
+def test_face_coupling_removes_what_the_rest_of_the_face_predicts_but_not_the_mirror() -> None:
     rng = np.random.default_rng(0)
-    coupling = JawCoupling(memory_s=5.0)
+    coupling = FaceCoupling(memory_s=5.0)
     corner, chin = REGION_NAMES.index("lip_corner_r"), REGION_NAMES.index("chin")
-    brow = REGION_NAMES.index("brow_inner_l")
+    brow_l, brow_r = REGION_NAMES.index("brow_inner_l"), REGION_NAMES.index("brow_inner_r")
     for k in range(300):
         d = rng.normal(0, 1e-4, (len(REGION_NAMES), 2)).astype(np.float32)
         d[chin] = rng.normal(0, 0.02, 2)
         d[corner] = 0.5 * d[chin][::-1]
+        raise_ = rng.normal(0, 0.01, 2)  # the two brows always move together
+        d[brow_l], d[brow_r] = raise_, raise_ * 0.8
         out = coupling.remove(d, k / 30)
     assert np.abs(out[corner]).max() < 2e-3 < np.abs(d[corner]).max()  # learnt: the jaw's share is gone
-    np.testing.assert_array_equal(out[brow], d[brow])  # brows and jaw as measured
-    np.testing.assert_array_equal(out[chin], d[chin])
+    np.testing.assert_allclose(out[brow_l], d[brow_l], atol=1e-4)  # never explained by its mirror
+    np.testing.assert_allclose(out[brow_r], d[brow_r], atol=1e-4)
     coupling.reset()
     np.testing.assert_allclose(coupling.remove(d, 0.0), d)  # nothing learnt after a reset
     for k in range(300):  # a still face: lip corners that owe nothing to the jaw are left (nearly) as measured
         d = rng.normal(0, 1e-3, (len(REGION_NAMES), 2)).astype(np.float32)
         d[chin] = rng.normal(0, 0.02, 2)
         out = coupling.remove(d, k / 30)
-    assert np.abs(out[corner] - d[corner]).max() < 1e-4
+    assert np.abs(out[corner] - d[corner]).max() < 2e-4
 
 
 def test_a_region_that_keeps_moving_needs_a_larger_movement() -> None:
@@ -132,7 +134,8 @@ def test_a_crossing_below_the_smallest_movement_counts_as_too_small() -> None:
     stream = make_stream(fps=30, duration_s=10, events=[small])
     spotter = Spotter()
     assert run_spotter(stream, spotter) == []
-    near = [r for r in spotter.drain_rejected() if abs(r.t - small.apex_s) <= 0.1]
+    # FaceCoupling may echo the bump faintly in another region of this still face; that is dropped too
+    near = [r for r in spotter.drain_rejected() if abs(r.t - small.apex_s) <= 0.1 and r.region == "brow_inner_l"]
     assert [(r.region, r.reason) for r in near] == [("brow_inner_l", "too_small")]
     assert near[0].score >= SpotterOptions().threshold
     assert spotter.rejected["too_small"] >= 1
