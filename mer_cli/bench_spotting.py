@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from engines.backends import load_engine
+from mer_cli.exit_codes import EXIT_FAILURE
 from mer_cli.options import add_log_arguments, configure_logging
 from mer_core.events import EventRecord
 from mer_core.metrics import Interval, spotting_scores
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                 video, fast=True, engine=engine, card=engine.card, annotations=None, sink=events.append,
                 tracker_factory=lambda: FaceTracker(FaceTrackerOptions(landmark_every=args.landmark_every)),
             )
+        if figures.ended == "error":  # scoring what a failed run published would report a wrong F1
+            print(f"mer-bench spotting: error: the analysis of {video.name} failed ({figures.error}); no figures",
+                  file=sys.stderr)
+            engine.close()
+            return EXIT_FAILURE
         frames += figures.frames
         wall += figures.wall_s
         for e in events:

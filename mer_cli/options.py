@@ -141,7 +141,7 @@ def add_spotting_arguments(group: argparse._ArgumentGroup) -> None:
                        "(default 0.008, below the largest, 0.08)")
     group.add_argument("--max-context", type=positive_number, metavar="F",
                        help="how much the same face region may move in the second before a movement and just "
-                       "after it, as a fraction of that movement (default 0.6). Higher finds more expressions on a "
+                       "after it, as a fraction of that movement (default 0.55). Higher finds more expressions on a "
                        "face that talks or moves, with more false ones; docs/spotting.md has the trade-off "
                        "measured on real footage of 20 people")
 

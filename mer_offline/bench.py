@@ -71,6 +71,8 @@ class RunFigures:
     landmark_every: int | None = None  # the tracker's N at the end (the one --landmark-every auto chose)
     auto: dict[str, float] = field(default_factory=dict)  # what auto chose N from (ms, fps)
     face_workers: int = 1  # landmarkers on consecutive frames at once (1 when the tracker needs frame order)
+    ended: str = "end"  # why the run ended (SummaryRecord.reason): a run that ended on "error" has no figures
+    error: str | None = None  # what the analysis failed on, when it did
 
 
 def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, card: Any,
@@ -115,6 +117,7 @@ def run_pipeline(video: Path, *, fast: bool, engine: Any, tracker_factory: Any, 
         delay_ms={"p50": _pct([e.delay_ms for e in events], 50), "p95": _pct([e.delay_ms for e in events], 95)},
         events=dict(summary.events),
         face_workers=pipeline.face_workers if getattr(tracker, "frames_independent", False) else 1,
+        ended=summary.reason, error=None if pipeline.error is None else str(pipeline.error),
     )
     if annotations is not None:
         figures.spotting = score_against(events, annotations, video.stem)

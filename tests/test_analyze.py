@@ -434,9 +434,9 @@ def test_csv_tables_agree_with_the_recording(first_run: tuple[int, str, Path, st
     assert all(f["face"] == "1" for f in frames)
     assert all(f[name] != "" for f in frames for name in BLENDSHAPE_NAMES)  # MediaPipe's names, every frame
     assert any(f["threshold"] != "" for f in frames)
-    for e in events:  # the peak score of an event is one of its frames' scores
-        scores = [float(f["score"]) for f in frames[e.onset.frame:] if f["score"]]
-        assert any(abs(s - e.intensity) < 1e-4 for s in scores)
+    for e in events:  # the curve is the highest region's score: at the event's peak it reaches the event's score
+        scores = [float(f["score"]) for f in frames[e.onset.frame:e.offset.frame + 15] if f["score"]]
+        assert max(scores) >= e.intensity - 1e-4
 
 
 def test_rejected_csv_agrees_with_the_summarys_counts(first_run: tuple[int, str, Path, str]) -> None:

@@ -488,3 +488,28 @@ def test_mer_bench_too_short_a_video_is_one_line(face_model_path: Path, tmp_path
     message = _one_line("\n".join(rest))
     assert message.startswith("mer-bench: error: cannot generate a 4 s video at 30 fps to measure on: "), message
     assert "video_seconds must be within 5..600" in message
+
+
+def test_mer_bench_spotting_gives_no_figures_for_a_run_that_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipeline whose analysis failed publishes nothing more: scoring that read as F1 0, with no error."""
+    import mer_cli.bench_spotting as bench_spotting
+    from mer_offline.bench import RunFigures
+
+    (tmp_path / "v001.mp4").write_bytes(b"")
+    (tmp_path / "annotations.csv").write_text("video,onset,offset,kind\nv001,10,20,micro\n", encoding="utf-8")
+
+    class Engine:
+        card = None
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(bench_spotting, "load_engine", lambda model: Engine())
+    monkeypatch.setattr(bench_spotting, "run_pipeline", lambda video, **kwargs: RunFigures(
+        frames=30, wall_s=1.0, fps=30.0, ended="error", error="NameError: boom"))
+    assert bench_spotting.main([str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "the analysis of v001.mp4 failed (NameError: boom)" in captured.err
+    assert "F1" not in captured.out

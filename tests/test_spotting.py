@@ -57,7 +57,7 @@ def test_a_lip_corner_pull_while_talking_is_found_once_the_rest_of_the_face_is_t
         assert run_spotter(stream, Spotter(SpotterOptions(coupling_s=0))) == [], hz  # hidden without it
 
 
-def test_face_coupling_removes_what_the_rest_of_the_face_predicts_but_not_the_mirror() -> None:
+def test_face_coupling_removes_what_the_rest_of_the_face_predicts_but_not_the_own_group() -> None:
     rng = np.random.default_rng(0)
     coupling = FaceCoupling(memory_s=5.0)
     corner, chin = REGION_NAMES.index("lip_corner_r"), REGION_NAMES.index("chin")
@@ -70,7 +70,7 @@ def test_face_coupling_removes_what_the_rest_of_the_face_predicts_but_not_the_mi
         d[brow_l], d[brow_r] = raise_, raise_ * 0.8
         out = coupling.remove(d, k / 30)
     assert np.abs(out[corner]).max() < 2e-3 < np.abs(d[corner]).max()  # learnt: the jaw's share is gone
-    np.testing.assert_allclose(out[brow_l], d[brow_l], atol=1e-4)  # never explained by its mirror
+    np.testing.assert_allclose(out[brow_l], d[brow_l], atol=1e-4)  # never explained by its own group
     np.testing.assert_allclose(out[brow_r], d[brow_r], atol=1e-4)
     coupling.reset()
     np.testing.assert_allclose(coupling.remove(d, 0.0), d)  # nothing learnt after a reset
