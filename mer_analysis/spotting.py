@@ -154,9 +154,8 @@ COUPLING_GROUPS: tuple[tuple[str, ...], ...] = (
 
 
 def _group_columns() -> list[np.ndarray]:
-    """Each group's columns in the flattened (R, 2) displacement, as a (1, 2 × regions) array."""
-    return [np.array([[c for name in group for c in (2 * REGION_NAMES.index(name), 2 * REGION_NAMES.index(name) + 1)]])
-            for group in COUPLING_GROUPS]
+    """Each group's columns in the flattened (R, 2) displacement: x and y of each of its regions."""
+    return [np.array([2 * REGION_NAMES.index(name) + k for name in group for k in (0, 1)]) for group in COUPLING_GROUPS]
 
 
 _NOISE_FLOOR = 0.001  # IOD: a region's unexplained movement is never taken as smaller
@@ -222,23 +221,21 @@ class FaceCoupling:
             px = precision @ x
             flat = out.reshape(-1)
             for cols in self._blocks:
-                left = np.linalg.inv(precision[cols[:, :, None], cols[:, None, :]])  # unexplained covariance
-                unexplained = np.einsum("bij,bj->bi", left, px[cols])
-                # R² per region (its two components together), then back to one share per component
-                per_region = (len(cols), cols.shape[1] // 2, 2)
-                # (the block's own ridge is in ``left`` too: it is not movement the fit missed)
-                own = np.diagonal(left, axis1=1, axis2=2) - self.ridge * power[cols]
-                missed = np.maximum(own.reshape(per_region).sum(axis=2), 0.0)
+                left = np.linalg.inv(precision[np.ix_(cols, cols)])  # the covariance the other groups leave
+                unexplained = left @ px[cols]
+                # per region (its two components together); the group's own ridge is in ``left`` too, and is
+                # not movement the fit missed
+                missed = np.maximum((np.diag(left) - self.ridge * power[cols]).reshape(-1, 2).sum(axis=1), 0.0)
                 # R² adjusted for the 30-odd inputs (a 0.08 IOD smile 2 s into a video was lost without it)
-                inputs = len(x) - cols.shape[1]
+                inputs = len(x) - len(cols)
                 dof = (self._count - 1.0) / (self._count - inputs - 1.0) if self._count > inputs + 1 else math.inf
-                share = np.clip(1.0 - dof * missed / np.maximum(power[cols].reshape(per_region).sum(axis=2), 1e-12),
-                                0.0, 1.0).repeat(2, axis=1)
+                explained = 1.0 - dof * missed / np.maximum(power[cols].reshape(-1, 2).sum(axis=1), 1e-12)
+                share = np.clip(explained, 0.0, 1.0).repeat(2)
                 xb = x[cols]
                 flat[cols] = xb - share * (xb - unexplained)
                 # a frame beyond its usual unexplained movement is learnt from less (see above)
                 usual = np.maximum(missed / max(self._count, 1.0), _NOISE_FLOOR**2)
-                surprise = (unexplained**2).reshape(per_region).sum(axis=2) / usual
+                surprise = (unexplained**2).reshape(-1, 2).sum(axis=1) / usual
                 weight = min(weight, self.outlier**2 / max(float(surprise.max()), 1e-12))
         decay = 1.0 if self._last_t is None else math.exp(-max(t - self._last_t, 0.0) / self.memory_s)
         self._last_t = t

@@ -13,6 +13,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 from engines.backends import load_engine
 from mer_cli.exit_codes import EXIT_FAILURE
@@ -35,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     with (args.folder / "annotations.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     engine = load_engine(args.model)
+    try:
+        return _score(args, rows, engine)
+    finally:
+        engine.close()
+
+
+def _score(args: argparse.Namespace, rows: list[dict[str, str]], engine: Any) -> int:
+    """Every video through the pipeline, then the pooled figures; EXIT_FAILURE when a run's analysis failed."""
     pred: dict[str, list[Interval]] = {"micro": [], "macro": []}
     true: dict[str, list[Interval]] = {"micro": [], "macro": []}
     frames = wall = 0.0
@@ -48,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         if figures.ended == "error":  # scoring what a failed run published would report a wrong F1
             print(f"mer-bench spotting: error: the analysis of {video.name} failed ({figures.error}); no figures",
                   file=sys.stderr)
-            engine.close()
             return EXIT_FAILURE
         frames += figures.frames
         wall += figures.wall_s
@@ -63,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: true {len(true[kind])}, predicted {len(pred[kind])}, TP {s.tp}, "
               f"precision {s.precision:.3f}, recall {s.recall:.3f}, F1 {s.f1:.3f}")
     print(f"landmark_every {args.landmark_every}: {frames:.0f} frames in {wall:.1f} s = {frames / wall:.0f} fps")
-    engine.close()
     return 0
 
 
